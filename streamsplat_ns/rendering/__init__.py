@@ -1,0 +1,10 @@
+"""Orthographic Gaussian rasterization (torch reference + CUDA kernels) and dynamic rendering."""
+
+from .camera import canonical_camera, canonical_viewmat, ortho_intrinsics, orbit_viewmat, opengl_c2w_to_viewmat
+from .dynamic import (canonical_to_world, inverse_depth_to_depth, opacities_at, positions_at, render_dynamic,
+                      render_static)
+from .rasterizer import RenderOutput, rasterize
+
+__all__ = ["RenderOutput", "rasterize", "render_dynamic", "render_static", "canonical_camera", "canonical_viewmat",
+           "ortho_intrinsics", "orbit_viewmat", "opengl_c2w_to_viewmat", "positions_at", "opacities_at",
+           "canonical_to_world", "inverse_depth_to_depth"]
