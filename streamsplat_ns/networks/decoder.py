@@ -1,0 +1,112 @@
+"""Dynamic decoder (stage 2).
+
+Joint self-attention over both key frames' encoder tokens, cross-attention of each frame's tokens to the
+*other* frame's DINOv2 patch tokens, a new upsampler, and motion / life-cycle heads on
+``cat(static_proj(static features), dynamic features)``. Frame-0 Gaussians move forward from t0 = 0,
+frame-1 Gaussians backward from t0 = 1 (the bidirectional deformation field).
+"""
+
+from __future__ import annotations
+
+from typing import Tuple
+
+import torch
+import torch.nn.functional as F
+from jaxtyping import Float
+from torch import Tensor, nn
+
+from ..gaussians import DynamicGaussians, Gaussians
+from .config import DecoderConfig, EncoderConfig
+from .dinov2 import DinoVisionTransformer
+from .heads import DynamicHeads
+from .layers import CrossBlock, RMSNorm, SinusoidalPE, _linear
+from .upsampler import GaussianUpsampler
+
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+
+
+class DinoCondition(nn.Module):
+    """Frozen DINOv2 patch features of a frame, resized (bilinear, no antialias) to 14 x the DINO grid."""
+
+    def __init__(self, cfg: DecoderConfig, enc: EncoderConfig) -> None:
+        super().__init__()
+        self.grid = cfg.resolved_dino_grid(enc)
+        self.imagenet_norm = cfg.dino_imagenet_norm
+        self.model = DinoVisionTransformer(cfg.dino)
+        self.model.requires_grad_(False)
+        self.register_buffer("mean", torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1), persistent=False)
+        self.register_buffer("std", torch.tensor(IMAGENET_STD).view(1, 3, 1, 1), persistent=False)
+
+    def train(self, mode: bool = True):  # DINO stays frozen and in eval mode
+        super().train(mode)
+        self.model.eval()
+        return self
+
+    @torch.no_grad()
+    def forward(self, rgb: Float[Tensor, "B 3 H W"]) -> Float[Tensor, "B M Dd"]:
+        p = self.model.patch_size
+        x = F.interpolate(rgb.float(), size=(self.grid[0] * p, self.grid[1] * p), mode="bilinear",
+                          align_corners=False, antialias=False)
+        if self.imagenet_norm:
+            x = (x - self.mean) / self.std
+        return self.model.forward_features(x)["x_norm_patchtokens"]
+
+
+class DynamicDecoder(nn.Module):
+    def __init__(self, cfg: DecoderConfig, enc: EncoderConfig) -> None:
+        super().__init__()
+        if cfg.width != enc.width:
+            raise ValueError(f"decoder width {cfg.width} must equal encoder width {enc.width}")
+        self.cfg, self.enc_cfg = cfg, enc
+        d, l = cfg.width, enc.num_tokens
+        gh, gw = cfg.resolved_dino_grid(enc)
+        self.pos_embed = nn.Parameter(torch.zeros(1, 2 * l, d))
+        nn.init.trunc_normal_(self.pos_embed, std=0.02)
+        self.frame_embed = nn.Parameter(torch.zeros(1, 2, d))
+        nn.init.trunc_normal_(self.frame_embed, std=0.02)
+        self.norm_in = RMSNorm(d, cfg.norm_eps)
+        self.blocks = nn.ModuleList(CrossBlock(d, cfg.head_dim, cfg.mlp_ratio, cfg.norm_eps) for _ in range(cfg.depth))
+        self.norm_out = RMSNorm(d, cfg.norm_eps)
+        self.cond_proj = nn.Linear(cfg.dino.embed_dim, d, bias=False)
+        self.cond_pe = SinusoidalPE(gh * gw, d)
+        self.cond_norm = RMSNorm(d, cfg.norm_eps)
+        self.upsampler = GaussianUpsampler(d, enc.token_grid, cfg.upsampler, cfg.norm_eps)
+        cs = enc.feature_width
+        self.static_proj = nn.Linear(cs, cs, bias=False)
+        self.heads = DynamicHeads(cs + self.upsampler.out_width, cfg.head_hidden, cfg.motion_order,
+                                  cfg.velocity_scale, enc.position_bound_eps)
+
+    def condition(self, dino: Float[Tensor, "B M Dd"]) -> Float[Tensor, "B M D"]:
+        """Per-frame condition ``norm(proj(dino) + pe)``; computed once per frame (cacheable)."""
+        return self.cond_norm(self.cond_pe(_linear(dino, self.cond_proj).float()))
+
+    def forward(
+        self,
+        tokens0: Float[Tensor, "B L D"], tokens1: Float[Tensor, "B L D"],
+        cond0: Float[Tensor, "B M D"], cond1: Float[Tensor, "B M D"],
+        feats0: Float[Tensor, "B N C"], feats1: Float[Tensor, "B N C"],
+        static0: Gaussians, static1: Gaussians,
+    ) -> DynamicGaussians:
+        """``cond*`` are :meth:`condition` outputs; ``feats*``/``static*`` are the frozen encoder's
+        upsampled features and Gaussians of each frame."""
+        b, l, d = tokens0.shape
+        x = torch.cat([tokens0, tokens1], dim=1).float() + self.pos_embed
+        x = x + self.frame_embed.repeat_interleave(l, dim=1)
+        x = self.norm_in(x)
+        context = torch.stack([cond1, cond0], dim=1)  # frame 0 attends to frame 1's DINO, and vice versa
+        for blk in self.blocks:
+            x = blk(x, context)
+        x = self.norm_out(x)
+        dyn = self.upsampler(x.view(b * 2, l, d))  # [2B, N, C]
+        n = dyn.shape[1]
+        with torch.autocast(x.device.type, enabled=False):
+            stat = torch.stack([feats0, feats1], dim=1).view(b * 2, n, -1).float()
+            f = torch.cat([self.static_proj(stat), dyn.float()], dim=-1)
+            motion, g0, g1 = self.heads(f)
+        motion = motion.view(b, 2 * n, *motion.shape[2:])
+        g0, g1 = g0.view(b, 2 * n), g1.view(b, 2 * n)
+        both = static0.cat(static1, dim=1)
+        t0 = torch.cat([motion.new_zeros(b, n), motion.new_ones(b, n)], dim=1)
+        return DynamicGaussians(means=both.means, quats=both.quats, scales=both.scales, opacities=both.opacities,
+                                colours=both.colours, sh=both.sh, motion=motion, t0=t0, gamma0=g0, gamma1=g1)

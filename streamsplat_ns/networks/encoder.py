@@ -1,0 +1,69 @@
+"""Static encoder (stage 1): RGB + normalised disparity -> 8x8 patch tokens -> pre-RMSNorm ViT ->
+upsampler -> Gaussian heads. One Gaussian per 2x2 pixels in the canonical orthographic space."""
+
+from __future__ import annotations
+
+from typing import Tuple
+
+import torch
+from jaxtyping import Float
+from torch import Tensor, nn
+
+from ..gaussians import Gaussians
+from .config import EncoderConfig
+from .heads import GaussianHeads
+from .layers import Block, RMSNorm, SinusoidalPE
+from .upsampler import GaussianUpsampler
+
+
+def check_frames(rgb: Tensor, disparity: Tensor, height: int, width: int, what: str = "input") -> None:
+    """Clear errors for the most common input mistakes (channels-last, wrong size, missing batch)."""
+    if rgb.ndim != 4 or rgb.shape[1] != 3:
+        raise ValueError(f"{what}: rgb must be [B, 3, H, W] in [0, 1], got shape {tuple(rgb.shape)}")
+    if disparity.ndim != 4 or disparity.shape[1] != 1:
+        raise ValueError(f"{what}: disparity must be [B, 1, H, W], got shape {tuple(disparity.shape)}")
+    if rgb.shape[0] != disparity.shape[0] or rgb.shape[2:] != disparity.shape[2:]:
+        raise ValueError(f"{what}: rgb {tuple(rgb.shape)} and disparity {tuple(disparity.shape)} do not match")
+    if tuple(rgb.shape[2:]) != (height, width):
+        raise ValueError(f"{what}: the model expects {height}x{width} frames, got {rgb.shape[2]}x{rgb.shape[3]}; "
+                         "resize first (the paper uses 288x512)")
+
+
+class StaticEncoder(nn.Module):
+    def __init__(self, cfg: EncoderConfig, position_std_head: bool = True) -> None:
+        super().__init__()
+        self.cfg = cfg
+        p = cfg.patch_size
+        self.patch_embed = nn.Conv2d(cfg.in_channels, cfg.width, kernel_size=p, stride=p, bias=False)
+        self.pos_enc = SinusoidalPE(cfg.num_tokens, cfg.width)
+        self.norm_in = RMSNorm(cfg.width, cfg.norm_eps)
+        self.blocks = nn.ModuleList(Block(cfg.width, cfg.head_dim, cfg.mlp_ratio, cfg.norm_eps) for _ in range(cfg.depth))
+        self.norm_out = RMSNorm(cfg.width, cfg.norm_eps)
+        self.upsampler = GaussianUpsampler(cfg.width, cfg.token_grid, cfg.upsampler, cfg.norm_eps)
+        self.heads = GaussianHeads(cfg, position_std_head)
+
+    def encode_tokens(self, rgb: Float[Tensor, "B 3 H W"], disparity: Float[Tensor, "B 1 H W"]) -> Float[Tensor, "B L D"]:
+        """Transformer tokens (fp32, row-major over the patch grid): the part the dynamic decoder reuses."""
+        check_frames(rgb, disparity, self.cfg.image_height, self.cfg.image_width, "StaticEncoder")
+        x = torch.cat([rgb, disparity], dim=1)
+        w = self.patch_embed.weight
+        if not torch.is_autocast_enabled(x.device.type):
+            x = x.to(w.dtype)
+        x = self.patch_embed(x).flatten(2).transpose(1, 2).float()  # [B, L, D]
+        x = self.norm_in(self.pos_enc(x))
+        for blk in self.blocks:
+            x = blk(x)
+        return self.norm_out(x)
+
+    def upsample(self, tokens: Float[Tensor, "B L D"]) -> Float[Tensor, "B N C"]:
+        return self.upsampler(tokens)
+
+    def forward_all(self, rgb: Tensor, disparity: Tensor) -> Tuple[Tensor, Tensor, Gaussians]:
+        """Tokens, per-Gaussian features and Gaussians of one batch of frames."""
+        tokens = self.encode_tokens(rgb, disparity)
+        feats = self.upsample(tokens)
+        return tokens, feats, self.heads(feats)
+
+    def forward(self, rgb: Float[Tensor, "B 3 H W"], disparity: Float[Tensor, "B 1 H W"]) -> Gaussians:
+        """Canonical Gaussians; train mode samples the truncated-normal position, eval mode uses the mean."""
+        return self.forward_all(rgb, disparity)[2]
