@@ -131,7 +131,7 @@ def depth_to_disparity(depth01: np.ndarray, size: Size) -> np.ndarray:
 
 
 def stack_batch(rgbs: List[np.ndarray], disps: List[np.ndarray], masks: List[np.ndarray]) -> FrameBatch:
-    rgb = torch.from_numpy(np.stack(rgbs)).permute(0, 3, 1, 2).float().div_(255.0)
+    rgb = torch.from_numpy(np.stack(rgbs)).permute(0, 3, 1, 2).contiguous().float().mul_(1.0 / 255.0)
     disp = torch.from_numpy(np.stack(disps)).float()[:, None]
     mask = torch.from_numpy(np.stack(masks)).float()[:, None]
     return FrameBatch(rgb=rgb.contiguous(), disparity=disp.contiguous(), mask=mask.contiguous())

@@ -81,15 +81,8 @@ class DynamicDecoder(nn.Module):
         """Per-frame condition ``norm(proj(dino) + pe)``; computed once per frame (cacheable)."""
         return self.cond_norm(self.cond_pe(_linear(dino, self.cond_proj).float()))
 
-    def forward(
-        self,
-        tokens0: Float[Tensor, "B L D"], tokens1: Float[Tensor, "B L D"],
-        cond0: Float[Tensor, "B M D"], cond1: Float[Tensor, "B M D"],
-        feats0: Float[Tensor, "B N C"], feats1: Float[Tensor, "B N C"],
-        static0: Gaussians, static1: Gaussians,
-    ) -> DynamicGaussians:
-        """``cond*`` are :meth:`condition` outputs; ``feats*``/``static*`` are the frozen encoder's
-        upsampled features and Gaussians of each frame."""
+    def joint_tokens(self, tokens0: Tensor, tokens1: Tensor, cond0: Tensor, cond1: Tensor) -> Float[Tensor, "B 2L D"]:
+        """The two-frame transformer: joint self-attention, cross-attention to the other frame's DINO."""
         b, l, d = tokens0.shape
         x = torch.cat([tokens0, tokens1], dim=1).float() + self.pos_embed
         x = x + self.frame_embed.repeat_interleave(l, dim=1)
@@ -97,10 +90,16 @@ class DynamicDecoder(nn.Module):
         context = torch.stack([cond1, cond0], dim=1)  # frame 0 attends to frame 1's DINO, and vice versa
         for blk in self.blocks:
             x = blk(x, context)
-        x = self.norm_out(x)
-        dyn = self.upsampler(x.view(b * 2, l, d))  # [2B, N, C]
-        n = dyn.shape[1]
-        with torch.autocast(x.device.type, enabled=False):
+        return self.norm_out(x)
+
+    def dynamic_features(self, x: Float[Tensor, "B 2L D"]) -> Float[Tensor, "2B N C"]:
+        b2, l2, d = x.shape
+        return self.upsampler(x.reshape(b2 * 2, l2 // 2, d))
+
+    def gaussians(self, dyn: Tensor, feats0: Tensor, feats1: Tensor, static0: Gaussians, static1: Gaussians
+                  ) -> DynamicGaussians:
+        b, n = feats0.shape[:2]
+        with torch.autocast(dyn.device.type, enabled=False):
             stat = torch.stack([feats0, feats1], dim=1).view(b * 2, n, -1).float()
             f = torch.cat([self.static_proj(stat), dyn.float()], dim=-1)
             motion, g0, g1 = self.heads(f)
@@ -110,3 +109,15 @@ class DynamicDecoder(nn.Module):
         t0 = torch.cat([motion.new_zeros(b, n), motion.new_ones(b, n)], dim=1)
         return DynamicGaussians(means=both.means, quats=both.quats, scales=both.scales, opacities=both.opacities,
                                 colours=both.colours, sh=both.sh, motion=motion, t0=t0, gamma0=g0, gamma1=g1)
+
+    def forward(
+        self,
+        tokens0: Float[Tensor, "B L D"], tokens1: Float[Tensor, "B L D"],
+        cond0: Float[Tensor, "B M D"], cond1: Float[Tensor, "B M D"],
+        feats0: Float[Tensor, "B N C"], feats1: Float[Tensor, "B N C"],
+        static0: Gaussians, static1: Gaussians,
+    ) -> DynamicGaussians:
+        """``cond*`` are :meth:`condition` outputs; ``feats*``/``static*`` are the frozen encoder's
+        upsampled features and Gaussians of each frame. Frame-0 Gaussians come first (t0 = 0)."""
+        x = self.joint_tokens(tokens0, tokens1, cond0, cond1)
+        return self.gaussians(self.dynamic_features(x), feats0, feats1, static0, static1)

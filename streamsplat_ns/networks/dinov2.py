@@ -25,7 +25,9 @@ class _PatchEmbed(nn.Module):
         self.proj = nn.Conv2d(cin, dim, kernel_size=patch, stride=patch)
 
     def forward(self, x: Tensor) -> Tensor:
-        return self.proj(x).flatten(2).transpose(1, 2)
+        from .encoder import patchify_linear
+
+        return patchify_linear(x, self.proj.weight, self.proj.bias)
 
 
 class _LayerScale(nn.Module):

@@ -1,0 +1,1 @@
+"""Depth Anything V2 (ViT-S/B/L + DPT head), loaded strictly from a local official checkpoint."""

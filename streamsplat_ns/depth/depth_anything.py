@@ -1,0 +1,161 @@
+"""Depth Anything V2: DINOv2 ViT (``networks.dinov2``) + DPT head; official checkpoints load unchanged.
+
+Output is relative inverse depth (larger = nearer), ReLU-clamped, at the input-tensor size.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import math
+import os
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Dict, List, Literal, Optional, Tuple, Union
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+from jaxtyping import Float
+from torch import Tensor
+
+from streamsplat_ns.depth.dpt import DPTHead
+from streamsplat_ns.networks.config import DinoConfig
+from streamsplat_ns.networks.dinov2 import DinoVisionTransformer
+
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+Encoder = Literal["vits", "vitb", "vitl", "tiny"]
+
+
+@dataclass
+class DepthAnythingConfig:
+    encoder: str = "vitl"
+    embed_dim: int = 1024
+    depth: int = 24
+    num_heads: int = 16
+    features: int = 256
+    out_channels: Tuple[int, int, int, int] = (256, 512, 1024, 1024)
+    layers: Tuple[int, int, int, int] = (4, 11, 17, 23)
+    img_size: int = 518
+
+    @staticmethod
+    def of(encoder: str) -> "DepthAnythingConfig":
+        presets = {
+            "vits": DepthAnythingConfig("vits", 384, 12, 6, 64, (48, 96, 192, 384), (2, 5, 8, 11)),
+            "vitb": DepthAnythingConfig("vitb", 768, 12, 12, 128, (96, 192, 384, 768), (2, 5, 8, 11)),
+            "vitl": DepthAnythingConfig("vitl", 1024, 24, 16, 256, (256, 512, 1024, 1024), (4, 11, 17, 23)),
+            # test-only: same key names, tiny sizes
+            "tiny": DepthAnythingConfig("tiny", 32, 4, 2, 16, (8, 16, 32, 32), (0, 1, 2, 3), img_size=56),
+        }
+        if encoder not in presets:
+            raise ValueError(f"unknown Depth Anything V2 encoder {encoder!r}; expected one of {sorted(presets)}")
+        return presets[encoder]
+
+    def dino(self) -> DinoConfig:
+        return DinoConfig(embed_dim=self.embed_dim, depth=self.depth, num_heads=self.num_heads, patch_size=14,
+                          img_size=self.img_size, num_register_tokens=0, layerscale_init=1.0,
+                          interpolate_offset=0.1, interpolate_antialias=False)
+
+
+class DepthAnythingV2(nn.Module):
+    """``pretrained`` (DINOv2) + ``depth_head`` (DPT): the official module names."""
+
+    def __init__(self, cfg: Optional[DepthAnythingConfig] = None):
+        super().__init__()
+        self.cfg = cfg or DepthAnythingConfig.of("vitl")
+        self.pretrained = DinoVisionTransformer(self.cfg.dino())
+        self.depth_head = DPTHead(self.cfg.embed_dim, self.cfg.features, self.cfg.out_channels)
+
+    def forward(self, x: Float[Tensor, "B 3 H W"]) -> Float[Tensor, "B H W"]:
+        """``x`` preprocessed (H, W multiples of 14) -> relative inverse depth at the same size."""
+        ph, pw = x.shape[-2] // 14, x.shape[-1] // 14
+        feats = self.pretrained.get_intermediate_layers(x, list(self.cfg.layers), return_class_token=True)
+        return F.relu(self.depth_head(list(feats), ph, pw)).squeeze(1)
+
+
+def infer_encoder(path: Union[str, Path], sd: Optional[Dict[str, Tensor]] = None) -> str:
+    m = re.search(r"vit[slbg]", Path(path).name)
+    if m:
+        return m.group(0)
+    if sd is not None and "pretrained.cls_token" in sd:
+        dim = sd["pretrained.cls_token"].shape[-1]
+        for enc in ("vits", "vitb", "vitl", "tiny"):
+            if DepthAnythingConfig.of(enc).embed_dim == dim:
+                return enc
+    raise ValueError(f"{path}: cannot tell the encoder (vits/vitb/vitl) from the file name; pass --encoder")
+
+
+def load_depth_anything(path: Union[str, Path], encoder: Optional[str] = None,
+                        device: Union[str, torch.device] = "cpu") -> DepthAnythingV2:
+    """Build the model and load an official ``depth_anything_v2_<enc>.pth`` strictly (local file only)."""
+    path = Path(os.path.expanduser(str(path)))
+    if not path.is_file():
+        raise FileNotFoundError(
+            f"Depth Anything V2 checkpoint not found: {path}. Download depth_anything_v2_vitl.pth (or _vits/_vitb) "
+            f"from the official release on a machine with network access and pass --checkpoint, or set "
+            f"STREAMSPLAT_DA2_CKPT. Nothing is downloaded here.")
+    sd = torch.load(path, map_location="cpu", weights_only=True)
+    if isinstance(sd, dict) and "state_dict" in sd and isinstance(sd["state_dict"], dict):
+        sd = sd["state_dict"]
+    enc = encoder or infer_encoder(path, sd)
+    model = DepthAnythingV2(DepthAnythingConfig.of(enc))
+    own = model.state_dict()
+    missing, unexpected = sorted(set(own) - set(sd)), sorted(set(sd) - set(own))
+    wrong = sorted(k for k in set(own) & set(sd) if tuple(own[k].shape) != tuple(sd[k].shape))
+    if missing or unexpected or wrong:
+        raise ValueError(f"{path} does not match Depth Anything V2 '{enc}': missing {missing[:6]}, unexpected "
+                         f"{unexpected[:6]}, wrong shapes {wrong[:6]}. Is --encoder right?")
+    model.load_state_dict(sd, strict=True)
+    return model.to(device).eval()
+
+
+def target_size(h: int, w: int, short_side: int = 518, multiple: int = 14) -> Tuple[int, int]:
+    """Keep aspect, shorter side ``short_side``, each side the nearest multiple of 14 (never below)."""
+    scale = short_side / min(h, w)
+
+    def fit(x: float) -> int:
+        y = int(round(x / multiple) * multiple)
+        return y if y >= short_side else int(math.ceil(x / multiple) * multiple)
+
+    return fit(h * scale), fit(w * scale)
+
+
+@torch.no_grad()
+def predict_disparity(model: DepthAnythingV2, rgb: Float[Tensor, "B 3 H W"], preprocess: str = "streamsplat",
+                      short_side: int = 518, out_size: Optional[Tuple[int, int]] = None,
+                      dtype: Optional[torch.dtype] = None) -> Float[Tensor, "B H W"]:
+    """Raw relative inverse depth for RGB in [0, 1], resized back to ``out_size`` (default: input size).
+
+    ``streamsplat``: no ImageNet normalisation, bilinear resize (the authors' preprocessing, so released
+    checkpoints see their training distribution); ``official``: ImageNet mean/std, bicubic (DA-V2's infer_image).
+    """
+    B, _, H, W = rgb.shape
+    th, tw = target_size(H, W, short_side)
+    if preprocess == "official":
+        x = F.interpolate(rgb, (th, tw), mode="bicubic", align_corners=False).clamp(0, 1)
+        mean = torch.tensor(IMAGENET_MEAN, device=rgb.device).view(1, 3, 1, 1)
+        std = torch.tensor(IMAGENET_STD, device=rgb.device).view(1, 3, 1, 1)
+        x = (x - mean) / std
+    elif preprocess == "streamsplat":
+        x = F.interpolate(rgb, (th, tw), mode="bilinear", align_corners=False)
+    else:
+        raise ValueError(f"preprocess must be 'streamsplat' or 'official', got {preprocess!r}")
+    if dtype is not None and dtype != torch.float32 and x.is_cuda:
+        with torch.autocast("cuda", dtype=dtype):
+            d = model(x)
+    else:
+        d = model(x)
+    d = F.interpolate(d[:, None].float(), out_size or (H, W), mode="bilinear", align_corners=True)[:, 0]
+    return d
+
+
+def sha256_file(path: Union[str, Path], chunk: int = 1 << 22) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        while True:
+            b = f.read(chunk)
+            if not b:
+                break
+            h.update(b)
+    return h.hexdigest()

@@ -1,0 +1,302 @@
+"""CUDA backend of the orthographic rasterizer: extension loader and autograd Functions.
+
+The kernels live in the top-level ``cuda/`` folder (semantics: docs/rasterizer.md). They are used
+from an ahead-of-time module ``streamsplat_ns._C`` when one was built, otherwise JIT-compiled with
+``torch.utils.cpp_extension.load`` on first use. Importing this module never builds anything and
+works without nvcc or a GPU, so CPU-only installs and CI stay cheap.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import threading
+from pathlib import Path
+from typing import Optional, Tuple
+
+import torch
+from jaxtyping import Float
+from torch import Tensor
+
+_EXT = None
+_EXT_ERROR: Optional[str] = None
+_LOCK = threading.Lock()
+_SOURCES = ("rasterizer.cu", "ext.cpp")
+# bit -> tensor name, as set by the projection kernel's NaN check
+_NAN_FLAGS = ((1, "means"), (2, "quats"), (4, "scales"), (8, "opacities"), (16, "colours"), (32, "motion"),
+              (64, "t0"), (128, "gamma0"), (256, "gamma1"), (512, "times"), (1024, "viewmats"), (2048, "Ks"),
+              (4096, "backgrounds"))
+
+
+def cuda_source_dir() -> Path:
+    return Path(__file__).resolve().parents[2] / "cuda"
+
+
+def _aot_module():
+    try:
+        from streamsplat_ns import _C  # type: ignore[attr-defined]
+
+        return _C
+    except ImportError:
+        return None
+
+
+def _nvcc() -> Optional[str]:
+    from torch.utils.cpp_extension import CUDA_HOME
+
+    if CUDA_HOME and os.path.isfile(os.path.join(CUDA_HOME, "bin", "nvcc")):
+        return os.path.join(CUDA_HOME, "bin", "nvcc")
+    return shutil.which("nvcc")
+
+
+def unavailable_reason() -> Optional[str]:
+    """Why the CUDA backend cannot run here (None when it can); never builds anything."""
+    if _EXT is not None:
+        return None
+    if _EXT_ERROR is not None:
+        return _EXT_ERROR
+    if not torch.cuda.is_available():
+        return "no CUDA device visible to PyTorch"
+    if _aot_module() is not None:
+        return None
+    if not all((cuda_source_dir() / s).is_file() for s in _SOURCES):
+        return f"CUDA sources not found under {cuda_source_dir()} (and no prebuilt streamsplat_ns._C)"
+    try:
+        nvcc = _nvcc()
+    except Exception as e:  # pragma: no cover - broken torch installs
+        return f"cannot locate the CUDA toolkit: {e}"
+    if nvcc is None:
+        return "nvcc not found (set CUDA_HOME) and no prebuilt streamsplat_ns._C"
+    return None
+
+
+def is_available() -> bool:
+    return unavailable_reason() is None
+
+
+def load_extension(verbose: bool = False):
+    """The compiled module: AOT ``streamsplat_ns._C`` if importable, else a JIT build for this GPU's arch."""
+    global _EXT, _EXT_ERROR
+    if _EXT is not None:
+        return _EXT
+    with _LOCK:
+        if _EXT is not None:
+            return _EXT
+        aot = _aot_module()
+        if aot is not None:
+            _EXT = aot
+            return _EXT
+        reason = unavailable_reason()
+        if reason is not None:
+            raise RuntimeError(f"streamsplat_ns CUDA rasterizer unavailable: {reason}")
+        from torch.utils.cpp_extension import load
+
+        major, minor = torch.cuda.get_device_capability()
+        arch = f"{major}{minor}"
+        base = os.environ.get("TORCH_EXTENSIONS_DIR") or os.path.join(
+            os.path.expanduser("~"), ".cache", "torch_extensions")
+        build_dir = os.path.join(base, f"streamsplat_ns_raster_sm{arch}")
+        os.makedirs(build_dir, exist_ok=True)
+        src = cuda_source_dir()
+        # build for this device only (torch would otherwise add every arch of TORCH_CUDA_ARCH_LIST)
+        old = os.environ.get("TORCH_CUDA_ARCH_LIST")
+        os.environ["TORCH_CUDA_ARCH_LIST"] = f"{major}.{minor}"
+        try:
+            _EXT = load(
+                name=f"streamsplat_ns_raster_sm{arch}",
+                sources=[str(src / s) for s in _SOURCES],
+                extra_cflags=["-O3"],
+                # no --use_fast_math: approximate division/exp would move tile edges and the 1/255 cut-off
+                extra_cuda_cflags=["-O3", f"-gencode=arch=compute_{arch},code=sm_{arch}", "-lineinfo"],
+                build_directory=build_dir,
+                verbose=verbose,
+            )
+        except Exception as e:
+            _EXT_ERROR = f"JIT build failed: {e}"
+            raise
+        finally:
+            if old is None:
+                os.environ.pop("TORCH_CUDA_ARCH_LIST", None)
+            else:
+                os.environ["TORCH_CUDA_ARCH_LIST"] = old
+        return _EXT
+
+
+# ----------------------------------------------------------------------------------------------------------
+# input preparation
+
+
+def _prep(x: Tensor, name: str, device: torch.device) -> Tensor:
+    """float32, contiguous, on the render device; clear errors otherwise."""
+    if not isinstance(x, Tensor):
+        raise TypeError(f"rasterize (cuda): {name} must be a torch.Tensor, got {type(x).__name__}")
+    if x.device != device:
+        raise ValueError(f"rasterize (cuda): {name} is on {x.device} but the Gaussians are on {device}; "
+                         "move every input to the same CUDA device")
+    if not x.is_floating_point():
+        raise TypeError(f"rasterize (cuda): {name} must be a floating-point tensor, got {x.dtype}")
+    if x.dtype != torch.float32:
+        x = x.float()  # autograd casts the gradient back
+    return x.contiguous()
+
+
+def _check_flags(info: Tensor) -> int:
+    flags = int(info[1])
+    if flags:
+        names = [n for bit, n in _NAN_FLAGS if flags & bit]
+        raise ValueError(f"rasterize (cuda): input(s) {', '.join(repr(n) for n in names)} contain NaN values")
+    return int(info[0])
+
+
+def _grad_or_zeros(g: Optional[Tensor], like: Tensor) -> Tensor:
+    return torch.zeros_like(like) if g is None else g.contiguous().float()
+
+
+class _RasterizeFn(torch.autograd.Function):
+    """One batched render; motion / life-cycle evaluated in the projection kernel when ``dynamic``."""
+
+    @staticmethod
+    @torch.amp.custom_fwd(device_type="cuda", cast_inputs=torch.float32)
+    def forward(ctx, means, quats, scales, opacities, colours, motion, t0, gamma0, gamma1, times, viewmats, Ks,
+                backgrounds, cfg):
+        ext = load_extension()
+        width, height, alpha_clamp, near_plane, far_plane, depth_a, depth_b, tile_size, per_set, dynamic = cfg
+        out = ext.rasterize_forward(means, quats, scales, opacities, colours, motion, t0, gamma0, gamma1, times,
+                                    viewmats, Ks, backgrounds, width, height, alpha_clamp, near_plane, far_plane,
+                                    depth_a, depth_b, tile_size, per_set, dynamic)
+        _check_flags(out[10])
+        rgb, depth, alpha, T_final, last, xy, conic, z, flat_ids, offsets = out[:10]
+        ctx.cfg = cfg
+        ctx.save_for_backward(means, quats, scales, opacities, colours, motion, t0, gamma0, gamma1, times, viewmats,
+                              Ks, backgrounds, xy, conic, z, flat_ids, offsets, T_final, last)
+        return rgb, depth, alpha
+
+    @staticmethod
+    @torch.amp.custom_bwd(device_type="cuda")
+    def backward(ctx, v_rgb, v_depth, v_alpha):
+        ext = load_extension()
+        saved = ctx.saved_tensors
+        rgb_like = saved[18]
+        I, H, W = rgb_like.shape
+        v_rgb = _grad_or_zeros(v_rgb, rgb_like.new_empty(I, H, W, 3))
+        v_depth = _grad_or_zeros(v_depth, rgb_like.new_empty(I, H, W, 1))
+        v_alpha = _grad_or_zeros(v_alpha, rgb_like.new_empty(I, H, W, 1))
+        grads = ext.rasterize_backward(*saved, v_rgb, v_depth, v_alpha, *ctx.cfg)
+        v_means, v_quats, v_scales, v_opac, v_colours, v_motion, v_g0, v_g1, v_bg = grads
+        dynamic = ctx.cfg[-1]
+        if not dynamic:
+            v_motion = v_g0 = v_g1 = None
+        return (v_means, v_quats, v_scales, v_opac, v_colours, v_motion, None, v_g0, v_g1, None, None, None, v_bg,
+                None)
+
+
+def _check_cfg(width: int, height: int, tile_size: int, alpha_clamp: float) -> None:
+    if int(width) <= 0 or int(height) <= 0:
+        raise ValueError(f"rasterize (cuda): image size must be positive, got {width}x{height}")
+    if tile_size <= 0 or tile_size * tile_size > 1024 or (tile_size * tile_size) % 32:
+        raise ValueError(f"rasterize (cuda): tile_size must be 8, 16, 24 or 32 (tile_size^2 a multiple of 32), "
+                         f"got {tile_size}")
+    if not 0.0 < alpha_clamp < 1.0:
+        raise ValueError(f"rasterize (cuda): alpha_clamp must lie in (0, 1), got {alpha_clamp}")
+
+
+def rasterize_images(
+    means: Float[Tensor, "Ib N 3"], quats: Float[Tensor, "Ib N 4"], scales: Float[Tensor, "Ib N 3"],
+    opacities: Float[Tensor, "Ib N"], colours: Float[Tensor, "Ib N 3"], viewmats: Float[Tensor, "I 4 4"],
+    Ks: Float[Tensor, "I 3 3"], width: int, height: int, backgrounds: Optional[Float[Tensor, "I 3"]] = None,
+    alpha_clamp: float = 0.99, near_plane: float = 1e-4, far_plane: float = 1e4, tile_size: int = 16,
+) -> Tuple[Float[Tensor, "I H W 3"], Float[Tensor, "I H W 1"], Float[Tensor, "I H W 1"]]:
+    """Render I images in one launch sequence; Ib = 1 shares the Gaussians (gradients summed over images).
+
+    Same signature and outputs as ``_torch_impl.rasterize_images``; differentiable w.r.t. means, quats,
+    scales, opacities, colours and backgrounds.
+    """
+    if not isinstance(means, Tensor) or means.dim() != 3 or means.shape[-1] != 3:
+        raise ValueError(f"rasterize (cuda): means must be [Ib, N, 3], got {getattr(means, 'shape', None)}")
+    device = means.device
+    if device.type != "cuda":
+        raise ValueError(f"rasterize (cuda): tensors must be on a CUDA device, got {device}")
+    _check_cfg(width, height, tile_size, alpha_clamp)
+    Ib, N = means.shape[:2]
+    viewmats = _prep(viewmats, "viewmats", device)
+    Ks = _prep(Ks, "Ks", device)
+    I = viewmats.shape[0]
+    if viewmats.shape != (I, 4, 4) or Ks.shape != (I, 3, 3):
+        raise ValueError(f"rasterize (cuda): viewmats must be [I, 4, 4] and Ks [I, 3, 3], got "
+                         f"{tuple(viewmats.shape)} and {tuple(Ks.shape)}")
+    if Ib not in (1, I):
+        raise ValueError(f"rasterize (cuda): Gaussians need a leading dim of 1 or {I} (images), got {Ib}")
+    for name, t, tail in (("quats", quats, (4,)), ("scales", scales, (3,)), ("opacities", opacities, ()),
+                          ("colours", colours, (3,))):
+        if tuple(t.shape) != (Ib, N, *tail):
+            raise ValueError(f"rasterize (cuda): {name} has shape {tuple(t.shape)}, expected {(Ib, N, *tail)}")
+    if backgrounds is None:
+        backgrounds = torch.zeros(I, 3, device=device)
+    backgrounds = _prep(backgrounds, "backgrounds", device)
+    if backgrounds.shape != (I, 3):
+        raise ValueError(f"rasterize (cuda): backgrounds must be [I, 3] = [{I}, 3], got {tuple(backgrounds.shape)}")
+    means, quats, scales, opacities, colours = (_prep(t, n, device) for t, n in (
+        (means, "means"), (quats, "quats"), (scales, "scales"), (opacities, "opacities"), (colours, "colours")))
+    empty = means.new_empty(0)
+    per_set = I if Ib == 1 else 1
+    cfg = (int(width), int(height), float(alpha_clamp), float(near_plane), float(far_plane), 0.0, 0.0,
+           int(tile_size), int(per_set), False)
+    return _RasterizeFn.apply(means, quats, scales, opacities, colours, empty, empty, empty, empty, empty, viewmats,
+                              Ks, backgrounds, cfg)
+
+
+def rasterize_dynamic(
+    means: Float[Tensor, "B N 3"], motion: Float[Tensor, "B N K 3"], t0: Float[Tensor, "B N"],
+    gamma0: Float[Tensor, "B N"], gamma1: Float[Tensor, "B N"], times: Float[Tensor, "B T"],
+    quats: Float[Tensor, "B N 4"], scales: Float[Tensor, "B N 3"], opacities: Float[Tensor, "B N"],
+    colours: Float[Tensor, "B N 3"], viewmats: Float[Tensor, "BT 4 4"], Ks: Float[Tensor, "BT 3 3"], width: int,
+    height: int, backgrounds: Optional[Float[Tensor, "BT 3"]] = None, alpha_clamp: float = 0.99,
+    near_plane: float = 1e-4, far_plane: float = 1e4, depth_a: float = 0.2, depth_b: float = 9.8,
+    tile_size: int = 16,
+) -> Tuple[Float[Tensor, "BT H W 3"], Float[Tensor, "BT H W 1"], Float[Tensor, "BT H W 1"]]:
+    """Render every batch item b at its T times (image index b*T + t) with motion and life-cycle fused.
+
+    Per image (b, t) and Gaussian n: ``p = means + sum_k motion_k dt^(k+1)`` (dt = times[b,t] - t0[b,n]) in
+    canonical (x, y_hat, z); culled unless 0 <= y_hat <= 1; world = (x, 1/(depth_a + depth_b y_hat + 1e-6), z);
+    opacity *= sigmoid(-gamma0 (|dt| - gamma1)) / sigmoid(gamma0 gamma1). Gradients reach means, motion,
+    gamma0, gamma1, quats, scales, opacities, colours and backgrounds (not t0 / times).
+    """
+    if not isinstance(means, Tensor) or means.dim() != 3 or means.shape[-1] != 3:
+        raise ValueError(f"rasterize_dynamic (cuda): means must be [B, N, 3], got {getattr(means, 'shape', None)}")
+    device = means.device
+    if device.type != "cuda":
+        raise ValueError(f"rasterize_dynamic (cuda): tensors must be on a CUDA device, got {device}")
+    _check_cfg(width, height, tile_size, alpha_clamp)
+    B, N = means.shape[:2]
+    if motion.dim() != 4 or tuple(motion.shape[:2]) != (B, N) or motion.shape[3] != 3:
+        raise ValueError(f"rasterize_dynamic (cuda): motion must be [B, N, K, 3] = [{B}, {N}, K, 3], "
+                         f"got {tuple(motion.shape)}")
+    if times.dim() != 2 or times.shape[0] != B:
+        raise ValueError(f"rasterize_dynamic (cuda): times must be [B, T] with B = {B}, got {tuple(times.shape)}")
+    T = times.shape[1]
+    if T < 1:
+        raise ValueError("rasterize_dynamic (cuda): times must hold at least one time per batch item")
+    I = B * T
+    for name, t, tail in (("t0", t0, ()), ("gamma0", gamma0, ()), ("gamma1", gamma1, ()), ("quats", quats, (4,)),
+                          ("scales", scales, (3,)), ("opacities", opacities, ()), ("colours", colours, (3,))):
+        if tuple(t.shape) != (B, N, *tail):
+            raise ValueError(f"rasterize_dynamic (cuda): {name} has shape {tuple(t.shape)}, expected {(B, N, *tail)}")
+    viewmats = _prep(viewmats, "viewmats", device)
+    Ks = _prep(Ks, "Ks", device)
+    if viewmats.shape != (I, 4, 4) or Ks.shape != (I, 3, 3):
+        raise ValueError(f"rasterize_dynamic (cuda): need one camera per image (B*T = {I}): viewmats [{I}, 4, 4], "
+                         f"Ks [{I}, 3, 3]; got {tuple(viewmats.shape)} and {tuple(Ks.shape)}")
+    if backgrounds is None:
+        backgrounds = torch.zeros(I, 3, device=device)
+    backgrounds = _prep(backgrounds, "backgrounds", device)
+    if backgrounds.shape != (I, 3):
+        raise ValueError(f"rasterize_dynamic (cuda): backgrounds must be [{I}, 3], got {tuple(backgrounds.shape)}")
+    names = ("means", "motion", "t0", "gamma0", "gamma1", "times", "quats", "scales", "opacities", "colours")
+    tensors = (means, motion, t0, gamma0, gamma1, times, quats, scales, opacities, colours)
+    means, motion, t0, gamma0, gamma1, times, quats, scales, opacities, colours = (
+        _prep(t, n, device) for t, n in zip(tensors, names))
+    times = times.reshape(I)
+    cfg = (int(width), int(height), float(alpha_clamp), float(near_plane), float(far_plane), float(depth_a),
+           float(depth_b), int(tile_size), int(T), True)
+    return _RasterizeFn.apply(means, quats, scales, opacities, colours, motion, t0, gamma0, gamma1, times, viewmats,
+                              Ks, backgrounds, cfg)

@@ -1,0 +1,215 @@
+"""Networks on tiny configs: head shapes and ranges, determinism, sampling gradients, the numeric facts
+the authors' checkpoints depend on (RMSNorm, PE, PixelShuffle order, window rolls, grid maps)."""
+
+import math
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from streamsplat_ns.gaussians import DynamicGaussians, Gaussians
+from streamsplat_ns.networks import (DecoderConfig, EncoderConfig, ModelConfig, StreamSplat, StaticEncoder,
+                                     truncated_normal_sample)
+from streamsplat_ns.networks.heads import grid_maps
+from streamsplat_ns.networks.layers import Block, RMSNorm, sinusoidal_pe
+from streamsplat_ns.networks.upsampler import pixel_shuffle_tokens
+
+
+@pytest.fixture(scope="module")
+def model():
+    torch.manual_seed(0)
+    return StreamSplat.from_config(ModelConfig.tiny()).eval()
+
+
+def frames(b=2, seed=1):
+    g = torch.Generator().manual_seed(seed)
+    return torch.rand(b, 3, 32, 64, generator=g), torch.rand(b, 1, 32, 64, generator=g)
+
+
+def test_static_shapes_and_ranges(model):
+    rgb, d = frames()
+    with torch.no_grad():
+        g = model.predict_static(rgb, d)
+    n = 16 * 32
+    assert isinstance(g, Gaussians) and g.means.shape == (2, n, 3) and g.scales.shape == (2, n, 3)
+    assert g.quats.shape == (2, n, 4) and torch.equal(g.quats, torch.tensor([1.0, 0, 0, 0]).expand(2, n, 4))
+    assert ((g.opacities >= 0.05) & (g.opacities <= 1)).all()
+    assert ((g.colours > 0) & (g.colours < 1)).all()
+    assert (g.scales > 0).all() and (g.scales <= 0.1 * F.softplus(torch.tensor(50.0))).all()
+    assert torch.allclose(g.scales[..., 1], 0.5 * (g.scales[..., 0] + g.scales[..., 2]))
+    x_map, z_map = grid_maps(16, 32)
+    assert ((g.means[..., 0] - x_map).abs() <= 1 / 32 + 1e-6).all()  # within half a cell
+    assert ((g.means[..., 2] - z_map).abs() <= 1 / 16 + 1e-6).all()
+    assert ((g.means[..., 1] > 0) & (g.means[..., 1] < 1)).all()
+
+
+def test_pair_shapes_ranges_and_anchors(model):
+    rgb, d = frames()
+    with torch.no_grad():
+        g = model.predict_pair(rgb, d, rgb.flip(0), d.flip(0))
+        s0 = model.predict_static(rgb, d)
+    n = 16 * 32
+    assert isinstance(g, DynamicGaussians) and g.means.shape == (2, 2 * n, 3)
+    assert g.motion.shape == (2, 2 * n, 1, 3)
+    assert torch.equal(g.t0[:, :n], torch.zeros(2, n)) and torch.equal(g.t0[:, n:], torch.ones(2, n))
+    bound = torch.tensor([0.5, 0.1, 0.5])
+    assert (g.motion.abs() <= bound).all()
+    assert (g.gamma0 >= 0).all() and ((g.gamma1 > 0) & (g.gamma1 < 1)).all()
+    # frame-0 half equals the static Gaussians of frame 0 (stage 2 keeps the static part frozen)
+    assert torch.allclose(g.means[:, :n], s0.means, atol=1e-6)
+
+
+def test_motion_order_two():
+    torch.manual_seed(0)
+    m = StreamSplat(EncoderConfig.tiny(), DecoderConfig.tiny(motion_order=2)).eval()
+    rgb, d = frames(1)
+    with torch.no_grad():
+        g = m.predict_pair(rgb, d, rgb, d)
+    assert g.motion.shape == (1, 1024, 2, 3)
+
+
+def test_options_rotation_and_sh():
+    torch.manual_seed(0)
+    enc = StaticEncoder(EncoderConfig.tiny(learned_rotation=True, sh_degree=2)).eval()
+    rgb, d = frames(1)
+    g = enc(rgb, d)
+    assert g.sh.shape == (1, 512, 9, 3)
+    assert torch.allclose(g.quats.norm(dim=-1), torch.ones(1, 512), atol=1e-5)
+    # DC term consistent with the colour
+    assert torch.allclose(g.sh[:, :, 0] * 0.28209479177387814 + 0.5, g.colours, atol=1e-5)
+
+
+def test_eval_deterministic_train_samples(model):
+    rgb, d = frames()
+    with torch.no_grad():
+        a = model.predict_pair(rgb, d, rgb, d)
+        b = model.predict_pair(rgb, d, rgb, d)
+    for f in ("means", "motion", "gamma0", "opacities"):
+        assert torch.equal(getattr(a, f), getattr(b, f))
+    enc = StaticEncoder(EncoderConfig.tiny())
+    enc.train()
+    torch.manual_seed(3)
+    g1 = enc(rgb, d)
+    g2 = enc(rgb, d)
+    assert not torch.equal(g1.means, g2.means)  # truncated-normal sample differs
+    enc.eval()
+    assert torch.equal(enc(rgb, d).means, enc(rgb, d).means)
+
+
+def test_truncated_normal_gradients_and_bounds():
+    torch.manual_seed(0)
+    mu = torch.tensor([0.3, -0.9, 0.0, 0.99], requires_grad=True)
+    log_std = torch.tensor([0.0, -1.0, 1.0, -2.0], requires_grad=True)
+    x = truncated_normal_sample(mu, log_std, -1 + 1e-3, 1 - 1e-3)
+    assert ((x >= -1 + 1e-3) & (x <= 1 - 1e-3)).all()
+    x.sum().backward()
+    assert torch.isfinite(mu.grad).all() and (mu.grad.abs() > 0).all()
+    assert torch.isfinite(log_std.grad).all() and (log_std.grad.abs() > 0).all()
+    # deterministic fallback for tiny sigma; the distribution of a centred wide sample covers both halves
+    x = truncated_normal_sample(torch.tensor([0.2]), torch.tensor([-6.0]), -1, 1)
+    assert x.item() == pytest.approx(0.2)
+    many = truncated_normal_sample(torch.zeros(4000), torch.zeros(4000), -1, 1)
+    assert abs(many.mean().item()) < 0.05 and many.min() < -0.8 and many.max() > 0.8
+    # inverse CDF with a given u reproduces the analytic quantile
+    u = torch.tensor([0.5])
+    assert truncated_normal_sample(torch.tensor([0.0]), torch.tensor([0.0]), -1, 1, u=u).abs().item() < 1e-6
+
+
+def test_train_mode_position_and_velocity_gradients():
+    torch.manual_seed(0)
+    m = StreamSplat.from_config(ModelConfig.tiny(), position_std_head=True)
+    m.train()
+    rgb, d = frames(1)
+    g = m.encoder(rgb, d)
+    g.means.sum().backward()
+    head = m.encoder.heads.position
+    assert head.mean.weight.grad is not None and head.mean.weight.grad.abs().sum() > 0
+    assert head.log_std.weight.grad is not None and head.log_std.weight.grad.abs().sum() > 0
+    m.zero_grad()
+    m.freeze_static()
+    m.train()
+    assert not m.encoder.training
+    g = m.predict_pair(rgb, d, rgb, d)
+    g.motion.sum().backward()
+    vh = m.decoder.heads
+    assert vh.velocity[0].weight.grad.abs().sum() > 0 and vh.velocity_log_std.weight.grad.abs().sum() > 0
+    assert m.encoder.blocks[0].attn.qkv.weight.grad is None  # frozen
+
+
+def test_bad_inputs(model):
+    rgb, d = frames(1)
+    with pytest.raises(ValueError, match=r"\[B, 3, H, W\]"):
+        model.predict_static(rgb.permute(0, 2, 3, 1), d)
+    with pytest.raises(ValueError, match="32x64"):
+        model.predict_static(torch.rand(1, 3, 40, 64), torch.rand(1, 1, 40, 64))
+    with pytest.raises(RuntimeError, match="no dynamic decoder"):
+        StreamSplat(EncoderConfig.tiny()).predict_pair(rgb, d, rgb, d)
+    with pytest.raises(ValueError, match="multiple of the patch"):
+        EncoderConfig(image_height=30)
+
+
+# ---------------------------------------------------------------- numeric facts of the official code
+def test_rmsnorm_fp32_and_eps():
+    n = RMSNorm(8)
+    n.weight.data = torch.linspace(0.5, 2, 8)
+    x = torch.randn(3, 8).bfloat16()
+    y = n(x)
+    ref = (x.float() * torch.rsqrt(x.float().pow(2).mean(-1, keepdim=True) + 1e-5) * n.weight).bfloat16()
+    assert y.dtype == torch.bfloat16 and torch.equal(y, ref)
+
+
+def test_sinusoidal_pe_recipe():
+    pe = sinusoidal_pe(7, 6)
+    p, i = 5, 1
+    d_i = math.exp(2 * i * (-math.log(10000.0) / 6))
+    assert pe[p, 2 * i].item() == pytest.approx(math.sin(p * d_i), abs=1e-6)
+    assert pe[p, 2 * i + 1].item() == pytest.approx(math.cos(p * d_i), abs=1e-6)
+
+
+def test_pixel_shuffle_channel_order():
+    h, w, c = 3, 4, 5
+    y = torch.randn(2, h * w, 4 * c)
+    ours = pixel_shuffle_tokens(y, h, w)
+    ref = F.pixel_shuffle(y.transpose(1, 2).reshape(2, 4 * c, h, w), 2).flatten(2).transpose(1, 2)
+    assert torch.equal(ours, ref)
+    # channel 4c + 2i + j lands at sub-pixel (i, j)
+    assert ours[0, (2 * 1 + 1) * (2 * w) + 2 * 2 + 0, 3] == y[0, 1 * w + 2, 4 * 3 + 2 * 1 + 0]
+
+
+def test_window_roll_direction():
+    torch.manual_seed(0)
+    blk = Block(16, head_dim=8, window=4, shift=True)
+    x = torch.randn(1, 8, 16)
+    out = blk(x)
+    # reference: new[i] = old[i - 2 mod L], windows of 4, attend, roll back
+    h = blk.norm1(x)
+    idx = (torch.arange(8) - 2) % 8
+    hr = h[:, idx]
+    o = torch.cat([blk.attn(hr[:, :4]), blk.attn(hr[:, 4:])], dim=1)
+    back = torch.empty_like(o)
+    back[:, idx] = o
+    x2 = x + back
+    ref = x2 + blk.mlp(blk.norm2(x2))
+    assert torch.allclose(out, ref, atol=1e-5)
+    # the first window after the roll joins the sequence's last 2 and first 2 tokens
+    assert idx[:4].tolist() == [6, 7, 0, 1]
+
+
+def test_grid_maps():
+    x, z = grid_maps(144, 256)
+    g = 256 * 5 + 7
+    assert x[g].item() == pytest.approx(-1 + 15 / 256, abs=1e-6)
+    assert z[g].item() == pytest.approx(1 - 11 / 144, abs=1e-6)
+
+
+def test_paper_config_sizes():
+    cfg = ModelConfig.paper()
+    assert cfg.encoder.num_tokens == 2304 and cfg.encoder.gaussians_per_frame == 36864
+    assert cfg.encoder.feature_width == 192 and cfg.decoder.resolved_dino_grid(cfg.encoder) == (18, 32)
+    with torch.device("meta"):
+        m = StreamSplat.from_config(cfg, position_std_head=True)
+    n_enc = sum(p.numel() for p in m.encoder.parameters())
+    assert n_enc == 76_933_068  # the official stage-1 parameter count
+    n_dec = sum(p.numel() for p in m.decoder.parameters())
+    assert n_dec == 98_588_928 + 5_907_648 + 224_069 + 36_864
+    assert sum(p.numel() for p in m.dino.parameters()) == 86_582_784 + 768  # + mask_token

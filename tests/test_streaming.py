@@ -1,0 +1,103 @@
+"""Streaming: equals pairwise batch inference, renders inside the interval, constant memory."""
+
+import gc
+
+import pytest
+import torch
+
+from streamsplat_ns.networks import ModelConfig, StreamSplat
+from streamsplat_ns.streaming import StreamingSession, stream
+
+
+@pytest.fixture(scope="module")
+def model():
+    torch.manual_seed(0)
+    return StreamSplat.from_config(ModelConfig.tiny()).eval()
+
+
+def clip(n=5, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    return [(torch.rand(3, 32, 64, generator=g), torch.rand(1, 32, 64, generator=g) * 7 + 1) for _ in range(n)]
+
+
+def test_streaming_equals_pairwise(model):
+    frames = clip(5)
+    s = StreamingSession(model)
+    assert s.push(*frames[0]) is None
+    outs = [s.push(*f) for f in frames[1:]]
+    assert s.interval == (3, 4)
+    with torch.no_grad():
+        for k, g in enumerate(outs):
+            ref = model.predict_pair(frames[k][0][None], frames[k][1][None], frames[k + 1][0][None], frames[k + 1][1][None])
+            for f in ("means", "scales", "opacities", "colours", "motion", "t0", "gamma0", "gamma1"):
+                assert torch.allclose(getattr(g, f), getattr(ref, f), atol=1e-6), f
+    assert [k for k, _ in stream(model, frames)] == [0, 1, 2, 3]
+
+
+def test_pair_depth_norm_streaming_equals_pairwise():
+    torch.manual_seed(0)
+    m = StreamSplat.from_config(ModelConfig.tiny(depth_norm="pair")).eval()
+    frames = clip(3, seed=1)
+    frames[2] = (frames[2][0], frames[2][1] * 3)  # a different disparity range than frame 1
+    s = StreamingSession(m)
+    s.push(*frames[0])
+    s.push(*frames[1])
+    g = s.push(*frames[2])
+    with torch.no_grad():
+        ref = m.predict_pair(frames[1][0][None], frames[1][1][None], frames[2][0][None], frames[2][1][None])
+        per_frame = StreamSplat.from_config(ModelConfig.tiny(depth_norm="frame"))
+        per_frame.load_state_dict(m.state_dict())
+        other = per_frame.eval().predict_pair(frames[1][0][None], frames[1][1][None], frames[2][0][None], frames[2][1][None])
+    assert torch.allclose(g.means, ref.means, atol=1e-6) and torch.allclose(g.motion, ref.motion, atol=1e-6)
+    assert (g.means - other.means).abs().max() > 1e-4  # the joint range really differs from per-frame
+
+
+def test_render_inside_interval(model):
+    s = StreamingSession(model)
+    with pytest.raises(RuntimeError, match="two frames"):
+        s.render(torch.tensor([0.5]))
+    for f in clip(2):
+        s.push(*f)
+    out = s.render(torch.linspace(0, 1, 3))
+    assert out.rgb.shape == (1, 3, 32, 64, 3) and torch.isfinite(out.rgb).all()
+
+
+def test_bad_frame_shape(model):
+    s = StreamingSession(model)
+    with pytest.raises(ValueError, match="rgb must be"):
+        s.push(torch.rand(32, 64, 3), torch.rand(1, 32, 64))
+
+
+def micro_model():
+    """Smallest sensible config (1 block everywhere) so that 200 frames stay fast on 2 CPU cores."""
+    from streamsplat_ns.networks import DecoderConfig, DinoConfig, EncoderConfig, UpsamplerConfig
+
+    up = UpsamplerConfig(depth=1, window_size=64, min_width=16, head_dim=16)
+    enc = EncoderConfig.tiny(depth=1, upsampler=up)
+    dec = DecoderConfig.tiny(depth=1, upsampler=up, dino=DinoConfig(embed_dim=32, depth=1, num_heads=2, img_size=56))
+    torch.manual_seed(0)
+    return StreamSplat(enc, dec).eval()
+
+
+def test_memory_constant_over_200_frames():
+    """Live tensors (and their bytes) after frame 20 and after frame 200 are the same."""
+    s = StreamingSession(micro_model())
+    g = torch.Generator().manual_seed(5)
+    rgb, disp = torch.rand(3, 32, 64, generator=g), torch.rand(1, 32, 64, generator=g)
+
+    def live():
+        gc.collect()
+        ts = [o for o in gc.get_objects() if isinstance(o, torch.Tensor)]
+        return len(ts), sum(t.numel() * t.element_size() for t in ts)
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # tiny GEMMs: one thread avoids contention on a shared 2-core machine
+    try:
+        for i in range(200):
+            s.push(rgb + 0.001 * i, disp)
+            if i == 19:
+                at20 = live()
+    finally:
+        torch.set_num_threads(threads)
+    assert live() == at20
+    assert s.frames_seen == 200
