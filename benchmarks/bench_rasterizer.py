@@ -103,6 +103,7 @@ def main():
     ap.add_argument("--reps", type=int, default=30)
     ap.add_argument("--skip-gsplat", action="store_true")
     ap.add_argument("--only", default="abc")
+    ap.add_argument("--profile", default=None, help="write a per-kernel profile of (b) ours F+B to this file")
     args = ap.parse_args()
     from streamsplat_ns.rendering import _cuda as cu
     from streamsplat_ns.rendering import canonical_camera
@@ -207,6 +208,17 @@ def main():
             f = bench(ours_f, R)
         fb = bench(ours_fb, R)
         record(tag, "ours fused (CUDA)", f[0], fb[0], peak_mib(ours_fb), note=f"{fb[0] / I:.3f} ms/image F+B")
+        if args.profile:
+            from torch.profiler import ProfilerActivity, profile
+
+            with profile(activities=[ProfilerActivity.CPU, ProfilerActivity.CUDA]) as prof:
+                for _ in range(3):
+                    ours_fb()
+                torch.cuda.synchronize()
+            table = prof.key_averages().table(sort_by="cuda_time_total", row_limit=14, max_name_column_width=60)
+            with open(args.profile, "w") as fh:
+                fh.write(table)
+            print(table, flush=True)
 
         def torch_motion():
             m, mo, g0, g1, q, s, o, c = leaves

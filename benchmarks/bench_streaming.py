@@ -38,65 +38,112 @@ from streamsplat_ns.networks import ModelConfig, StreamSplat  # noqa: E402
 from streamsplat_ns.streaming import StreamingSession  # noqa: E402
 
 
-def breakdown(model: StreamSplat, frames, iters: int, render: bool):
+def _time_fn(fn, iters: int, graph: bool) -> float:
+    """GPU ms per call of ``fn``: replay of a CUDA graph of it (true GPU time, no launch gaps) or eager."""
+    side = torch.cuda.Stream()
+    side.wait_stream(torch.cuda.current_stream())
+    with torch.cuda.stream(side):
+        for _ in range(2):
+            fn()
+    torch.cuda.current_stream().wait_stream(side)
+    run = fn
+    if graph:
+        g = torch.cuda.CUDAGraph()
+        with torch.cuda.graph(g):
+            fn()
+        run = g.replay
+    run()
+    torch.cuda.synchronize()
+    a, b = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+    a.record()
+    for _ in range(iters):
+        run()
+    b.record()
+    torch.cuda.synchronize()
+    return a.elapsed_time(b) / iters
+
+
+def breakdown(model: StreamSplat, frames, iters: int, render: bool, graph: bool = True):
+    """Per-module GPU time of one new frame, each module captured in its own CUDA graph."""
     enc, dec, dino = model.encoder, model.decoder, model.dino
-    names = ["encoder", "static upsampler+heads", "dino+condition", "decoder transformer", "dynamic upsampler",
-             "dynamic heads", "render t=1 (1 image)"]
-    tot = {n: 0.0 for n in names}
-    prev = None
-    render_fn = None
+    (rgb0, d0), (rgb1, d1) = frames[0], frames[1]
+    s0 = model.encode_frame(rgb0, model.prepare_disparity(d0))
+    s1 = model.encode_frame(rgb1, model.prepare_disparity(d1))
+    x = dec.joint_tokens(s0.tokens, s1.tokens, s0.condition, s1.condition)
+    dyn = dec.dynamic_features(x)
+    out = dec.gaussians(dyn, s0.features, s1.features, s0.gaussians, s1.gaussians)
+    dn = model.prepare_disparity(d1)
+    stages = {
+        "encoder (10 x 768, 2304 tok)": lambda: enc.encode_tokens(rgb1, dn),
+        "static upsampler + heads": lambda: enc.heads(enc.upsample(s1.tokens)),
+        "DINOv2 ViT-B/14 + condition": lambda: dec.condition(dino(rgb1)),
+        "decoder transformer (4608)": lambda: dec.joint_tokens(s0.tokens, s1.tokens, s0.condition, s1.condition),
+        "dynamic upsampler (x2 frames)": lambda: dec.dynamic_features(x),
+        "dynamic heads + assembly": lambda: dec.gaussians(dyn, s0.features, s1.features, s0.gaussians, s1.gaussians),
+    }
+    res = {}
+    for name, fn in stages.items():
+        try:
+            res[name] = _time_fn(fn, iters, graph)
+        except Exception as e:  # pragma: no cover
+            print(f"{name}: graph timing failed ({type(e).__name__}), eager")
+            res[name] = _time_fn(fn, iters, False)
     if render:
         try:
             from streamsplat_ns.rendering import render_dynamic
             from streamsplat_ns.rendering.rasterizer import resolve_backend
 
-            if resolve_backend("auto", frames[0][0].device) == "cuda":
-                render_fn = render_dynamic
-            else:
+            if resolve_backend("auto", rgb0.device) != "cuda":
                 print("render: CUDA rasterizer unavailable, render not timed")
-        except Exception as e:  # pragma: no cover
-            print(f"render: unavailable ({type(e).__name__}: {e})")
-    bg = torch.full((1, 3), 0.5, device="cuda")
-    tq = torch.ones(1, 1, device="cuda")
-    for i in range(iters + 3):
-        rgb, disp = frames[i % len(frames)]
-        ev = [torch.cuda.Event(enable_timing=True) for _ in range(len(names) + 1)]
-        ev[0].record()
-        tokens = enc.encode_tokens(rgb, model.prepare_disparity(disp))
-        ev[1].record()
-        feats = enc.upsample(tokens)
-        g = enc.heads(feats)
-        ev[2].record()
-        cond = dec.condition(dino(rgb))
-        ev[3].record()
-        from streamsplat_ns.networks.model import FrameState
-
-        cur = FrameState(tokens, feats, g, cond)
-        if prev is None:
-            prev = cur
-            continue
-        x = dec.joint_tokens(prev.tokens, cur.tokens, prev.condition, cur.condition)
-        ev[4].record()
-        dyn = dec.dynamic_features(x)
-        ev[5].record()
-        out = dec.gaussians(dyn, prev.features, cur.features, prev.gaussians, cur.gaussians)
-        ev[6].record()
-        if render_fn is not None:
-            try:
-                render_fn(out, tq, model.height, model.width, backgrounds=bg, check_inputs=False)
-            except Exception as e:  # pragma: no cover - the rasterizer is built separately
-                print(f"render: failed ({type(e).__name__}: {str(e)[:300]}); not timed")
-                render_fn = None
-        ev[7].record()
-        prev = cur
-        torch.cuda.synchronize()
-        if i >= 3:
-            for k, n in enumerate(names):
-                tot[n] += ev[k].elapsed_time(ev[k + 1])
-    res = {n: tot[n] / iters for n in names}
-    if render_fn is None or tot[names[-1]] == 0:
-        res.pop("render t=1 (1 image)")
+            else:
+                bg = torch.full((1, 3), 0.5, device="cuda")
+                tq = torch.ones(1, 1, device="cuda")
+                res["render t=1 (1 image, eager)"] = _time_fn(
+                    lambda: render_dynamic(out, tq, model.height, model.width, backgrounds=bg, check_inputs=False),
+                    iters, False)
+        except Exception as e:  # pragma: no cover - the rasterizer is built separately
+            print(f"render: failed ({type(e).__name__}: {str(e)[:300]}); not timed")
     return res
+
+
+def sdpa_context(kind: str):
+    """Attention backend priority for the whole run (``default``: PyTorch's choice, flash in bf16)."""
+    import contextlib
+
+    if kind == "default":
+        return contextlib.nullcontext()
+    from torch.nn.attention import SDPBackend, sdpa_kernel
+
+    order = {"cudnn": [SDPBackend.CUDNN_ATTENTION, SDPBackend.FLASH_ATTENTION, SDPBackend.EFFICIENT_ATTENTION],
+             "flash": [SDPBackend.FLASH_ATTENTION, SDPBackend.EFFICIENT_ATTENTION]}[kind]
+    try:
+        return sdpa_kernel(order, set_priority=True)
+    except TypeError:  # older torch: no priorities, just the allowed set
+        return sdpa_kernel(order)
+
+
+def profile_top(model: StreamSplat, frames, k: int = 15) -> None:
+    """Top GPU kernels of a few eager steps (where the time goes)."""
+    from torch.profiler import ProfilerActivity, profile
+
+    s = StreamingSession(model)
+    for i in range(3):
+        s.push(*frames[i % len(frames)])
+    torch.cuda.synchronize()
+    with profile(activities=[ProfilerActivity.CUDA]) as prof:
+        for i in range(3):
+            s.push(*frames[i % len(frames)])
+        torch.cuda.synchronize()
+    rows = []
+    for e in prof.key_averages():
+        t = getattr(e, "self_device_time_total", None) or getattr(e, "self_cuda_time_total", 0)
+        if t:
+            rows.append((t / 3 / 1e3, e.count // 3, e.key[:90]))
+    rows.sort(reverse=True)
+    total = sum(r[0] for r in rows)
+    print(f"\nGPU kernels per new frame (eager, profiler): total {total:.3f} ms")
+    for ms, cnt, name in rows[:k]:
+        print(f"  {ms:7.3f} ms  x{cnt:<4d} {name}")
 
 
 def stream_run(model: StreamSplat, frames, n: int, cuda_graph: bool):
@@ -130,11 +177,15 @@ def stream_run(model: StreamSplat, frames, n: int, cuda_graph: bool):
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--frames", type=int, default=10000, help="frames to stream for throughput and memory")
-    ap.add_argument("--breakdown-iters", type=int, default=50)
+    ap.add_argument("--breakdown-iters", type=int, default=30)
     ap.add_argument("--dtype", choices=["bf16", "fp32"], default="bf16")
     ap.add_argument("--no-cuda-graph", action="store_true")
     ap.add_argument("--no-render", action="store_true")
     ap.add_argument("--eager-frames", type=int, default=300, help="frames for the eager throughput line")
+    ap.add_argument("--no-fused", action="store_true", help="skip the Triton fused add+RMSNorm variant")
+    ap.add_argument("--sdpa", default="default", help="comma list of attention backends to compare "
+                    "(default, flash, cudnn); the long memory run uses the fastest")
+    ap.add_argument("--profile", action="store_true", help="print the top GPU kernels")
     args = ap.parse_args()
     if not torch.cuda.is_available():
         sys.exit("bench_streaming needs a CUDA GPU")
@@ -152,29 +203,43 @@ def main() -> None:
           f"{model.config.encoder.gaussians_per_frame * 2} Gaussians per interval")
     rows = []
     with torch.no_grad():
-        bd = breakdown(model, frames, args.breakdown_iters, render=not args.no_render)
         ms_eager, _, _, _ = stream_run(model, frames, args.eager_frames, cuda_graph=False)
-        rows.append(("stream, eager", ms_eager))
+        rows.append(("stream, eager, unfused", ms_eager))
+        best = (False, "default", float("inf"))
         if not args.no_cuda_graph:
-            try:
-                ms_graph, p100, pend, _ = stream_run(model, frames, args.frames, cuda_graph=True)
-                rows.append(("stream, CUDA graph", ms_graph))
-            except Exception as e:  # pragma: no cover
-                print(f"CUDA graph capture failed ({type(e).__name__}: {e}); eager only")
-                ms_graph, p100, pend, _ = stream_run(model, frames, args.frames, cuda_graph=False)
-                rows.append(("stream, eager (long)", ms_graph))
-        else:
-            ms_graph, p100, pend, _ = stream_run(model, frames, args.frames, cuda_graph=False)
-            rows.append(("stream, eager (long)", ms_graph))
-    print("\nper-module time of one new frame (eager, CUDA events)")
-    print(f"| {'module':<26} | {'ms':>7} |\n|{'-' * 28}|{'-' * 9}|")
+            variants = [(False, k) for k in args.sdpa.split(",") if k.strip()]
+            if not args.no_fused:
+                variants.append((True, args.sdpa.split(",")[0].strip()))
+            for fused, kind in variants:
+                try:
+                    if args.dtype == "bf16":
+                        model.cast_for_inference(torch.bfloat16, fused=fused)
+                    with sdpa_context(kind):
+                        ms, _, _, _ = stream_run(model, frames, 300, cuda_graph=True)
+                    rows.append((f"graph, {'fused' if fused else 'unfused'}, sdpa={kind}", ms))
+                    if ms < best[2]:
+                        best = (fused, kind, ms)
+                except Exception as e:  # pragma: no cover
+                    print(f"graph fused={fused} sdpa={kind} failed ({type(e).__name__}: {str(e)[:300]})")
+        graph = not args.no_cuda_graph and best[2] < float("inf")
+        if args.dtype == "bf16":
+            model.cast_for_inference(torch.bfloat16, fused=best[0])
+        with sdpa_context(best[1]):
+            if args.profile:
+                profile_top(model, frames)
+            bd = breakdown(model, frames, args.breakdown_iters, render=not args.no_render)
+            ms_long, p100, pend, _ = stream_run(model, frames, args.frames, cuda_graph=graph)
+        rows.append((f"{'graph' if graph else 'eager'}, {'fused' if best[0] else 'unfused'}, "
+                     f"{args.frames} frames", ms_long))
+    print(f"\nper-module GPU time of one new frame (each module replayed as a CUDA graph; fused={best[0]})")
+    print(f"| {'module':<30} | {'ms':>7} |\n|{'-' * 32}|{'-' * 9}|")
     for n, v in bd.items():
-        print(f"| {n:<26} | {v:7.3f} |")
-    print(f"| {'sum':<26} | {sum(bd.values()):7.3f} |")
-    print("\nstreaming (network only, per new frame)")
-    print(f"| {'mode':<22} | {'ms/frame':>8} | {'frames/s':>8} |\n|{'-' * 24}|{'-' * 10}|{'-' * 10}|")
+        print(f"| {n:<30} | {v:7.3f} |")
+    print(f"| {'sum':<30} | {sum(bd.values()):7.3f} |")
+    print("\nstreaming (network only, per new frame; the last row is the long memory run)")
+    print(f"| {'mode':<34} | {'ms/frame':>8} | {'frames/s':>8} |\n|{'-' * 36}|{'-' * 10}|{'-' * 10}|")
     for n, ms in rows:
-        print(f"| {n:<22} | {ms:8.3f} | {1e3 / ms:8.1f} |")
+        print(f"| {n:<34} | {ms:8.3f} | {1e3 / ms:8.1f} |")
     growth = (pend - p100) / p100 * 100
     print(f"\npeak GPU memory: after 100 frames {p100 / 2**20:.1f} MiB, after {args.frames} frames "
           f"{pend / 2**20:.1f} MiB ({growth:+.3f}%) -> {'FLAT' if abs(growth) <= 1 else 'GROWS'}")

@@ -350,7 +350,7 @@ __global__ void raster_fwd_kernel(Params p, int M, const int32_t* __restrict__ t
             float2 m = s_xy[j];
             float dx = px - m.x, dy = py - m.y;
             float sigma = 0.5f * (co.x * dx * dx + co.z * dy * dy) + co.y * dx * dy;
-            float alpha = fminf(p.alpha_clamp, co.w * expf(-sigma));
+            float alpha = fminf(p.alpha_clamp, co.w * __expf(-sigma));
             if (sigma < 0.f || alpha < kAlphaMin) continue;
             float nT = T * (1.f - alpha);
             if (nT <= kTMin) {
@@ -382,20 +382,33 @@ __global__ void raster_fwd_kernel(Params p, int M, const int32_t* __restrict__ t
 // Back-to-front replay of the forward blend. Per Gaussian: warp-reduce the 10 partial gradients, add
 // them into a shared accumulator slot, and flush each slot to global memory once per tile.
 constexpr int kNGrad = 10;  // x, y, conic a, b, c, opacity, z, r, g, b
+constexpr int kAccStride = kNGrad + 1;  // odd stride: a Gaussian's 10 accumulators sit in 10 different banks
 
 // Reduce 16 per-lane values over the warp with 16 shuffles (instead of 16 x 5): at each butterfly step a lane
 // keeps one half of its values and sends the other half to its partner. Returns the sum of value lane / 2.
-__device__ __forceinline__ float warp_transpose_sum16(float v[16], unsigned lane) {
+template <int STEP, int NV>
+__device__ __forceinline__ void butterfly_half(float* v, unsigned lane) {
+    const bool up = (lane & (unsigned)STEP) != 0u;
 #pragma unroll
-    for (int step = 16, n = 8; step >= 2; step >>= 1, n >>= 1) {
-        const bool up = (lane & (unsigned)step) != 0u;
-#pragma unroll
-        for (int k = 0; k < n; ++k) {
-            const float send = up ? v[k] : v[k + n];
-            const float keep = up ? v[k + n] : v[k];
-            v[k] = keep + __shfl_xor_sync(0xffffffffu, send, step);
-        }
+    for (int k = 0; k < NV; ++k) {
+        const float send = up ? v[k] : v[k + NV];
+        const float keep = up ? v[k + NV] : v[k];
+        v[k] = keep + __shfl_xor_sync(0xffffffffu, send, STEP);
     }
+}
+
+// 10 values: halves of 5, then 3 + pad, then 2 (+ pad), then 1; 12 shuffles in all. Lane L ends with the warp
+// sum of value *q (q = -1 for lanes holding a pad slot); both lanes of an even/odd pair hold the same value.
+__device__ __forceinline__ float warp_transpose_sum10(float* v, unsigned lane, int* q) {
+    butterfly_half<16, 5>(v, lane);
+    v[5] = 0.f;
+    butterfly_half<8, 3>(v, lane);
+    v[3] = 0.f;
+    butterfly_half<4, 2>(v, lane);
+    butterfly_half<2, 1>(v, lane);
+    const int b4 = (lane >> 4) & 1, b3 = (lane >> 3) & 1, b2 = (lane >> 2) & 1, b1 = (lane >> 1) & 1;
+    const bool real = b3 ? (b2 == 0) : !(b2 && b1);
+    *q = real ? 5 * b4 + 3 * b3 + 2 * b2 + b1 : -1;
     return v[0] + __shfl_xor_sync(0xffffffffu, v[0], 1);
 }
 
@@ -417,7 +430,7 @@ __global__ void raster_bwd_kernel(Params p, int M, const int32_t* __restrict__ t
     float4* s_box = smem + 2 * BS;
     float2* s_xy = reinterpret_cast<float2*>(smem + 3 * BS);
     int* s_id = reinterpret_cast<int*>(s_xy + BS);
-    float* s_acc = reinterpret_cast<float*>(s_id + BS);  // [kNGrad][BS]
+    float* s_acc = reinterpret_cast<float*>(s_id + BS);  // [BS][kAccStride]
 
     const int tiles_per_img = p.TW * p.TH;
     const int tile_g = blockIdx.x;
@@ -450,7 +463,7 @@ __global__ void raster_bwd_kernel(Params p, int M, const int32_t* __restrict__ t
         aft_b = T * bgs[i * 3 + 2];
     }
     if (tid == 0) s_maxlast = start - 1;
-    for (int q = 0; q < kNGrad; ++q) s_acc[q * BS + tid] = 0.f;
+    for (int q = 0; q < kNGrad; ++q) s_acc[tid * kAccStride + q] = 0.f;
     __syncthreads();
     if (inside && last >= start) atomicMax(&s_maxlast, last);
     __syncthreads();
@@ -479,14 +492,14 @@ __global__ void raster_bwd_kernel(Params p, int M, const int32_t* __restrict__ t
             float2 m = s_xy[j];
             float dx = px - m.x, dy = py - m.y;
             float sigma = 0.5f * (co.x * dx * dx + co.z * dy * dy) + co.y * dx * dy;
-            float vis = expf(-sigma);
+            float vis = __expf(-sigma);
             float raw = co.w * vis;
             float alpha = fminf(p.alpha_clamp, raw);
             valid = valid && !(sigma < 0.f || alpha < kAlphaMin);
             if (!__any_sync(0xffffffffu, valid)) continue;
-            float gr[16];
+            float gr[kNGrad];
 #pragma unroll
-            for (int q = 0; q < 16; ++q) gr[q] = 0.f;
+            for (int q = 0; q < kNGrad; ++q) gr[q] = 0.f;
             if (valid) {
                 float4 cz = s_cz[j];
                 float ra = 1.f / (1.f - alpha);
@@ -512,10 +525,10 @@ __global__ void raster_bwd_kernel(Params p, int M, const int32_t* __restrict__ t
                     gr[5] = vis * v_al;
                 }
             }
-            // transposing butterfly: 16 shuffles leave lane L with the warp sum of value L / 2
-            const float sum = warp_transpose_sum16(gr, lane);
-            const int q = (int)(lane >> 1);
-            if (!(lane & 1u) && q < kNGrad && sum != 0.f) atomicAdd(&s_acc[q * BS + j], sum);
+            // transposing butterfly: 12 shuffles leave each of 10 lanes with one warp sum
+            int q;
+            const float sum = warp_transpose_sum10(gr, lane, &q);
+            if (!(lane & 1u) && q >= 0 && sum != 0.f) atomicAdd(&s_acc[j * kAccStride + q], sum);
         }
         __syncthreads();
         if (tid < cnt) {
@@ -523,15 +536,15 @@ __global__ void raster_bwd_kernel(Params p, int M, const int32_t* __restrict__ t
             int64_t gi = set_base + (id - img_base);
 #pragma unroll
             for (int q = 0; q < 7; ++q) {
-                float v = s_acc[q * BS + tid];
+                float v = s_acc[tid * kAccStride + q];
                 if (v != 0.f) atomicAdd(&v_proj[(int64_t)id * 8 + q], v);
-                s_acc[q * BS + tid] = 0.f;
+                s_acc[tid * kAccStride + q] = 0.f;
             }
 #pragma unroll
             for (int q = 7; q < kNGrad; ++q) {
-                float v = s_acc[q * BS + tid];
+                float v = s_acc[tid * kAccStride + q];
                 if (v != 0.f) atomicAdd(&v_colours[gi * 3 + (q - 7)], v);
-                s_acc[q * BS + tid] = 0.f;
+                s_acc[tid * kAccStride + q] = 0.f;
             }
         }
     }
@@ -814,7 +827,7 @@ std::vector<at::Tensor> rasterize_backward(
         at::Tensor v_proj = at::zeros({IN, 8}, fopt);
         const int64_t num_tiles = (int64_t)p.I * p.TW * p.TH;
         const int BS = p.ts * p.ts;
-        const size_t smem = (size_t)BS * (3 * sizeof(float4) + sizeof(float2) + sizeof(int) + kNGrad * sizeof(float));
+        const size_t smem = (size_t)BS * (3 * sizeof(float4) + sizeof(float2) + sizeof(int) + kAccStride * sizeof(float));
         raster_bwd_kernel<<<(unsigned)num_tiles, dim3(p.ts, p.ts), smem, stream>>>(
             p, M, tile_offsets.data_ptr<int32_t>(), flat_ids.data_ptr<int32_t>(),
             reinterpret_cast<const float2*>(xy.data_ptr<float>()),

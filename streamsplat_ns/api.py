@@ -20,6 +20,7 @@ from .gaussians import DynamicGaussians, Gaussians
 from .networks import official
 from .networks.config import ModelConfig
 from .networks.model import StreamSplat
+from .streaming import StreamingSession
 
 PathLike = Union[str, os.PathLike]
 CONFIG_KEY = "streamsplat_ns.config"
@@ -64,7 +65,7 @@ def _resolve_dino(explicit: Optional[PathLike], cfg: ModelConfig) -> Optional[Pa
 def load_checkpoint(
     path: PathLike, device: Union[str, torch.device] = "cpu", *, dino_weights: Optional[PathLike] = None,
     image_size: Optional[Tuple[int, int]] = None, config: Optional[ModelConfig] = None,
-    allow_random_dino: bool = False, dtype: Optional[torch.dtype] = None,
+    allow_random_dino: bool = False, dtype: Optional[torch.dtype] = None, fused: bool = False,
 ) -> StreamSplat:
     """Load our checkpoints (safetensors + JSON config) or the authors' stage-1 / stage-2 / inference files.
 
@@ -72,8 +73,8 @@ def load_checkpoint(
     pass ``dino_weights`` (the official ``dinov2_vitb14_reg4_pretrain.pth``), set ``$STREAMSPLAT_DINO_WEIGHTS``
     or put it in ``~/.cache/streamsplat/``; ``allow_random_dino=True`` is for benchmarks and tests only.
     ``config`` overrides the config inferred from an official file's shapes (needed for non-paper head
-    sizes); ``dtype=torch.bfloat16`` stores transformer weights in bf16 for fast inference. Returns an
-    eval-mode model.
+    sizes); ``dtype=torch.bfloat16`` stores transformer weights in bf16 for fast inference and ``fused=True``
+    adds the Triton add + RMSNorm kernel (CUDA only). Returns an eval-mode model.
     """
     path = Path(path)
     if not path.is_file():
@@ -117,7 +118,7 @@ def load_checkpoint(
                 f"set ${DINO_ENV}, or place it in ~/.cache/streamsplat/ (no download is attempted)")
     model = model.to(device).eval()
     if dtype is not None and dtype != torch.float32:
-        model.cast_for_inference(dtype)
+        model.cast_for_inference(dtype, fused=fused)
     return model
 
 
@@ -155,11 +156,3 @@ def render(g: Union[Gaussians, DynamicGaussians], times: Optional[Tensor] = None
     if bg.dim() == 1:
         bg = bg[None].expand(b, 3)
     return render_static(g, height, width, backgrounds=bg, **kw)
-
-
-def __getattr__(name: str):  # lazy: streaming imports the API module
-    if name == "StreamingSession":
-        from .streaming import StreamingSession
-
-        return StreamingSession
-    raise AttributeError(name)

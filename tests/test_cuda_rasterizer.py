@@ -67,7 +67,7 @@ def _render_and_grads(fn, inputs, upstream):
     return (rgb.detach(), depth.detach(), alpha.detach()), grads
 
 
-def _compare_static(inputs, vms, Ks, W, H, alpha_clamp, tile_size=16, near=0.1, far=100.0):
+def _compare_static(inputs, vms, Ks, W, H, alpha_clamp, tile_size=16, near=0.1, far=100.0, min_cover=0.2):
     cu = _ext()
     I = vms.shape[0]
     gen = torch.Generator(device=DEV).manual_seed(7)
@@ -86,7 +86,7 @@ def _compare_static(inputs, vms, Ks, W, H, alpha_clamp, tile_size=16, near=0.1, 
         assert a.shape == b.shape, name
         e = rel_err(a, b)
         assert e < TOL, f"forward {name}: relative error {e:.3g}"
-    assert float(o_th[2].mean()) > 0.2, "scene covers too little of the image to test anything"
+    assert float(o_th[2].mean()) > min_cover, "scene covers too little of the image to test anything"
     for name, a, b in zip(("means", "quats", "scales", "opacities", "colours", "backgrounds"), g_cu, g_th):
         if b is None:
             b = torch.zeros_like(a)
@@ -130,7 +130,7 @@ def test_zero_and_one_gaussian(n):
         # one big anisotropic Gaussian in the middle (isotropic would leave the quats gradient pure round-off)
         inputs[2].copy_(torch.tensor([[[0.5, 0.2, 0.35]]], device=DEV))
         inputs[3].fill_(0.8)
-        _compare_static(inputs, vms, Ks, W, H, 0.99)
+        _compare_static(inputs, vms, Ks, W, H, 0.99, min_cover=0.05)
     bg = torch.rand(2, 3, device=DEV)
     rgb, depth, alpha = cu.rasterize_images(*inputs, vms, Ks, W, H, bg, 0.99, 0.1, 100.0, 16)
     assert rgb.shape == (2, H, W, 3) and depth.shape == (2, H, W, 1) and alpha.shape == (2, H, W, 1)

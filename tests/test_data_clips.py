@@ -1,7 +1,6 @@
 """Clip samplers (stage 1 / stage 2), per-dataset ranges and weights, bad-item skipping."""
 
 import numpy as np
-import pytest
 import torch
 
 from streamsplat_ns.data import davis, re10k

@@ -1,6 +1,5 @@
 """Restricted unpickling: RE10K depth companions must never execute code."""
 
-import io
 import os
 import pickle
 import zipfile

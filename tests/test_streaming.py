@@ -2,6 +2,8 @@
 
 import gc
 
+import numpy as np
+
 import pytest
 import torch
 
@@ -101,3 +103,39 @@ def test_memory_constant_over_200_frames():
         torch.set_num_threads(threads)
     assert live() == at20
     assert s.frames_seen == 200
+
+
+def test_cli_reconstruct_end_to_end(tmp_path):
+    """Frame folder + disparity PNGs -> reconstruction / interpolated mp4s and .ply files (tiny model, CPU)."""
+    av = pytest.importorskip("av")
+    from PIL import Image
+
+    from streamsplat_ns.api import save_checkpoint
+    from streamsplat_ns.cli.reconstruct import ReconstructArgs, main
+    from streamsplat_ns.data.depth_io import write_depth_png16
+    from streamsplat_ns.export import read_ply
+
+    frames_dir = tmp_path / "clip"
+    depth_dir = tmp_path / "clip_depth"  # the default <parent>/<name>_depth
+    frames_dir.mkdir()
+    depth_dir.mkdir()
+    rng = np.random.default_rng(0)
+    for i in range(3):
+        Image.fromarray(rng.integers(0, 255, (40, 70, 3), dtype=np.uint8)).save(frames_dir / f"{i:05d}.png")
+        write_depth_png16(depth_dir / f"{i:05d}_pred.png", rng.random((40, 70)).astype(np.float32))
+    torch.manual_seed(0)
+    ckpt = tmp_path / "tiny.safetensors"
+    save_checkpoint(StreamSplat.from_config(ModelConfig.tiny()), ckpt)
+    out = tmp_path / "out"
+    res = main(ReconstructArgs(input=frames_dir, checkpoint=ckpt, output=out, interp=2, ply_times=(0.5, 2.0),
+                               device="cpu", progress=False))
+    assert res["reconstruction_frames"] == 3 and res["interpolated_frames"] == 5
+    for name, n in (("reconstruction.mp4", 3), ("interpolated_2x.mp4", 5)):
+        with av.open(str(out / name)) as c:
+            assert sum(1 for _ in c.decode(video=0)) == n
+    plys = sorted(p.name for p in (out / "ply").iterdir())
+    assert plys == ["t_00000.500.ply", "t_00002.000.ply"]
+    assert len(read_ply(out / "ply" / plys[0])["x"]) > 0
+    with pytest.raises(ValueError, match="ply-times"):
+        main(ReconstructArgs(input=frames_dir, checkpoint=ckpt, output=out, ply_times=(7.0,), device="cpu",
+                             progress=False))

@@ -15,7 +15,7 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Dict, Iterable, Iterator, List, Literal, Optional, Tuple
+from typing import Callable, Iterable, Iterator, List, Literal, Optional, Tuple
 
 import numpy as np
 import torch
@@ -202,7 +202,6 @@ def run_re10k_chunks(args: DepthArgs, runner: _Runner) -> int:
     """One ``depth_<chunk>.pt`` (plain pickle, uint16 stacks) per chunk; finished chunks are skipped."""
     from streamsplat_ns.data.re10k import _load_chunk_examples, load_depth_companion, read_index
     from streamsplat_ns.data.safe_pickle import to_bytes
-    from streamsplat_ns.data.sequences import decode_rgb
 
     n = 0
     for split in args.split or DEFAULT_SPLITS["re10k"]:

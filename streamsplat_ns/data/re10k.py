@@ -11,15 +11,14 @@ from __future__ import annotations
 import json
 import logging
 from collections import OrderedDict
-from functools import lru_cache
 from pathlib import Path
 from typing import Any, Dict, List, Optional, Sequence as Seq, Tuple
 
 import numpy as np
 
-from streamsplat_ns.data.depth_io import default_depth_dir, depth_command, folder_depth_path, minmax, re10k_depth_path
+from streamsplat_ns.data.depth_io import depth_command, folder_depth_path, re10k_depth_path
 from streamsplat_ns.data.errors import DataError, MissingDepthError
-from streamsplat_ns.data.safe_pickle import StoredTensor, TorchZipReader, is_torch_zip, safe_load, to_bytes, to_numpy
+from streamsplat_ns.data.safe_pickle import TorchZipReader, is_torch_zip, safe_load, to_bytes, to_numpy
 from streamsplat_ns.data.sequences import (DepthMode, FrameBatch, FrameListSequence, Sequence, decode_rgb,
                                            depth_to_disparity, list_images, stack_batch)
 

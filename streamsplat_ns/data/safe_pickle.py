@@ -158,7 +158,7 @@ class RestrictedUnpickler(pickle.Unpickler):
     def persistent_load(self, pid: Any) -> Any:
         if self._reader is None or not isinstance(pid, tuple) or len(pid) < 5 or pid[0] != "storage":
             raise UnsafePickleError(f"{self._source}: unexpected persistent id {pid!r}")
-        stype, key, _location, numel = pid[1], pid[2], pid[3], pid[4]
+        stype, key, numel = pid[1], pid[2], pid[4]
         if not isinstance(stype, _StorageType):
             raise UnsafePickleError(f"{self._source}: unsupported storage type {stype!r}")
         return _StorageRef(str(key), stype.dtype, int(numel))

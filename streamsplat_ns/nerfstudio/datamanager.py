@@ -21,7 +21,7 @@ from nerfstudio.data.datamanagers.full_images_datamanager import FullImageDatama
 from nerfstudio.data.dataparsers.base_dataparser import DataparserOutputs
 from nerfstudio.data.datasets.base_dataset import InputDataset
 from torch.nn import Parameter
-from torch.utils.data import DataLoader
+from torch.utils.data import DataLoader, Sampler
 
 from ..data.clips import ClipDataset
 from ..dataparsers.specs import DavisDataParserConfig
@@ -44,6 +44,19 @@ class StreamSplatDataManagerConfig(FullImageDatamanagerConfig):
     eval_num_clips: int = 16
     """Fixed evaluation windows (evenly spread over the eval split) used by ns-eval and eval steps."""
     seed: int = 42
+
+
+class InfiniteWeightedSampler(Sampler[int]):
+    """Endless weighted draws (with replacement) in small blocks: never materialises a huge index list."""
+
+    def __init__(self, weights: torch.Tensor, seed: int, block: int = 4096) -> None:
+        self.weights = weights.double()
+        self.seed, self.block = seed, block
+
+    def __iter__(self) -> Iterator[int]:
+        g = torch.Generator().manual_seed(self.seed)
+        while True:
+            yield from torch.multinomial(self.weights, self.block, replacement=True, generator=g).tolist()
 
 
 def _collate(items: List[Dict[str, Any]]) -> Dict[str, Any]:
@@ -104,7 +117,7 @@ class StreamSplatDataManager(DataManager):
 
     def _new_train_iter(self) -> Iterator:
         cfg = self.config
-        sampler = self.train_clips.sampler(num_samples=1 << 30, seed=cfg.seed + 7919 * self.local_rank)
+        sampler = InfiniteWeightedSampler(self.train_clips.item_weights(), seed=cfg.seed + 7919 * self.local_rank)
         loader = DataLoader(self.train_clips, batch_size=cfg.batch_size, sampler=sampler,
                             num_workers=cfg.num_workers, collate_fn=_collate, drop_last=True,
                             pin_memory=torch.cuda.is_available(), persistent_workers=cfg.num_workers > 0,

@@ -8,8 +8,6 @@ frame-1 Gaussians backward from t0 = 1 (the bidirectional deformation field).
 
 from __future__ import annotations
 
-from typing import Tuple
-
 import torch
 import torch.nn.functional as F
 from jaxtyping import Float
@@ -19,7 +17,7 @@ from ..gaussians import DynamicGaussians, Gaussians
 from .config import DecoderConfig, EncoderConfig
 from .dinov2 import DinoVisionTransformer
 from .heads import DynamicHeads
-from .layers import CrossBlock, RMSNorm, SinusoidalPE, _linear
+from .layers import CrossBlock, RMSNorm, SinusoidalPE, _linear, run_blocks
 from .upsampler import GaussianUpsampler
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
@@ -88,9 +86,7 @@ class DynamicDecoder(nn.Module):
         x = x + self.frame_embed.repeat_interleave(l, dim=1)
         x = self.norm_in(x)
         context = torch.stack([cond1, cond0], dim=1)  # frame 0 attends to frame 1's DINO, and vice versa
-        for blk in self.blocks:
-            x = blk(x, context)
-        return self.norm_out(x)
+        return run_blocks(self.blocks, x, context, final_norm=self.norm_out)
 
     def dynamic_features(self, x: Float[Tensor, "B 2L D"]) -> Float[Tensor, "2B N C"]:
         b2, l2, d = x.shape

@@ -14,7 +14,7 @@ from torch import Tensor, nn
 from ..gaussians import Gaussians
 from .config import EncoderConfig
 from .heads import GaussianHeads
-from .layers import Block, RMSNorm, SinusoidalPE
+from .layers import Block, RMSNorm, SinusoidalPE, run_blocks
 from .upsampler import GaussianUpsampler
 
 
@@ -59,9 +59,7 @@ class StaticEncoder(nn.Module):
         check_frames(rgb, disparity, self.cfg.image_height, self.cfg.image_width, "StaticEncoder")
         x = patchify_linear(torch.cat([rgb, disparity], dim=1), self.patch_embed.weight).float()  # [B, L, D]
         x = self.norm_in(self.pos_enc(x))
-        for blk in self.blocks:
-            x = blk(x)
-        return self.norm_out(x)
+        return run_blocks(self.blocks, x, final_norm=self.norm_out)
 
     def upsample(self, tokens: Float[Tensor, "B L D"]) -> Float[Tensor, "B N C"]:
         return self.upsampler(tokens)

@@ -8,7 +8,7 @@ contiguous 64-channel heads, SDPA with its default scale, bias-free SiLU MLP.
 from __future__ import annotations
 
 import math
-from typing import Optional
+from typing import Optional, Tuple
 
 import torch
 import torch.nn.functional as F
@@ -120,23 +120,42 @@ class Block(nn.Module):
         self.mlp = MLP(dim, dim * mlp_ratio)
         self.window, self.shift = window, shift
 
-    def _attend(self, h: Tensor) -> Tensor:
-        b, l, d = h.shape
+    def _shift_of(self, l: int) -> int:
         w = self.window
         if w is None or w >= l:
-            return self.attn(h)
+            return 0
         if l % w:
             raise ValueError(f"sequence length {l} is not a multiple of the attention window {w}")
-        if self.shift:
-            h = torch.roll(h, shifts=w // 2, dims=1)
+        return w // 2 if self.shift else 0
+
+    def _attend(self, h: Tensor, rolled: bool = False) -> Tensor:
+        """Windowed attention; with ``rolled`` the caller has already rolled ``h`` and rolls the output back."""
+        b, l, d = h.shape
+        w = self.window
+        s = self._shift_of(l)
+        if w is None or w >= l:
+            return self.attn(h)
+        if s and not rolled:
+            h = torch.roll(h, shifts=s, dims=1)
         o = self.attn(h.reshape(b * (l // w), w, d)).reshape(b, l, d)
-        if self.shift:
-            o = torch.roll(o, shifts=-(w // 2), dims=1)
+        if s and not rolled:
+            o = torch.roll(o, shifts=-s, dims=1)
         return o
 
     def forward(self, x: Float[Tensor, "B L D"]) -> Tensor:
-        x = x.float() + self._attend(self.norm1(x)).float()
-        return x + self.mlp(self.norm2(x)).float()
+        x = x.float()  # fp32 residual stream; fp32 + bf16 promotes to fp32 inside the add kernel
+        x = x + self._attend(self.norm1(x))
+        return x + self.mlp(self.norm2(x))
+
+    def forward_fused(self, x: Tensor, pending: Optional[Tensor], context=None) -> Tuple[Tensor, Tensor]:
+        """Same maths with fused add + norm + cast; returns (residual, pending MLP output to add)."""
+        from .fused import add_rmsnorm
+
+        dt = self.attn.qkv.weight.dtype
+        s = self._shift_of(x.shape[1])  # shifted windows: the rolls live inside the fused kernels
+        x, h = add_rmsnorm(x.float(), pending, self.norm1.weight, self.norm1.eps, dt, h_shift=s)
+        x, h = add_rmsnorm(x, self._attend(h, rolled=True), self.norm2.weight, self.norm2.eps, dt, y_shift=s)
+        return x, self.mlp(h)
 
 
 class CrossBlock(nn.Module):
@@ -158,7 +177,44 @@ class CrossBlock(nn.Module):
     def forward(self, x: Float[Tensor, "B L D"], context: Float[Tensor, "B G M D"]) -> Tensor:
         b, l, d = x.shape
         g, m = context.shape[1], context.shape[2]
-        x = x.float() + self.self_attn(self.self_norm(x)).float()
+        x = x.float()
+        x = x + self.self_attn(self.self_norm(x))
         h = self.cross_norm(x).reshape(b * g, l // g, d)
-        x = x + self.cross_attn(h, context.reshape(b * g, m, d)).reshape(b, l, d).float()
-        return x + self.mlp(self.mlp_norm(x)).float()
+        x = x + self.cross_attn(h, context.reshape(b * g, m, d)).reshape(b, l, d)
+        return x + self.mlp(self.mlp_norm(x))
+
+    def forward_fused(self, x: Tensor, pending: Optional[Tensor], context: Tensor) -> Tuple[Tensor, Tensor]:
+        from .fused import add_rmsnorm
+
+        b, l, d = x.shape
+        g, m = context.shape[1], context.shape[2]
+        dt = self.self_attn.qkv.weight.dtype
+        x, h = add_rmsnorm(x.float(), pending, self.self_norm.weight, self.self_norm.eps, dt)
+        x, h = add_rmsnorm(x, self.self_attn(h), self.cross_norm.weight, self.cross_norm.eps, dt)
+        c = self.cross_attn(h.reshape(b * g, l // g, d), context.reshape(b * g, m, d)).reshape(b, l, d)
+        x, h = add_rmsnorm(x, c, self.mlp_norm.weight, self.mlp_norm.eps, dt)
+        return x, self.mlp(h)
+
+
+def run_blocks(blocks: nn.ModuleList, x: Tensor, context: Optional[Tensor] = None,
+               final_norm: Optional[RMSNorm] = None) -> Tensor:
+    """Run a stack of blocks (then ``final_norm``); with ``fused`` set on the blocks (inference on CUDA),
+    each residual add is fused with the next norm, across block boundaries too."""
+    from . import fused as _f
+
+    if len(blocks) and getattr(blocks[0], "fused", False) and _f.available(x):
+        pending = None
+        for blk in blocks:
+            x, pending = blk.forward_fused(x, pending, context)
+        if final_norm is not None:
+            return _f.add_rmsnorm(x, pending, final_norm.weight, final_norm.eps, torch.float32)[1]
+        return _f.add_rmsnorm(x, pending, None)[0]
+    for blk in blocks:
+        args = (x,) if context is None else (x, context)
+        if getattr(blk, "grad_checkpoint", False) and torch.is_grad_enabled():
+            from torch.utils.checkpoint import checkpoint
+
+            x = checkpoint(blk, *args, use_reentrant=False)
+        else:
+            x = blk(*args)
+    return x if final_norm is None else final_norm(x)

@@ -7,7 +7,7 @@ The per-frame work (encoder tokens, upsampled static features, static Gaussians,
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Optional, Tuple
+from typing import Optional
 
 import torch
 from jaxtyping import Float
@@ -126,10 +126,24 @@ class StreamSplat(nn.Module):
             self.encoder.eval()
         return self
 
-    def cast_for_inference(self, dtype: torch.dtype = torch.bfloat16) -> "StreamSplat":
+    def set_grad_checkpointing(self, enabled: bool = True) -> "StreamSplat":
+        """Recompute every transformer block in the backward pass (the authors train this way)."""
+        from .layers import Block, CrossBlock
+
+        for m in self.modules():
+            if isinstance(m, (Block, CrossBlock)):
+                m.grad_checkpoint = bool(enabled)
+        return self
+
+    def cast_for_inference(self, dtype: torch.dtype = torch.bfloat16, fused: bool = False) -> "StreamSplat":
         """Store the transformer/upsampler (and DINO) weights in ``dtype`` for fast inference without
-        autocast; norms, position embeddings and all heads stay fp32, the residual stream stays fp32."""
-        from .layers import Attention, MLP
+        autocast; norms, position embeddings and all heads stay fp32, the residual stream stays fp32.
+        ``fused``: use the Triton add + RMSNorm + cast kernel on CUDA (inference only, same maths)."""
+        from .layers import MLP, Attention, Block, CrossBlock
+
+        for m in self.modules():
+            if isinstance(m, (Block, CrossBlock)):
+                m.fused = bool(fused)
 
         for m in self.modules():
             if isinstance(m, (Attention, MLP)):

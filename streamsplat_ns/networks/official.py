@@ -202,7 +202,6 @@ def to_official(model_sd: Dict[str, Tensor], layout: str, stage2_extra: Optional
             out[o] = v
     if layout == "stage2":
         for k in UNUSED_STAGE2_KEYS:
-            shape = (3, 192) if k.endswith("weight") else (3,)
             if stage2_extra and k in stage2_extra:
                 out[k] = stage2_extra[k]
             else:

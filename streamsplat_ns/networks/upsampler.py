@@ -7,12 +7,11 @@ from __future__ import annotations
 
 from typing import Tuple
 
-import torch
 from jaxtyping import Float
 from torch import Tensor, nn
 
 from .config import UpsamplerConfig, _stage_widths
-from .layers import Block, RMSNorm, _linear
+from .layers import Block, RMSNorm, _linear, run_blocks
 
 
 def pixel_shuffle_tokens(y: Float[Tensor, "B L C4"], h: int, w: int) -> Float[Tensor, "B L4 C"]:
@@ -31,10 +30,7 @@ class UpsampleStage(nn.Module):
         )
 
     def forward(self, x: Tensor, h: int, w: int) -> Tensor:
-        y = pixel_shuffle_tokens(_linear(x, self.expand), h, w)
-        for blk in self.blocks:
-            y = blk(y)
-        return y
+        return run_blocks(self.blocks, pixel_shuffle_tokens(_linear(x, self.expand), h, w))
 
 
 class GaussianUpsampler(nn.Module):

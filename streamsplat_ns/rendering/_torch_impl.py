@@ -17,6 +17,7 @@ from typing import NamedTuple, Tuple
 import torch
 from jaxtyping import Float, Int
 from torch import Tensor
+from torch.utils.checkpoint import checkpoint
 
 ALPHA_MIN = 1.0 / 255.0
 T_MIN = 1e-4
@@ -159,8 +160,12 @@ def composite(proj: Projected, opacities: Float[Tensor, "Ib N"], colours: Float[
             i1 = max(i1, i0 + 1)
             tiles = order[i0:i1]
             K = cnt_sorted[i1 - 1]
-            f, T = _composite_tiles(tiles, offsets, counts, K, m2d, con, opa, feat, local, tw, th,
-                                    tile_size, alpha_clamp)
+            args = (tiles, offsets, counts, K, m2d, con, opa, feat, local, tw, th, tile_size, alpha_clamp)
+            if torch.is_grad_enabled() and any(t.requires_grad for t in (m2d, con, opa, feat)):
+                # recompute each chunk in backward: memory stays at one chunk's [tiles, pixels, K] tensors
+                f, T = checkpoint(_composite_tiles, *args, use_reentrant=False)
+            else:
+                f, T = _composite_tiles(*args)
             pieces_idx.append(tiles)
             pieces_feat.append(f)
             pieces_T.append(T)
