@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 import statistics
 import sys
 import time
@@ -278,7 +277,7 @@ def main():
             for r in rows:
                 f.write(json.dumps(r) + "\n")
     print(f"\ndevice: {dev_name}; torch {torch.__version__}; gsplat {gs_version}; median of {R} (loop: {max(20, R // 2)})")
-    print(f"| scenario | implementation | forward ms | fwd+bwd ms | peak MiB (F+B) | note |")
+    print("| scenario | implementation | forward ms | fwd+bwd ms | peak MiB (F+B) | note |")
     print("|---|---|---|---|---|---|")
     for r in rows:
         mem = "" if r["peak_mib"] is None else f"{r['peak_mib']:.0f}"

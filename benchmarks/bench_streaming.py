@@ -20,7 +20,7 @@ import types
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 try:  # the GPU image may lack jaxtyping; annotations only need subscriptable names
-    import jaxtyping  # noqa: F401
+    import jaxtyping  # noqa: F401  (only checks that it is importable)
 except ImportError:  # pragma: no cover
     stub = types.ModuleType("jaxtyping")
 
@@ -207,7 +207,7 @@ def main() -> None:
         rows.append(("stream, eager, unfused", ms_eager))
         best = (False, "default", float("inf"))
         if not args.no_cuda_graph:
-            variants = [(False, k) for k in args.sdpa.split(",") if k.strip()]
+            variants = [(False, k.strip()) for k in args.sdpa.split(",") if k.strip()]
             if not args.no_fused:
                 variants.append((True, args.sdpa.split(",")[0].strip()))
             for fused, kind in variants:
@@ -240,6 +240,7 @@ def main() -> None:
     print(f"| {'mode':<34} | {'ms/frame':>8} | {'frames/s':>8} |\n|{'-' * 36}|{'-' * 10}|{'-' * 10}|")
     for n, ms in rows:
         print(f"| {n:<34} | {ms:8.3f} | {1e3 / ms:8.1f} |")
+    p100 = p100 or pend  # fewer than 100 frames: no early reading
     growth = (pend - p100) / p100 * 100
     print(f"\npeak GPU memory: after 100 frames {p100 / 2**20:.1f} MiB, after {args.frames} frames "
           f"{pend / 2**20:.1f} MiB ({growth:+.3f}%) -> {'FLAT' if abs(growth) <= 1 else 'GROWS'}")

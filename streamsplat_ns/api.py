@@ -8,6 +8,7 @@
 
 from __future__ import annotations
 
+import copy
 import json
 import os
 from pathlib import Path
@@ -101,9 +102,9 @@ def load_checkpoint(
             sample = sorted(sd)[:12]
             raise ValueError(f"{path}: unknown checkpoint layout (neither ours nor the authors' stage-1, stage-2 or "
                              f"inference layout); first keys: {sample}")
-        cfg = config or official.infer_config(sd, layout, image_size)
-        if config is not None and layout != "stage1":
-            cfg.encoder.position_mean_scale = 1.0
+        cfg = copy.deepcopy(config) if config is not None else official.infer_config(sd, layout, image_size)
+        # the authors' stage-1 head is tanh * (1 - 1e-3); their stage-2 / inference models use plain tanh
+        cfg.encoder.position_mean_scale = (1 - 1e-3) if layout == "stage1" else 1.0
         model = StreamSplat.from_config(cfg, position_std_head=(layout == "stage1"))
         ours = official.from_official(sd, model.state_dict(), layout, source=str(path))
         model.load_state_dict(ours, strict=False)

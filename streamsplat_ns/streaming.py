@@ -95,6 +95,7 @@ class StreamingSession:
         self.current: Optional[DynamicGaussians] = None
         self.frames_seen = 0
         self._graph = None
+        self._shape: Optional[Tuple[int, ...]] = None
 
     @property
     def interval(self) -> Optional[Tuple[int, int]]:
@@ -107,6 +108,10 @@ class StreamingSession:
         dev = next(m.parameters()).device
         rgb = _batch(rgb, 3, "rgb").to(dev, torch.float32)
         disparity = _batch(disparity, 1, "disparity").to(dev, torch.float32)
+        if self._shape is not None and tuple(rgb.shape) != self._shape:
+            raise ValueError(f"StreamingSession.push: frame shape changed from {self._shape} to {tuple(rgb.shape)}; "
+                             "call reset() to start a new stream")
+        self._shape = tuple(rgb.shape)
         if m.config.depth_norm == "pair":
             out = self._push_pair_norm(rgb, disparity)
         elif self._graph is not None:

@@ -68,6 +68,9 @@ def test_bad_frame_shape(model):
     s = StreamingSession(model)
     with pytest.raises(ValueError, match="rgb must be"):
         s.push(torch.rand(32, 64, 3), torch.rand(1, 32, 64))
+    s.push(torch.rand(3, 32, 64), torch.rand(1, 32, 64))
+    with pytest.raises(ValueError, match="shape changed"):
+        s.push(torch.rand(2, 3, 32, 64), torch.rand(2, 1, 32, 64))
 
 
 def micro_model():
@@ -139,3 +142,25 @@ def test_cli_reconstruct_end_to_end(tmp_path):
     with pytest.raises(ValueError, match="ply-times"):
         main(ReconstructArgs(input=frames_dir, checkpoint=ckpt, output=out, ply_times=(7.0,), device="cpu",
                              progress=False))
+
+
+@pytest.mark.gpu
+def test_gpu_cuda_graph_and_fused_match_eager():
+    """On CUDA: the CUDA-graph session and the fused Triton path give the eager session's Gaussians."""
+    torch.manual_seed(0)
+    m = StreamSplat.from_config(ModelConfig.tiny()).cuda().eval()
+    frames = [(r.cuda(), d.cuda()) for r, d in clip(5, seed=3)]
+
+    def run(cuda_graph):
+        s = StreamingSession(m, cuda_graph=cuda_graph)
+        return [s.push(*f) for f in frames][1:]
+
+    eager, graph = run(False), run(True)
+    for a, b in zip(eager, graph):
+        assert torch.allclose(a.means, b.means, atol=1e-5) and torch.allclose(a.motion, b.motion, atol=1e-5)
+    m.cast_for_inference(torch.bfloat16)
+    plain = run(False)
+    m.cast_for_inference(torch.bfloat16, fused=True)
+    fused = run(True)
+    for a, b in zip(plain, fused):
+        assert (a.means - b.means).abs().max() < 2e-2 and (a.motion - b.motion).abs().max() < 2e-2

@@ -49,14 +49,18 @@ class StreamSplatDataManagerConfig(FullImageDatamanagerConfig):
 class InfiniteWeightedSampler(Sampler[int]):
     """Endless weighted draws (with replacement) in small blocks: never materialises a huge index list."""
 
-    def __init__(self, weights: torch.Tensor, seed: int, block: int = 4096) -> None:
+    def __init__(self, weights: torch.Tensor, seed: int, start: int = 0, block: int = 4096) -> None:
         self.weights = weights.double()
-        self.seed, self.block = seed, block
+        self.seed, self.start, self.block = seed, start, block
 
     def __iter__(self) -> Iterator[int]:
-        g = torch.Generator().manual_seed(self.seed)
+        # block k is a pure function of (seed, k): a resumed run starts mid-stream at the same draws
+        k, skip = divmod(self.start, self.block)
         while True:
-            yield from torch.multinomial(self.weights, self.block, replacement=True, generator=g).tolist()
+            g = torch.Generator().manual_seed(self.seed * 1_000_003 + k)
+            draws = torch.multinomial(self.weights, self.block, replacement=True, generator=g).tolist()
+            yield from draws[skip:]
+            k, skip = k + 1, 0
 
 
 def _collate(items: List[Dict[str, Any]]) -> Dict[str, Any]:
@@ -115,13 +119,17 @@ class StreamSplatDataManager(DataManager):
         logger.info("training on %d clips of %d frames from %d sequences", len(self.train_clips), cfg.num_frames,
                     len(self.train_clips.sequences))
 
-    def _new_train_iter(self) -> Iterator:
+    def _new_train_iter(self, step: int) -> Iterator:
         cfg = self.config
-        sampler = InfiniteWeightedSampler(self.train_clips.item_weights(), seed=cfg.seed + 7919 * self.local_rank)
+        sampler = InfiniteWeightedSampler(self.train_clips.item_weights(), seed=cfg.seed + 7919 * self.local_rank,
+                                          start=step * cfg.batch_size)
         loader = DataLoader(self.train_clips, batch_size=cfg.batch_size, sampler=sampler,
                             num_workers=cfg.num_workers, collate_fn=_collate, drop_last=True,
                             pin_memory=torch.cuda.is_available(), persistent_workers=cfg.num_workers > 0,
-                            prefetch_factor=4 if cfg.num_workers > 0 else None)
+                            prefetch_factor=4 if cfg.num_workers > 0 else None,
+                            # its own generator: creating the iterator must not consume the global RNG
+                            # (that would break exact --load-dir resume)
+                            generator=torch.Generator().manual_seed(cfg.seed + step))
         return iter(loader)
 
     def clip_cameras(self, batch: Dict[str, Any]) -> Cameras:
@@ -135,8 +143,8 @@ class StreamSplatDataManager(DataManager):
 
     def next_train(self, step: int) -> Tuple[Cameras, Dict[str, Any]]:
         self.train_count += 1
-        if self._train_iter is None:
-            self._train_iter = self._new_train_iter()
+        if self._train_iter is None:  # first call, also after --load-dir: continue the stream at `step`
+            self._train_iter = self._new_train_iter(step)
         batch = next(self._train_iter)
         return self.clip_cameras(batch).to(self.device), batch
 
