@@ -33,7 +33,8 @@ def train(cfg, local_rank: int = 0, world_size: int = 1):
     from nerfstudio.scripts.train import _set_random_seed
 
     _set_random_seed(cfg.machine.seed + local_rank)  # as ns-train does
-    cfg.save_config()
+    if local_rank == 0:
+        cfg.save_config()
     trainer = cfg.setup(local_rank=local_rank, world_size=world_size)
     trainer.setup()
     trainer.train()

@@ -33,7 +33,7 @@ CHROME = next((shutil.which(n) for n in ("chromium-headless-shell", "chromium", 
 pytestmark = pytest.mark.skipif(CHROME is None, reason="no chromium binary installed "
                                 "(apt-get install -y chromium-headless-shell, as .ci/run does)")
 
-WIN_W, WIN_H = 1000, 640
+WIN_W, WIN_H = 900, 560
 
 
 @pytest.fixture(scope="module")
@@ -124,18 +124,18 @@ class RenderLog:
 
         monkeypatch.setattr(SceneApi, "set_background_image", record)
 
-    def wait_full_res(self, after: float, timeout: float, min_height: int = 300) -> np.ndarray:
-        """The first full-resolution (static) render sent after ``after``; then let the page draw it."""
+    def wait_settled(self, after: float, timeout: float, min_height: int = 300, quiet: float = 3.0) -> np.ndarray:
+        """The render on the page once nerfstudio has settled: the last image sent after ``after`` is a
+        full-resolution (static) one and nothing newer came for ``quiet`` seconds (page decode + draw)."""
         end = time.time() + timeout
         while time.time() < end:
             with self.lock:
-                done = [im for t, im in self.images if t > after and im.shape[0] >= min_height]
-            if done:
-                time.sleep(3.0)  # websocket + JPEG decode + WebGL draw in a busy SwiftShader
-                with self.lock:  # a later (same-camera) render may have replaced it meanwhile
-                    return [im for t, im in self.images if t > after and im.shape[0] >= min_height][-1]
+                new = [(t, im) for t, im in self.images if t > after]
+            if new and new[-1][1].shape[0] >= min_height and time.time() - new[-1][0] > quiet:
+                return new[-1][1]
             time.sleep(0.2)
-        raise TimeoutError(f"no full-resolution render within {timeout:.0f} s (got {len(self.images)} renders)")
+        raise TimeoutError(f"no settled full-resolution render within {timeout:.0f} s "
+                           f"({len(self.images)} renders, heights {[im.shape[0] for _, im in self.images][-8:]})")
 
 
 def resize(img: np.ndarray, h: int, w: int) -> np.ndarray:
@@ -149,10 +149,30 @@ def corr(a: np.ndarray, b: np.ndarray) -> float:
     return float(a @ b / (np.linalg.norm(a) * np.linalg.norm(b) + 1e-9))
 
 
-def scene_region(img: np.ndarray) -> np.ndarray:
-    """The left part of the page: viser's GUI panel floats over the right side of the canvas."""
+def canvas_box(page: DevTools) -> tuple:
+    """(top, left, bottom, right) in screenshot pixels of viser's WebGL canvas (the GUI panel sits beside it)."""
+    expr = ("JSON.stringify(Array.from(document.querySelectorAll('canvas')).map(c => c.getBoundingClientRect())"
+            ".sort((a, b) => b.width * b.height - a.width * a.height)[0])")
+    r = json.loads(page.send("Runtime.evaluate", {"expression": expr, "returnByValue": True})["result"]["value"])
+    return int(round(r["top"])), int(round(r["left"])), int(round(r["bottom"])), int(round(r["right"]))
+
+
+def page_render(shot: np.ndarray, box: tuple, aspect: float) -> np.ndarray:
+    """The part of a screenshot where viser draws the render: the canvas' left part of the given aspect
+    (the GUI panel covers the rest), minus margins (axes gizmo, frustum at the centre is kept)."""
+    t, l, b, _ = box
+    img = shot[t:b, l:l + int(round((b - t) * aspect))]
     h, w = img.shape[:2]
-    return img[int(0.05 * h):int(0.95 * h), int(0.03 * w):int(0.55 * w)]
+    return img[int(0.04 * h):int(0.96 * h), int(0.1 * w):int(0.97 * w)]
+
+
+def expected_on_page(sent: np.ndarray, box: tuple) -> np.ndarray:
+    """What the page should show there: the sent render stretched over that area."""
+    t, _, b, _ = box
+    aspect = sent.shape[1] / sent.shape[0]
+    h = b - t
+    w = int(round(h * aspect))
+    return page_render(resize(sent, h, w), (0, 0, h, w), aspect)
 
 
 @pytest.mark.slow
@@ -164,6 +184,7 @@ def test_viewer_in_chromium_shows_scene_and_time(config_path, tmp_path, monkeypa
     from nerfstudio.viewer.viewer import Viewer
 
     torch.manual_seed(0)
+    t_start = time.time()
     config, pipeline, _, step = eval_setup(config_path, test_mode="test")
     model = pipeline.model
     model.net.predict_static = oracle_predict_static
@@ -177,12 +198,14 @@ def test_viewer_in_chromium_shows_scene_and_time(config_path, tmp_path, monkeypa
         viewer.update_scene(step=step)
         assert viewer.include_time, "the datamanager must report includes_time so the Time slider shows"
         port = viewer.viser_server.get_port()
+        print(f'viewer up after {time.time() - t_start:.1f} s')
         proc, page = start_chromium(tmp_path / "chrome")
         page.send("Page.enable")
         t_nav = time.time()
         page.send("Page.navigate", {"url": f"http://127.0.0.1:{port}/"})
 
-        sent0 = log.wait_full_res(t_nav, timeout=120)
+        sent0 = log.wait_settled(t_nav, timeout=120)
+        print(f'settled t0 after {time.time() - t_nav:.1f} s, {len(log.images)} renders')
         shot0 = page.screenshot()
         from PIL import Image
 
@@ -191,12 +214,16 @@ def test_viewer_in_chromium_shows_scene_and_time(config_path, tmp_path, monkeypa
         if keep:
             Path(keep).mkdir(parents=True, exist_ok=True)
             shutil.copy(tmp_path / "viewer_t0.png", Path(keep) / "viewer_t0.png")
-        H, W = shot0.shape[:2]
+        box = canvas_box(page)
+        assert box[3] - box[1] > 200 and box[2] - box[0] > 200, f"no viewer canvas on the page: {box}"
 
         # the page shows the render: not blank, and it is the image the server sent
-        region0 = scene_region(shot0)
+        region0 = page_render(shot0, box, sent0.shape[1] / sent0.shape[0])
+        if keep:
+            Image.fromarray((sent0 * 255).astype(np.uint8)).save(Path(keep) / "sent_t0.png")
+            (Path(keep) / "box.json").write_text(json.dumps(box))
         assert region0.std() > 0.05, f"screenshot is (nearly) uniform: std {region0.std():.3f}"
-        c0 = corr(region0, scene_region(resize(sent0, H, W)))
+        c0 = corr(region0, expected_on_page(sent0, box))
         assert c0 > 0.8, f"the page does not show the sent render (correlation {c0:.2f})"
 
         # the initial camera is the canonical view: the sent render equals an ORTHOPHOTO canonical render
@@ -214,13 +241,14 @@ def test_viewer_in_chromium_shows_scene_and_time(config_path, tmp_path, monkeypa
         t_set = time.time()
         viewer.control_panel.time = 1.0
         viewer._trigger_rerender()
-        sent1 = log.wait_full_res(t_set, timeout=90)
+        sent1 = log.wait_settled(t_set, timeout=90)
+        print(f'settled t1 after {time.time() - t_set:.1f} s, {len(log.images)} renders')
         shot1 = page.screenshot()
         Image.fromarray((shot1 * 255).astype(np.uint8)).save(tmp_path / "viewer_t1.png")
         if keep:
             shutil.copy(tmp_path / "viewer_t1.png", Path(keep) / "viewer_t1.png")
-        region1 = scene_region(shot1)
-        c1 = corr(region1, scene_region(resize(sent1, H, W)))
+        region1 = page_render(shot1, box, sent1.shape[1] / sent1.shape[0])
+        c1 = corr(region1, expected_on_page(sent1, box))
         assert c1 > 0.8, f"after the time change the page does not show the new render (correlation {c1:.2f})"
         diff = float(np.abs(region1 - region0).mean())
         assert diff > 0.01, f"the screenshot did not change with time (mean abs difference {diff:.4f})"

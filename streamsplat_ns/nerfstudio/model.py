@@ -78,6 +78,9 @@ class StreamSplatModel(Model):
         self.clip_provider: Optional[Callable[[int], Tuple[Tensor, Tensor, int]]] = None
         self.clip_names: List[str] = []
         super().__init__(config, *args, **kwargs)
+        # nerfstudio's device marker never gets a gradient: keep it out of DDP's reducer so DDP can run
+        # without the (slower) unused-parameter search
+        self.device_indicator_param.requires_grad_(False)
 
     # ------------------------------------------------------------------ setup
     def populate_modules(self) -> None:
