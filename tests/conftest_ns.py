@@ -2,28 +2,22 @@
 
 from __future__ import annotations
 
-import shutil
-import subprocess
-import sys
 from pathlib import Path
 
 _RUN: dict = {}
 
 
 def trained_config(tmp_path_factory) -> Path:
-    """config.yml of a 3-step ``streamsplat-encoder-small`` run, trained once per test session (~20 s).
+    """config.yml of a 3-step ``streamsplat-encoder-small`` run, trained in-process once per session (~10 s).
 
-    Three steps give a real checkpoint that nerfstudio's scripts load, not a useful reconstruction."""
+    Three steps give a real checkpoint and config that nerfstudio's scripts load, not a useful model."""
     if "config" not in _RUN:
-        out = tmp_path_factory.mktemp("ns_run")
-        ns_train = shutil.which("ns-train")
-        cmd = ([ns_train] if ns_train else [sys.executable, "-m", "nerfstudio.scripts.train"]) + [
-            "streamsplat-encoder-small", "--output-dir", str(out), "--experiment-name", "t", "--timestamp", "run",
-            "--max-num-iterations", "3", "--vis", "tensorboard", "--pipeline.datamanager.batch-size", "2",
-            "--pipeline.datamanager.eval-num-clips", "1"]
-        res = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
-        cfgs = sorted(out.rglob("config.yml"))
-        if res.returncode != 0 or not cfgs or not list(out.rglob("*.ckpt")):
-            raise RuntimeError(f"ns-train failed ({res.returncode}):\n{res.stdout[-3000:]}\n{res.stderr[-3000:]}")
-        _RUN["config"] = cfgs[0]
+        from nsutil import run_dir, small_config, train
+
+        cfg = small_config(tmp_path_factory.mktemp("ns_run"), steps=3, batch_size=2)
+        train(cfg)
+        path = run_dir(cfg) / "config.yml"
+        if not path.exists() or not list(run_dir(cfg).rglob("*.ckpt")):
+            raise RuntimeError(f"training the test run left no config/checkpoint in {run_dir(cfg)}")
+        _RUN["config"] = path
     return _RUN["config"]

@@ -63,6 +63,8 @@ class StreamSplatModelConfig(ModelConfig):
     """The lpips package's weights/v0.1/vgg.pth (local)."""
     bf16: bool = True
     """bf16 autocast of the transformers on CUDA (heads and rendering stay fp32)."""
+    grad_checkpoint: bool = False
+    """Recompute transformer blocks in backward: less activation memory for larger batches."""
     random_background: bool = True
     eval_background: float = 0.5
     render_backend: Literal["auto", "torch", "cuda"] = "auto"
@@ -89,6 +91,8 @@ class StreamSplatModel(Model):
         self.net = StreamSplat(cfg.encoder, dec)
         if dec is not None:
             self._init_stage2()
+        if cfg.grad_checkpoint:
+            self.net.set_grad_checkpointing(True)
         self._lpips: Optional[LPIPSVGG] = None
         self._lpips_checked = False
         self.nonfinite_skips = 0
@@ -258,6 +262,11 @@ class StreamSplatModel(Model):
             if net is not None:
                 metrics[f"lpips_{name}"] = float(lpips_256(net, pred[:, idx], gt[:, idx]))
         metrics["psnr"] = float(psnr(p, g))
+        if "middle" in groups:  # simple baselines on the same middle frames (no model involved)
+            t = batch["times"].to(self.device).float()[:, 1:-1, None, None, None]
+            g0, g1, gm = g[:, :1], g[:, -1:], g[:, 1:-1]
+            metrics["psnr_middle_baseline_nearest"] = float(psnr(torch.where(t < 0.5, g0, g1), gm))
+            metrics["psnr_middle_baseline_blend"] = float(psnr((1 - t) * g0 + t * g1, gm))
         strip_pred = torch.cat(list(pred[0]), dim=1)
         strip_gt = torch.cat(list(gt[0]), dim=1)
         images = {"img": torch.cat([strip_gt, strip_pred], dim=0),
