@@ -30,7 +30,7 @@ def _lpips_files(tmp: Path):
     return tmp / "vgg.pth", tmp / "lin.pth"
 
 
-def _model(stage: int, tmp: Path, grad_ckpt: bool):
+def _model(stage: int, tmp: Path, grad_ckpt: bool, compile_blocks: bool = False):
     from nerfstudio.data.scene_box import SceneBox
 
     from streamsplat_ns.method_configs.methods import _trainer
@@ -41,6 +41,7 @@ def _model(stage: int, tmp: Path, grad_ckpt: bool):
     mc.lpips_vgg_path, mc.lpips_lin_path = _lpips_files(tmp)
     mc.lpips_start_step = 0
     mc.grad_checkpoint = grad_ckpt
+    mc.compile_blocks = compile_blocks
     model = mc.setup(scene_box=SceneBox(torch.tensor([[-1.0, 0, -1], [1, 5, 1]])), num_train_data=1, metadata={})
     model = model.cuda().train()
     opt_cfg = cfg.optimizers["networks"]["optimizer"]
@@ -73,11 +74,11 @@ def _timed(fn, steps: int):
     return times[len(times) // 2]
 
 
-def bench_stage(stage: int, steps: int, B: int, grad_ckpt: bool) -> dict:
+def bench_stage(stage: int, steps: int, B: int, grad_ckpt: bool, compile_blocks: bool = False) -> dict:
     from streamsplat_ns.rendering import render_dynamic, render_static
 
     tmp = Path(tempfile.mkdtemp())
-    model, opt, cfg = _model(stage, tmp, grad_ckpt)
+    model, opt, cfg = _model(stage, tmp, grad_ckpt, compile_blocks)
     H, W = model.image_size
     V = 6 if stage == 2 else 1
     batch = _batch(B, V, H, W)
@@ -129,7 +130,7 @@ def bench_stage(stage: int, steps: int, B: int, grad_ckpt: bool) -> dict:
     t_render = _timed(render_only, steps)
     del model, opt, g
     torch.cuda.empty_cache()
-    return {"stage": stage, "batch": B, "grad_checkpoint": grad_ckpt, "step_ms": t_step, "samples_per_s": B / t_step * 1e3,
+    return {"stage": stage, "batch": B, "grad_checkpoint": grad_ckpt, "compile": compile_blocks, "step_ms": t_step, "samples_per_s": B / t_step * 1e3,
             "peak_GiB": peak, "network_ms": t_net, "render_ms": t_render,
             "other_ms": max(t_step - t_net - t_render, 0.0)}
 
@@ -161,26 +162,39 @@ def main() -> None:
     ap.add_argument("--stages", type=int, nargs="+", default=[1, 2])
     ap.add_argument("--steps", type=int, default=10)
     ap.add_argument("--workers", type=int, default=8)
-    ap.add_argument("--grad-checkpoint", action="store_true")
+    ap.add_argument("--variants", nargs="+", default=["base"],
+                    help="any of: base, ckpt (gradient checkpointing), compile, ckpt+compile")
+    ap.add_argument("--no-loader", action="store_true")
     ap.add_argument("--json", type=Path, default=None)
     args = ap.parse_args()
     torch.backends.cuda.matmul.allow_tf32 = True
     rows, loaders = [], []
     for st in args.stages:
         B = 32 if st == 1 else 16
-        rows.append(bench_stage(st, args.steps, B, args.grad_checkpoint))
-        print(json.dumps(rows[-1]), flush=True)
-        loaders.append(bench_loader(st, B, args.workers, 8))
-        print(json.dumps(loaders[-1]), flush=True)
+        for v in args.variants:
+            try:
+                rows.append(bench_stage(st, args.steps, B, "ckpt" in v, "compile" in v))
+            except torch.OutOfMemoryError as e:
+                rows.append({"stage": st, "batch": B, "variant": v, "error": "out of memory: " + str(e)[:80]})
+            rows[-1]["variant"] = v
+            print(json.dumps(rows[-1]), flush=True)
+            torch.cuda.empty_cache()
+        if not args.no_loader:
+            loaders.append(bench_loader(st, B, args.workers, 8))
+            print(json.dumps(loaders[-1]), flush=True)
     if args.json:
         args.json.write_text(json.dumps({"train": rows, "loader": loaders}, indent=1))
     print(f"\n{torch.cuda.get_device_name()}  torch {torch.__version__}")
-    print("| stage | batch | samples/s | step ms | peak GiB | network ms | render ms | other ms | loader samples/s "
-          f"({args.workers} workers) |")
+    print("| stage | batch | variant | samples/s | step ms | peak GiB | network ms | render ms | other ms |")
     print("|---|---|---|---|---|---|---|---|---|")
-    for r, l in zip(rows, loaders):
-        print(f"| {r['stage']} | {r['batch']} | {r['samples_per_s']:.1f} | {r['step_ms']:.1f} | {r['peak_GiB']:.1f} | "
-              f"{r['network_ms']:.1f} | {r['render_ms']:.1f} | {r['other_ms']:.1f} | {l['samples_per_s']:.1f} |")
+    for r in rows:
+        if "error" in r:
+            print(f"| {r['stage']} | {r['batch']} | {r['variant']} | {r['error']} | | | | | |")
+            continue
+        print(f"| {r['stage']} | {r['batch']} | {r['variant']} | {r['samples_per_s']:.1f} | {r['step_ms']:.1f} | "
+              f"{r['peak_GiB']:.1f} | {r['network_ms']:.1f} | {r['render_ms']:.1f} | {r['other_ms']:.1f} |")
+    for l in loaders:
+        print(f"loader, stage {l['stage']}: {l['samples_per_s']:.1f} samples/s with {l['workers']} workers")
 
 
 if __name__ == "__main__":

@@ -97,4 +97,6 @@ def lpips_256(net: LPIPSVGG, pred: Tensor, target: Tensor) -> Tensor:
     t = target.reshape(-1, *target.shape[-3:]).permute(0, 3, 1, 2)
     p = F.interpolate(p, size=(256, 256), mode="bilinear", align_corners=False)
     t = F.interpolate(t, size=(256, 256), mode="bilinear", align_corners=False)
-    return net(p.float(), t.float()).mean()
+    # VGG in bf16 on GPU: a loss/metric, half the activation memory of fp32 and much faster
+    with torch.autocast("cuda", dtype=torch.bfloat16, enabled=p.is_cuda):
+        return net(p.float(), t.float()).float().mean()

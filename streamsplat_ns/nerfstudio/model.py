@@ -28,7 +28,7 @@ from ..losses import masked_mse, psnr, ssi_depth_loss, ssim
 from ..lpips import LPIPSVGG, load_lpips, lpips_256
 from ..networks.config import DecoderConfig, EncoderConfig
 from ..networks.model import StreamSplat
-from ..rendering import ortho_intrinsics, render_dynamic, render_static
+from ..rendering import render_dynamic, render_static
 from ..rendering.camera import opengl_c2w_to_viewmat
 
 logger = logging.getLogger(__name__)
@@ -65,6 +65,8 @@ class StreamSplatModelConfig(ModelConfig):
     """bf16 autocast of the transformers on CUDA (heads and rendering stay fp32)."""
     grad_checkpoint: bool = False
     """Recompute transformer blocks in backward: less activation memory for larger batches."""
+    compile_blocks: bool = False
+    """torch.compile each transformer block on CUDA (fuses the fp32 norm/residual element-wise work)."""
     random_background: bool = True
     eval_background: float = 0.5
     render_backend: Literal["auto", "torch", "cuda"] = "auto"
@@ -93,6 +95,12 @@ class StreamSplatModel(Model):
             self._init_stage2()
         if cfg.grad_checkpoint:
             self.net.set_grad_checkpointing(True)
+        if cfg.compile_blocks and torch.cuda.is_available():
+            from ..networks.layers import Block, CrossBlock
+
+            for m in self.net.modules():
+                if isinstance(m, (Block, CrossBlock)):
+                    m.compile(dynamic=False)
         self._lpips: Optional[LPIPSVGG] = None
         self._lpips_checked = False
         self.nonfinite_skips = 0
