@@ -44,7 +44,10 @@ def _trainer(method_name: str, stage: str, small: bool) -> StreamSplatTrainerCon
         stage="decoder" if stage2 else "encoder", encoder=enc, decoder=small_decoder() if small else DecoderConfig(),
         lambda_depth=0.01 if stage2 else 0.05, robust_depth_threshold=0.3 if stage2 else 0.0,
         depth_alpha_threshold=0.1 if stage2 else 0.0, lambda_mask=3.0 if stage2 else 0.0, lambda_lpips=0.05,
-        lpips_start_step=2000 if small else (40_000 if stage2 else 50_000), allow_random_dino=small)
+        lpips_start_step=2000 if small else (40_000 if stage2 else 50_000), allow_random_dino=small,
+        # measured on an H100 (docs/benchmarks.md): compiled blocks lift stage 1 to >= 90 samples/s; stage 2
+        # at batch 16 needs gradient checkpointing to fit (34.6 GiB), and compile keeps it >= 20 samples/s
+        compile_blocks=not small, grad_checkpoint=stage2 and not small)
     dm = StreamSplatDataManagerConfig(num_frames=6 if stage2 else 1,
                                       batch_size=(4 if stage2 else 8) if small else (16 if stage2 else 32),
                                       num_workers=0 if small else 8, eval_num_clips=4 if small else 32)
