@@ -18,6 +18,7 @@ from torch import Tensor
 from ..gaussians import DynamicGaussians, Gaussians
 from .camera import canonical_camera
 from .rasterizer import Backend, RenderOutput, check_finite, rasterize, resolve_backend
+from .sh import eval_sh_ortho
 
 # depth = 1 / (DEPTH_A + DEPTH_B * y_hat): y_hat = 1 -> 0.1 (near), y_hat = 0 -> 5 (far)
 DEPTH_A = 0.2
@@ -109,18 +110,26 @@ def render_dynamic(g: DynamicGaussians, times: Float[Tensor, "B T"], height: int
         backgrounds = backgrounds[:, None].expand(B, T, 3)
     bgs = _backgrounds(n_img, backgrounds, g.means)
     viewmats, Ks = _cameras(n_img, height, width, viewmats, Ks, g.means)
+    colours = g.colours
+    per_image_colours = None
     if g.sh is not None:
-        raise NotImplementedError("render_dynamic with SH colours: evaluate them to colours first "
-                                  "(streamsplat_ns.rendering.sh.eval_sh_ortho)")
+        # orthographic SH: the view direction is each camera's forward axis. When every time of a batch
+        # item uses the same direction (the canonical camera), one colour per Gaussian serves all times.
+        fwd = viewmats[:, 2, :3].reshape(B, T, 3)
+        if bool((fwd == fwd[:, :1]).all()):
+            colours = eval_sh_ortho(g.sh, viewmats.reshape(B, T, 4, 4)[:, 0], shared=False)
+        else:
+            sh_img = g.sh[:, None].expand(B, T, *g.sh.shape[1:]).reshape(n_img, *g.sh.shape[1:])
+            per_image_colours = eval_sh_ortho(sh_img, viewmats, shared=False)
     if check_inputs:
         check_finite(means=g.means, motion=g.motion, gamma0=g.gamma0, gamma1=g.gamma1, quats=g.quats,
                      scales=g.scales, opacities=g.opacities, colours=g.colours, times=times)
     which = resolve_backend(backend, g.means.device)
-    if which == "cuda":
+    if which == "cuda" and per_image_colours is None:
         from . import _cuda
 
         rgb, depth, alpha = _cuda.rasterize_dynamic(
-            g.means, g.motion, g.t0, g.gamma0, g.gamma1, times, g.quats, g.scales, g.opacities, g.colours,
+            g.means, g.motion, g.t0, g.gamma0, g.gamma1, times, g.quats, g.scales, g.opacities, colours,
             viewmats, Ks, int(width), int(height), bgs, float(alpha_clamp), float(near_plane), float(far_plane),
             DEPTH_A, DEPTH_B)
         return RenderOutput(rgb, depth, alpha).reshape(B, T)
@@ -132,9 +141,9 @@ def render_dynamic(g: DynamicGaussians, times: Float[Tensor, "B T"], height: int
         return x[:, None].expand(B, T, *x.shape[1:]).reshape(n_img, *x.shape[1:])
 
     out = rasterize(world.reshape(n_img, N, 3), per_image(g.quats), per_image(g.scales),
-                    opac.reshape(n_img, N), per_image(g.colours), viewmats, Ks, width, height, bgs,
-                    alpha_clamp=alpha_clamp, near_plane=near_plane, far_plane=far_plane, backend="torch",
-                    check_inputs=False)
+                    opac.reshape(n_img, N), per_image(colours) if per_image_colours is None else per_image_colours,
+                    viewmats, Ks, width, height, bgs, alpha_clamp=alpha_clamp, near_plane=near_plane,
+                    far_plane=far_plane, backend=which, check_inputs=False)
     return out.reshape(B, T)
 
 
