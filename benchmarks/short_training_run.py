@@ -36,9 +36,7 @@ def medium(cfg, stage2: bool, device: str):
     dm.batch_size = 8 if stage2 else 16  # minutes of training: more, smaller steps learn faster
     dm.num_workers = 10 if device == "cuda" else 0
     dm.eval_num_clips = 32
-    cfg.max_num_iterations = 10**6
     cfg.steps_per_save = 500
-    cfg.steps_per_eval_batch = cfg.steps_per_eval_image = cfg.steps_per_eval_all_images = 10**9
     cfg.logging.steps_per_log = 100
     sched = cfg.optimizers["networks"]["scheduler"]
     sched.warmup_steps, sched.max_steps = 200, 3000
@@ -50,12 +48,11 @@ def run_stage(out: Path, stage: str, minutes: float, data: Path, device: str, en
     from nerfstudio.engine.callbacks import TrainingCallback, TrainingCallbackLocation
     from nerfstudio.scripts.train import _set_random_seed
 
-    from streamsplat_ns.method_configs.methods import _trainer
+    from streamsplat_ns.method_configs.methods import scripted_config
 
     stage2 = stage == "decoder"
-    cfg = medium(_trainer(f"streamsplat-{stage}-medium", stage, small=True), stage2, device)
-    cfg.output_dir, cfg.experiment_name, cfg.timestamp = out, "short", "run"
-    cfg.vis = "tensorboard"
+    cfg = medium(scripted_config(stage, True, out, 10**6, experiment="short",
+                                 method_name=f"streamsplat-{stage}-medium"), stage2, device)
     cfg.pipeline.datamanager.data = data
     cfg.pipeline.model.encoder_checkpoint = encoder_ckpt
     run = out / "short" / cfg.method_name / "run"

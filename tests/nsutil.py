@@ -10,16 +10,10 @@ import torch
 
 def small_config(out: Path, stage: str = "encoder", steps: int = 2, batch_size: int = 2,
                  encoder_ckpt: Optional[Path] = None, load_dir: Optional[Path] = None, steps_per_save: int = 1000):
-    from streamsplat_ns.method_configs.methods import _trainer
+    from streamsplat_ns.method_configs.methods import scripted_config
 
-    cfg = _trainer(f"streamsplat-{stage}-small", stage, small=True)
-    cfg.output_dir = out
-    cfg.experiment_name = "test"
-    cfg.timestamp = "run"
-    cfg.max_num_iterations = steps
+    cfg = scripted_config(stage, True, out, steps, experiment="test")
     cfg.steps_per_save = steps_per_save
-    cfg.steps_per_eval_batch = cfg.steps_per_eval_image = cfg.steps_per_eval_all_images = 10**9
-    cfg.vis = "tensorboard"
     cfg.logging.local_writer.enable = False
     cfg.pipeline.datamanager.batch_size = batch_size
     cfg.pipeline.datamanager.eval_num_clips = 1

@@ -50,14 +50,10 @@ def _reconstruct(pipeline, clips):
 def main(cfg: DemoConfig) -> Path:
     from nerfstudio.scripts.train import _set_random_seed
 
-    from ..method_configs.methods import _trainer
+    from ..method_configs.methods import scripted_config
 
-    tc = _trainer("streamsplat-encoder-small", "encoder", small=True)
-    tc.output_dir, tc.experiment_name, tc.timestamp = cfg.output, "demo", "run"
-    tc.max_num_iterations = cfg.steps
+    tc = scripted_config("encoder", True, cfg.output, cfg.steps, experiment="demo")
     tc.steps_per_save = max(cfg.steps, 1)
-    tc.steps_per_eval_batch = tc.steps_per_eval_image = tc.steps_per_eval_all_images = 10**9
-    tc.vis = "tensorboard"
     tc.machine.device_type = cfg.device
     tc.pipeline.datamanager.eval_num_clips = 6
     _set_random_seed(tc.machine.seed)
@@ -70,6 +66,7 @@ def main(cfg: DemoConfig) -> Path:
     _, after, psnr_after = _reconstruct(trainer.pipeline, clips)
     row = lambda x: np.concatenate(list(x), axis=1)  # noqa: E731
     picture = np.concatenate([row(gt), row(before), row(after)], axis=0)
+    picture = picture.repeat(3, axis=0).repeat(3, axis=1)  # the small variant renders 64x112: enlarge
     cfg.output.mkdir(parents=True, exist_ok=True)
     path = cfg.output / "reconstruction.png"
     save_png(path, picture)

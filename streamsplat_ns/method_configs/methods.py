@@ -75,6 +75,18 @@ def _trainer(method_name: str, stage: str, small: bool) -> StreamSplatTrainerCon
     )
 
 
+def scripted_config(stage: str, small: bool, output_dir, steps: int, experiment: str = "streamsplat",
+                    timestamp: str = "run", method_name: str = "") -> StreamSplatTrainerConfig:
+    """A trainer config for runs driven from Python (the demo, tests, benchmarks): a fixed run folder,
+    ``steps`` iterations, tensorboard logging and no periodic evaluation (callers evaluate themselves)."""
+    cfg = _trainer(method_name or f"streamsplat-{stage}{'-small' if small else ''}", stage, small)
+    cfg.output_dir, cfg.experiment_name, cfg.timestamp = output_dir, experiment, timestamp
+    cfg.max_num_iterations = steps
+    cfg.steps_per_eval_batch = cfg.steps_per_eval_image = cfg.steps_per_eval_all_images = 10**9
+    cfg.vis = "tensorboard"
+    return cfg
+
+
 def _spec(name: str, stage: str, small: bool, description: str) -> MethodSpecification:
     return MethodSpecification(config=_trainer(name, stage, small), description=description)
 
