@@ -72,6 +72,9 @@ def test_stage2_freezes_the_stage1_encoder(stage1_runs, tmp_path):
     groups = t2.pipeline.model.get_param_groups()["networks"]
     assert groups and all(p.requires_grad for p in groups)
     assert (t2.base_dir / "model.safetensors").is_file()
+    _, losses, metrics = t2.pipeline.get_train_loss_dict(step=100)
+    assert losses["mask"] > 0  # the foreground loss the released code drops is really applied
+    assert {"mse", "depth"} <= set(losses) and "psnr_middle" in metrics
 
 
 def test_nonfinite_gradients_are_skipped(tmp_path, monkeypatch):
