@@ -146,8 +146,8 @@ def profile_top(model: StreamSplat, frames, k: int = 15) -> None:
         print(f"  {ms:7.3f} ms  x{cnt:<4d} {name}")
 
 
-def stream_run(model: StreamSplat, frames, n: int, cuda_graph: bool):
-    s = StreamingSession(model, cuda_graph=cuda_graph)
+def stream_run(model: StreamSplat, frames, n: int, cuda_graph: bool, overlap: bool = True):
+    s = StreamingSession(model, cuda_graph=cuda_graph, overlap=overlap)
     warm = 10
     for i in range(warm):
         s.push(*frames[i % len(frames)])
@@ -174,6 +174,17 @@ def stream_run(model: StreamSplat, frames, n: int, cuda_graph: bool):
     return ms, peak100, peak_end, s
 
 
+def variant_name(v: dict) -> str:
+    parts = ["fused" if v["fused"] else "unfused"]
+    if v["overlap"]:
+        parts.append("2 streams")
+    if v["compile_mlp"]:
+        parts.append("compiled MLP")
+    if v["sdpa"] != "default":
+        parts.append(f"sdpa={v['sdpa']}")
+    return "graph, " + ", ".join(parts)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--frames", type=int, default=10000, help="frames to stream for throughput and memory")
@@ -186,6 +197,7 @@ def main() -> None:
     ap.add_argument("--sdpa", default="default", help="comma list of attention backends to compare "
                     "(default, flash, cudnn); the long memory run uses the fastest")
     ap.add_argument("--profile", action="store_true", help="print the top GPU kernels")
+    ap.add_argument("--compile-mlp", action="store_true", help="also try max-autotuned compiled MLPs (minutes)")
     args = ap.parse_args()
     if not torch.cuda.is_available():
         sys.exit("bench_streaming needs a CUDA GPU")
@@ -205,41 +217,59 @@ def main() -> None:
     with torch.no_grad():
         ms_eager, _, _, _ = stream_run(model, frames, args.eager_frames, cuda_graph=False)
         rows.append(("stream, eager, unfused", ms_eager))
-        best = (False, "default", float("inf"))
+        sdpas = [k.strip() for k in args.sdpa.split(",") if k.strip()]
+        variants = [dict(fused=False, overlap=False, compile_mlp=False, sdpa=k) for k in sdpas]
+        if not args.no_fused:
+            variants.append(dict(fused=True, overlap=False, compile_mlp=False, sdpa=sdpas[0]))
+            variants.append(dict(fused=True, overlap=True, compile_mlp=False, sdpa=sdpas[0]))
+            if args.compile_mlp:
+                variants.append(dict(fused=True, overlap=True, compile_mlp=True, sdpa=sdpas[0]))
+        best, best_ms = dict(fused=False, overlap=False, compile_mlp=False, sdpa="default"), float("inf")
         if not args.no_cuda_graph:
-            variants = [(False, k.strip()) for k in args.sdpa.split(",") if k.strip()]
-            if not args.no_fused:
-                variants.append((True, args.sdpa.split(",")[0].strip()))
-            for fused, kind in variants:
+            for v in variants:
                 try:
+                    t = time.perf_counter()
                     if args.dtype == "bf16":
-                        model.cast_for_inference(torch.bfloat16, fused=fused)
-                    with sdpa_context(kind):
-                        ms, _, _, _ = stream_run(model, frames, 300, cuda_graph=True)
-                    rows.append((f"graph, {'fused' if fused else 'unfused'}, sdpa={kind}", ms))
-                    if ms < best[2]:
-                        best = (fused, kind, ms)
+                        model.cast_for_inference(torch.bfloat16, fused=v["fused"], compile_mlp=v["compile_mlp"])
+                    with sdpa_context(v["sdpa"]):
+                        ms, _, _, _ = stream_run(model, frames, 300, cuda_graph=True, overlap=v["overlap"])
+                    rows.append((variant_name(v), ms))
+                    print(f"{variant_name(v)}: {ms:.3f} ms/frame (variant took {time.perf_counter() - t:.0f}s)",
+                          flush=True)
+                    if ms < best_ms:
+                        best, best_ms = v, ms
                 except Exception as e:  # pragma: no cover
-                    print(f"graph fused={fused} sdpa={kind} failed ({type(e).__name__}: {str(e)[:300]})")
-        graph = not args.no_cuda_graph and best[2] < float("inf")
+                    print(f"{variant_name(v)} failed ({type(e).__name__}: {str(e)[:300]})")
+        graph = not args.no_cuda_graph and best_ms < float("inf")
         if args.dtype == "bf16":
-            model.cast_for_inference(torch.bfloat16, fused=best[0])
-        with sdpa_context(best[1]):
+            model.cast_for_inference(torch.bfloat16, fused=best["fused"], compile_mlp=best["compile_mlp"])
+        if graph:  # the chosen variant must give the plain eager session's Gaussians
+            ref_s, got_s = StreamingSession(model), StreamingSession(model, cuda_graph=True, overlap=best["overlap"])
+            with sdpa_context(best["sdpa"]):
+                got = [got_s.push(*frames[i]) for i in range(5)][-1]
+            fl = (best["fused"], best["compile_mlp"])
+            model.cast_for_inference(torch.bfloat16 if args.dtype == "bf16" else torch.float32)
+            ref = [ref_s.push(*frames[i]) for i in range(5)][-1]
+            model.cast_for_inference(torch.bfloat16 if args.dtype == "bf16" else torch.float32, fused=fl[0],
+                                     compile_mlp=fl[1])
+            diff = {k: float((getattr(got, k) - getattr(ref, k)).abs().max()) for k in ("means", "motion", "gamma0")}
+            print(f"chosen variant vs eager unfused session, max |diff| (bf16 rounding expected): {diff}")
+        with sdpa_context(best["sdpa"]):
             if args.profile:
                 profile_top(model, frames)
             bd = breakdown(model, frames, args.breakdown_iters, render=not args.no_render)
-            ms_long, p100, pend, _ = stream_run(model, frames, args.frames, cuda_graph=graph)
-        rows.append((f"{'graph' if graph else 'eager'}, {'fused' if best[0] else 'unfused'}, "
-                     f"{args.frames} frames", ms_long))
-    print(f"\nper-module GPU time of one new frame (each module replayed as a CUDA graph; fused={best[0]})")
+            ms_long, p100, pend, _ = stream_run(model, frames, args.frames, cuda_graph=graph, overlap=best["overlap"])
+        rows.append((f"{variant_name(best) if graph else 'eager'}, {args.frames} frames", ms_long))
+    print(f"\nper-module GPU time of one new frame (each module replayed as a CUDA graph, one stream; "
+          f"{variant_name(best)})")
     print(f"| {'module':<30} | {'ms':>7} |\n|{'-' * 32}|{'-' * 9}|")
     for n, v in bd.items():
         print(f"| {n:<30} | {v:7.3f} |")
     print(f"| {'sum':<30} | {sum(bd.values()):7.3f} |")
     print("\nstreaming (network only, per new frame; the last row is the long memory run)")
-    print(f"| {'mode':<34} | {'ms/frame':>8} | {'frames/s':>8} |\n|{'-' * 36}|{'-' * 10}|{'-' * 10}|")
+    print(f"| {'mode':<56} | {'ms/frame':>8} | {'frames/s':>8} |\n|{'-' * 58}|{'-' * 10}|{'-' * 10}|")
     for n, ms in rows:
-        print(f"| {n:<34} | {ms:8.3f} | {1e3 / ms:8.1f} |")
+        print(f"| {n:<56} | {ms:8.3f} | {1e3 / ms:8.1f} |")
     p100 = p100 or pend  # fewer than 100 frames: no early reading
     growth = (pend - p100) / p100 * 100
     print(f"\npeak GPU memory: after 100 frames {p100 / 2**20:.1f} MiB, after {args.frames} frames "

@@ -19,8 +19,8 @@ python3 -c "from streamsplat_ns.rendering import _cuda; _cuda.load_extension()" 
 echo "extension built in $(( $(date +%s) - t ))s"
 [ "${SKIP_TESTS:-0}" = 1 ] || timeout 240 python3 -m pytest -q -p no:cacheprovider -m gpu tests/test_cuda_rasterizer.py tests/test_streaming.py \
     -k "not gsplat" 2>&1 | tee "$OUT/pytest.log" | tail -4
-[ "${SKIP_STREAM:-0}" = 1 ] || timeout 260 python3 benchmarks/bench_streaming.py --frames ${STREAM_FRAMES:-10000} --no-render 2>&1 \
-    | tee "$OUT/streaming.log" | tail -30
+[ "${SKIP_STREAM:-0}" = 1 ] || timeout ${STREAM_TIMEOUT:-260} python3 benchmarks/bench_streaming.py --frames ${STREAM_FRAMES:-10000} \
+    --no-render ${STREAM_ARGS:-} 2>&1 | tee "$OUT/streaming.log" | grep -v "^W1\|Warn\|warn" | tail -40
 [ "${SKIP_TRAIN_BENCH:-0}" = 1 ] || timeout ${TRAIN_TIMEOUT:-240} python3 benchmarks/bench_training.py --steps 8 --workers 12 ${TRAIN_ARGS:-} --json "$OUT/training.json" 2>&1 \
     | tee "$OUT/training.log" | grep -v Warn | tail -14
 # issue 6, the part one GPU allows: the paper-config method trains through ns-train on one GPU
@@ -29,9 +29,11 @@ echo "extension built in $(( $(date +%s) - t ))s"
 echo "ns-train streamsplat-encoder on 1 GPU: rc=$? $(ls /tmp/ns1/unnamed/streamsplat-encoder/*/nerfstudio_models 2>/dev/null)"
 grep -o "[0-9]* ([0-9.]*%) *[0-9.]* ms\|Train Rays / Sec.*" "$OUT/ns_train_1gpu.log" | tail -3
 if [ -n "${SHORT_RUN:-}" ]; then
+  # results accumulate in /tmp/short (kept while the machine stays warm), one stage per command if needed
   timeout ${SHORT_RUN_TIMEOUT:-480} python3 benchmarks/short_training_run.py --out /tmp/short --minutes $SHORT_RUN \
-      --json "$OUT/short_run.json" > "$OUT/short_run.log" 2>&1
-  echo "short training run: rc=$?"; grep -A4 "^| stage" "$OUT/short_run.log"; tail -5 "$OUT/short_run.log"
+      ${SHORT_RUN_ARGS:-} --json /tmp/short/results.json > "$OUT/short_run.log" 2>&1
+  echo "short training run: rc=$?"; cp /tmp/short/results.json "$OUT/short_run.json" 2>/dev/null
+  grep -A4 "^| stage" "$OUT/short_run.log"; grep -v "Warn\|warn" "$OUT/short_run.log" | tail -5
 fi
 echo "=== summary"; tail -3 "$OUT/pytest.log" 2>/dev/null; grep -A9 "^| stage" "$OUT/training.log"; grep "^loader" "$OUT/training.log"
 tail -12 "$OUT/streaming.log" 2>/dev/null

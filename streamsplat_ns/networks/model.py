@@ -135,15 +135,21 @@ class StreamSplat(nn.Module):
                 m.grad_checkpoint = bool(enabled)
         return self
 
-    def cast_for_inference(self, dtype: torch.dtype = torch.bfloat16, fused: bool = False) -> "StreamSplat":
+    def cast_for_inference(self, dtype: torch.dtype = torch.bfloat16, fused: bool = False,
+                           compile_mlp: bool = False) -> "StreamSplat":
         """Store the transformer/upsampler (and DINO) weights in ``dtype`` for fast inference without
         autocast; norms, position embeddings and all heads stay fp32, the residual stream stays fp32.
-        ``fused``: use the Triton add + RMSNorm + cast kernel on CUDA (inference only, same maths)."""
+        ``fused``: use the Triton add + RMSNorm + cast kernel on CUDA (inference only, same maths).
+        ``compile_mlp``: ``torch.compile`` (max-autotune) each bias-free SiLU MLP, so that the SiLU can
+        run in the fc1 GEMM's epilogue instead of a separate memory pass; compiles once per token count
+        (minutes on first use; inductor caches it on disk)."""
         from .layers import MLP, Attention, Block, CrossBlock
 
         for m in self.modules():
             if isinstance(m, (Block, CrossBlock)):
                 m.fused = bool(fused)
+            if isinstance(m, MLP):
+                m.set_compiled(compile_mlp)
 
         for m in self.modules():
             if isinstance(m, (Attention, MLP)):
