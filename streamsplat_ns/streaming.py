@@ -45,8 +45,12 @@ class _GraphStep:
         self.overlap = overlap and model.config.depth_norm != "pair"
         self.side = torch.cuda.Stream()
         self.rgb, self.disp = rgb.clone(), disp.clone()
+        terms = None
+        if self.overlap:  # the overlapped body reads the previous frame's head terms from the cache
+            terms = (model.decoder.static_terms(prev.features) if prev.head_terms is None
+                     else prev.head_terms.clone())
         self.prev = FrameState(prev.tokens.clone(), prev.features.clone(), prev.gaussians.map(torch.clone),
-                               prev.condition.clone())
+                               prev.condition.clone(), terms)
         s = torch.cuda.Stream()
         s.wait_stream(torch.cuda.current_stream())
         with torch.cuda.stream(s):
@@ -60,6 +64,8 @@ class _GraphStep:
             self.prev.tokens.copy_(self.new.tokens)
             self.prev.features.copy_(self.new.features)
             self.prev.condition.copy_(self.new.condition)
+            if self.prev.head_terms is not None:
+                self.prev.head_terms.copy_(self.new.head_terms)
             for a, b in zip(_tensors(self.prev.gaussians), _tensors(self.new.gaussians)):
                 a.copy_(b)
 
@@ -71,7 +77,9 @@ class _GraphStep:
 
     def _body_overlap(self) -> Tuple[DynamicGaussians, FrameState]:
         """``encode_frame`` + ``decode_pair`` on two streams: main = encoder tokens -> decoder -> dynamic
-        upsampler -> heads; side = DINO + condition, then the new frame's static upsampler and heads."""
+        upsampler -> heads; side = DINO + condition, then the new frame's static upsampler, heads and its
+        share of the dynamic heads' first layer (:meth:`DynamicDecoder.static_terms`, cached for the next
+        pair), so that main only runs the dynamic columns of that layer."""
         m, enc, dec = self.model, self.model.encoder, self.model.decoder
         main, side = torch.cuda.current_stream(), self.side
         side.wait_stream(main)  # the new frame's inputs are in place
@@ -84,12 +92,13 @@ class _GraphStep:
         with torch.cuda.stream(side):
             feats = enc.upsample(tokens)
             g = enc.heads(feats)
+            terms = dec.static_terms(feats)
         main.wait_event(cond_ready)
         p = self.prev
         dyn = dec.dynamic_features(dec.joint_tokens(p.tokens, tokens, p.condition, cond))
-        main.wait_stream(side)  # static features and Gaussians of the new frame
-        out = dec.gaussians(dyn, p.features, feats, p.gaussians, g)
-        return out, FrameState(tokens, feats, g, cond)
+        main.wait_stream(side)  # static features, Gaussians and head terms of the new frame
+        out = dec.gaussians_from_terms(dyn, p.head_terms, terms, p.gaussians, g)
+        return out, FrameState(tokens, feats, g, cond, terms)
 
     def __call__(self, rgb: Tensor, disp: Tensor) -> DynamicGaussians:
         self.rgb.copy_(rgb)

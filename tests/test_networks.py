@@ -68,6 +68,28 @@ def test_motion_order_two():
     assert g.motion.shape == (1, 1024, 2, 3)
 
 
+@pytest.mark.parametrize("order", [1, 2])
+def test_gaussians_from_cached_static_terms_match(order):
+    """The streaming split of the heads' first layer (static terms cached per frame) is the same maths."""
+    torch.manual_seed(0)
+    m = StreamSplat(EncoderConfig.tiny(), DecoderConfig.tiny(motion_order=order)).eval()
+    dec = m.decoder
+    rgb, d = frames(2)
+    with torch.no_grad():
+        s0, s1 = m.encode_frame(rgb, d), m.encode_frame(rgb.flip(0), d.flip(0))
+        dyn = dec.dynamic_features(dec.joint_tokens(s0.tokens, s1.tokens, s0.condition, s1.condition))
+        ref = dec.gaussians(dyn, s0.features, s1.features, s0.gaussians, s1.gaussians)
+        t0, t1 = dec.static_terms(s0.features), dec.static_terms(s1.features)
+        got = dec.gaussians_from_terms(dyn, t0, t1, s0.gaussians, s1.gaussians)
+    assert t0.shape == (2, 512, 2 * dec.cfg.head_hidden) and t0.dtype == torch.float32
+    assert got.motion.shape == (2, 1024, order, 3) and ref.motion.abs().max() > 1e-3
+    for f in ("motion", "gamma0", "gamma1", "t0", "means", "opacities"):
+        assert torch.allclose(getattr(got, f), getattr(ref, f), atol=1e-5), f
+    dec.heads.train()
+    with pytest.raises(RuntimeError, match="inference-only"):
+        dec.heads.forward_from_hidden(t0)
+
+
 def test_options_rotation_and_sh():
     torch.manual_seed(0)
     enc = StaticEncoder(EncoderConfig.tiny(learned_rotation=True, sh_degree=2)).eval()

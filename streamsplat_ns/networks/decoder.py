@@ -99,6 +99,38 @@ class DynamicDecoder(nn.Module):
             stat = torch.stack([feats0, feats1], dim=1).view(b * 2, n, -1).float()
             f = torch.cat([self.static_proj(stat), dyn.float()], dim=-1)
             motion, g0, g1 = self.heads(f)
+        return self._assemble(motion, g0, g1, static0, static1)
+
+    def static_terms(self, feats: Float[Tensor, "B N Cs"]) -> Float[Tensor, "B N 2H"]:
+        """One frame's share of the heads' first-layer pre-activations, ``static_proj`` folded in (both are
+        linear). It depends on that frame alone, so streaming computes it once per frame and reuses it when
+        the frame becomes frame 0 of the next pair (see :meth:`gaussians_from_terms`)."""
+        with torch.autocast(feats.device.type, enabled=False):
+            w, _ = self.heads.first_layer()
+            cs = self.static_proj.in_features
+            return F.linear(feats.float(), w[:, :cs] @ self.static_proj.weight)
+
+    def gaussians_from_terms(self, dyn: Float[Tensor, "2B N Cd"], terms0: Float[Tensor, "B N 2H"],
+                             terms1: Float[Tensor, "B N 2H"], static0: Gaussians, static1: Gaussians
+                             ) -> DynamicGaussians:
+        """:meth:`gaussians` from cached :meth:`static_terms` of both frames (inference only, equal up to
+        float rounding): only the dynamic columns of the first layer are left to run per pair."""
+        b, n = terms0.shape[:2]
+        with torch.autocast(dyn.device.type, enabled=False):
+            w, bias = self.heads.first_layer()
+            cs = self.static_proj.in_features
+            h = F.linear(dyn.float(), w[:, cs:], bias)
+            hv = h.view(b, 2, n, -1)  # in-place adds: no stacked copy of the terms
+            hv[:, 0] += terms0
+            hv[:, 1] += terms1
+            motion, g0, g1 = self.heads.forward_from_hidden(h)
+        return self._assemble(motion, g0, g1, static0, static1)
+
+    @staticmethod
+    def _assemble(motion: Float[Tensor, "2B N K 3"], g0: Float[Tensor, "2B N"], g1: Float[Tensor, "2B N"],
+                  static0: Gaussians, static1: Gaussians) -> DynamicGaussians:
+        """Frame-0 Gaussians first (t0 = 0, moving forward), then frame 1's (t0 = 1, moving backward)."""
+        b, n = static0.means.shape[:2]
         motion = motion.view(b, 2 * n, *motion.shape[2:])
         g0, g1 = g0.view(b, 2 * n), g1.view(b, 2 * n)
         both = static0.cat(static1, dim=1)

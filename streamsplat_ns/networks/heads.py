@@ -161,13 +161,31 @@ class DynamicHeads(nn.Module):
         """Returns motion ``[B, N, order, 3]`` (coefficients of (t - t0)^k), gamma0 ``[B, N]``, gamma1 ``[B, N]``."""
         with torch.autocast(f.device.type, enabled=False):
             f = f.float()
-            b, n, _ = f.shape
             mu = torch.tanh(self.velocity(f)) * (1 - self.eps)
             if self.training:
                 v = truncated_normal_sample(mu, self.velocity_log_std(f), -1 + self.eps, 1 - self.eps, self.eps)
             else:
                 v = mu
-            motion = v.view(b, n, self.order, 3) * self.velocity_scale
-            o = self.lifecycle(f)
-            gamma0, gamma1 = F.relu(o[..., 0]), torch.sigmoid(o[..., 1])
-        return motion, gamma0, gamma1
+            return self._outputs(v, self.lifecycle(f))
+
+    def first_layer(self) -> Tuple[Float[Tensor, "2H C"], Float[Tensor, "2H"]]:
+        """Both MLPs' first layers stacked (velocity rows first). Being linear in the input, they can be split
+        by input columns and the static part precomputed once per frame (``DynamicDecoder.static_terms``)."""
+        v, life = self.velocity[0], self.lifecycle[0]
+        return torch.cat([v.weight, life.weight]), torch.cat([v.bias, life.bias])
+
+    def forward_from_hidden(self, h1: Float[Tensor, "B N 2H"]) -> Tuple[Tensor, Tensor, Tensor]:
+        """:meth:`forward` from the stacked first-layer pre-activations (``f @ first_layer()``, velocity
+        first). Eval only: the training velocity sample needs ``f`` itself for its log-std head."""
+        if self.training:
+            raise RuntimeError("DynamicHeads.forward_from_hidden is inference-only; call eval() first")
+        with torch.autocast(h1.device.type, enabled=False):
+            a = F.silu(h1.float())  # one pass for both MLPs' first activations
+            hidden = self.velocity[0].out_features
+            mu = torch.tanh(self.velocity[2:](a[..., :hidden])) * (1 - self.eps)
+            return self._outputs(mu, self.lifecycle[2:](a[..., hidden:]))
+
+    def _outputs(self, v: Float[Tensor, "B N 3K"], o: Float[Tensor, "B N 2"]) -> Tuple[Tensor, Tensor, Tensor]:
+        b, n = v.shape[:2]
+        motion = v.view(b, n, self.order, 3) * self.velocity_scale
+        return motion, F.relu(o[..., 0]), torch.sigmoid(o[..., 1])

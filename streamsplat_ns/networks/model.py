@@ -35,10 +35,13 @@ class FrameState:
     features: Tensor  # [B, N, C] static upsampled features
     gaussians: Gaussians  # static Gaussians (canonical space)
     condition: Optional[Tensor]  # [B, M, D] decoder condition from DINO (None without a decoder)
+    # [B, N, 2H] DynamicDecoder.static_terms(features): cached by the overlapped CUDA-graph stream only
+    head_terms: Optional[Tensor] = None
 
     def detach(self) -> "FrameState":
         c = None if self.condition is None else self.condition.detach()
-        return FrameState(self.tokens.detach(), self.features.detach(), self.gaussians.detach(), c)
+        t = None if self.head_terms is None else self.head_terms.detach()
+        return FrameState(self.tokens.detach(), self.features.detach(), self.gaussians.detach(), c, t)
 
 
 class StreamSplat(nn.Module):
