@@ -178,8 +178,8 @@ def variant_name(v: dict) -> str:
     parts = ["fused" if v["fused"] else "unfused"]
     if v["overlap"]:
         parts.append("2 streams")
-    if v["compile_mlp"]:
-        parts.append("compiled MLP")
+    if v["silu"]:
+        parts.append("fc1+SiLU GEMM")
     if v["sdpa"] != "default":
         parts.append(f"sdpa={v['sdpa']}")
     return "graph, " + ", ".join(parts)
@@ -197,7 +197,6 @@ def main() -> None:
     ap.add_argument("--sdpa", default="default", help="comma list of attention backends to compare "
                     "(default, flash, cudnn); the long memory run uses the fastest")
     ap.add_argument("--profile", action="store_true", help="print the top GPU kernels")
-    ap.add_argument("--compile-mlp", action="store_true", help="also try max-autotuned compiled MLPs (minutes)")
     args = ap.parse_args()
     if not torch.cuda.is_available():
         sys.exit("bench_streaming needs a CUDA GPU")
@@ -218,19 +217,19 @@ def main() -> None:
         ms_eager, _, _, _ = stream_run(model, frames, args.eager_frames, cuda_graph=False)
         rows.append(("stream, eager, unfused", ms_eager))
         sdpas = [k.strip() for k in args.sdpa.split(",") if k.strip()]
-        variants = [dict(fused=False, overlap=False, compile_mlp=False, sdpa=k) for k in sdpas]
+        variants = [dict(fused=False, overlap=False, silu=False, sdpa=k) for k in sdpas]
         if not args.no_fused:
-            variants.append(dict(fused=True, overlap=False, compile_mlp=False, sdpa=sdpas[0]))
-            variants.append(dict(fused=True, overlap=True, compile_mlp=False, sdpa=sdpas[0]))
-            if args.compile_mlp:
-                variants.append(dict(fused=True, overlap=True, compile_mlp=True, sdpa=sdpas[0]))
-        best, best_ms = dict(fused=False, overlap=False, compile_mlp=False, sdpa="default"), float("inf")
+            variants.append(dict(fused=True, overlap=False, silu=False, sdpa=sdpas[0]))
+            variants.append(dict(fused=True, overlap=True, silu=False, sdpa=sdpas[0]))
+            variants.append(dict(fused=True, overlap=True, silu=True, sdpa=sdpas[0]))
+            variants += [dict(fused=True, overlap=True, silu=True, sdpa=k) for k in sdpas[1:]]
+        best, best_ms = dict(fused=False, overlap=False, silu=False, sdpa="default"), float("inf")
         if not args.no_cuda_graph:
             for v in variants:
                 try:
                     t = time.perf_counter()
                     if args.dtype == "bf16":
-                        model.cast_for_inference(torch.bfloat16, fused=v["fused"], compile_mlp=v["compile_mlp"])
+                        model.cast_for_inference(torch.bfloat16, fused=v["fused"], fused_silu=v["silu"])
                     with sdpa_context(v["sdpa"]):
                         ms, _, _, _ = stream_run(model, frames, 300, cuda_graph=True, overlap=v["overlap"])
                     rows.append((variant_name(v), ms))
@@ -242,16 +241,16 @@ def main() -> None:
                     print(f"{variant_name(v)} failed ({type(e).__name__}: {str(e)[:300]})")
         graph = not args.no_cuda_graph and best_ms < float("inf")
         if args.dtype == "bf16":
-            model.cast_for_inference(torch.bfloat16, fused=best["fused"], compile_mlp=best["compile_mlp"])
+            model.cast_for_inference(torch.bfloat16, fused=best["fused"], fused_silu=best["silu"])
         if graph:  # the chosen variant must give the plain eager session's Gaussians
             ref_s, got_s = StreamingSession(model), StreamingSession(model, cuda_graph=True, overlap=best["overlap"])
             with sdpa_context(best["sdpa"]):
                 got = [got_s.push(*frames[i]) for i in range(5)][-1]
-            fl = (best["fused"], best["compile_mlp"])
+            fl = (best["fused"], best["silu"])
             model.cast_for_inference(torch.bfloat16 if args.dtype == "bf16" else torch.float32)
             ref = [ref_s.push(*frames[i]) for i in range(5)][-1]
             model.cast_for_inference(torch.bfloat16 if args.dtype == "bf16" else torch.float32, fused=fl[0],
-                                     compile_mlp=fl[1])
+                                     fused_silu=fl[1])
             diff = {k: float((getattr(got, k) - getattr(ref, k)).abs().max()) for k in ("means", "motion", "gamma0")}
             print(f"chosen variant vs eager unfused session, max |diff| (bf16 rounding expected): {diff}")
         with sdpa_context(best["sdpa"]):

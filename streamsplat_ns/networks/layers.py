@@ -99,34 +99,15 @@ class MLP(nn.Module):
         self.fc1 = nn.Linear(dim, hidden, bias=False)
         self.fc2 = nn.Linear(hidden, dim, bias=False)
 
-    compiled: bool = False
+    fused: bool = False  # set by StreamSplat.cast_for_inference(fused=True)
 
     def forward(self, x: Tensor) -> Tensor:
-        if self.compiled and not torch.is_grad_enabled() and not torch.is_autocast_enabled(x.device.type):
-            return _compiled_mlp()(x.to(self.fc1.weight.dtype), self.fc1.weight, self.fc2.weight)
+        if self.fused and not torch.is_grad_enabled() and not torch.is_autocast_enabled(x.device.type):
+            from . import fused as _f
+
+            if _f.available(x):  # fc1 + SiLU in one GEMM where that is faster (chosen per shape)
+                return _linear(_f.linear_silu(x.to(self.fc1.weight.dtype), self.fc1.weight), self.fc2)
         return _linear(F.silu(_linear(x, self.fc1)), self.fc2)
-
-    def set_compiled(self, enabled: bool) -> None:
-        """Inference only: a max-autotuned inductor version of ``forward`` (SiLU fused into a GEMM)."""
-        self.compiled = bool(enabled)
-
-
-def _mlp(x: Tensor, w1: Tensor, w2: Tensor) -> Tensor:
-    return F.linear(F.silu(F.linear(x, w1)), w2)
-
-
-_COMPILED_MLP = None
-
-
-def _compiled_mlp():
-    """One compiled function for every MLP: weights are inputs, so it compiles once per shape, not per layer."""
-    global _COMPILED_MLP
-    if _COMPILED_MLP is None:
-        import torch._dynamo
-
-        torch._dynamo.config.cache_size_limit = max(torch._dynamo.config.cache_size_limit, 64)
-        _COMPILED_MLP = torch.compile(_mlp, mode="max-autotune-no-cudagraphs", dynamic=False)
-    return _COMPILED_MLP
 
 
 class Block(nn.Module):

@@ -139,20 +139,19 @@ class StreamSplat(nn.Module):
         return self
 
     def cast_for_inference(self, dtype: torch.dtype = torch.bfloat16, fused: bool = False,
-                           compile_mlp: bool = False) -> "StreamSplat":
+                           fused_silu: Optional[bool] = None) -> "StreamSplat":
         """Store the transformer/upsampler (and DINO) weights in ``dtype`` for fast inference without
         autocast; norms, position embeddings and all heads stay fp32, the residual stream stays fp32.
-        ``fused``: use the Triton add + RMSNorm + cast kernel on CUDA (inference only, same maths).
-        ``compile_mlp``: ``torch.compile`` (max-autotune) each bias-free SiLU MLP, so that the SiLU can
-        run in the fc1 GEMM's epilogue instead of a separate memory pass; compiles once per token count
-        (minutes on first use; inductor caches it on disk)."""
+        ``fused``: use the Triton add + RMSNorm + cast kernel on CUDA, and fc1 + SiLU in one GEMM where
+        that is faster than cuBLAS + SiLU (timed per shape on first use; ``fused_silu`` turns that part
+        on or off separately); inference only, same maths."""
         from .layers import MLP, Attention, Block, CrossBlock
 
         for m in self.modules():
             if isinstance(m, (Block, CrossBlock)):
                 m.fused = bool(fused)
             if isinstance(m, MLP):
-                m.set_compiled(compile_mlp)
+                m.fused = bool(fused if fused_silu is None else fused_silu)
 
         for m in self.modules():
             if isinstance(m, (Attention, MLP)):
