@@ -20,17 +20,18 @@ from pathlib import Path
 import torch
 
 
-def medium(cfg, stage2: bool, device: str, up_stages: int = 3, max_steps: int = 3000, width: int = 768,
-           lr: float = 6e-4):
-    """144x256, 6-layer transformers of the paper's width (768). ``up_stages=3`` gives one Gaussian per
-    pixel (36,864 per frame, the paper's count), because at 144x256 the sample's finest stripes are above
-    the Nyquist rate of a one-per-2x2-pixels grid. Width 256 plateaued at ~26 dB key-frame PSNR with either
-    density (6,000-7,000 steps), so the token width, not the Gaussian count, was the limit there."""
+def medium(cfg, stage2: bool, device: str, up_stages: int = 2, max_steps: int = 3000, width: int = 256,
+           lr: float = 1e-3, patch: int = 4):
+    """144x256 (half the paper's resolution), 6-layer transformers. ``patch=4`` keeps the paper's token
+    grid (36 x 64) and, with two x2 upsampler stages, its Gaussian grid (144 x 256, here one per pixel).
+    With 8x8 patches at this resolution key-frame PSNR plateaued near 26 dB whatever the width (256 or
+    768) or Gaussian density (one per 2x2 or per pixel): that equals rendering 4x4-pixel blocks (26.4 dB
+    on the held-out frames), i.e. the network had not yet learned detail finer than its tokens."""
     from streamsplat_ns.networks.config import DinoConfig, UpsamplerConfig
 
     m = cfg.pipeline.model
     m.encoder.image_height, m.encoder.image_width = 144, 256
-    m.encoder.width, m.encoder.depth, m.encoder.head_dim = width, 6, 64
+    m.encoder.width, m.encoder.depth, m.encoder.head_dim, m.encoder.patch_size = width, 6, 64, patch
     m.encoder.upsampler = UpsamplerConfig(stages=up_stages, window_size=2304, min_width=32, head_dim=32)
     m.decoder.width, m.decoder.depth, m.decoder.head_dim, m.decoder.head_hidden = width, 6, 64, 192
     m.decoder.upsampler = UpsamplerConfig(stages=up_stages, window_size=2304, min_width=32, head_dim=32)
@@ -51,7 +52,7 @@ def medium(cfg, stage2: bool, device: str, up_stages: int = 3, max_steps: int = 
 
 
 def run_stage(out: Path, stage: str, minutes: float, data: Path, device: str, encoder_ckpt=None,
-              up_stages: int = 3, max_steps: int = 3000, width: int = 768, lr: float = 6e-4):
+              up_stages: int = 2, max_steps: int = 3000, width: int = 256, lr: float = 1e-3, patch: int = 4):
     from nerfstudio.engine.callbacks import TrainingCallback, TrainingCallbackLocation
     from nerfstudio.scripts.train import _set_random_seed
 
@@ -59,7 +60,8 @@ def run_stage(out: Path, stage: str, minutes: float, data: Path, device: str, en
 
     stage2 = stage == "decoder"
     cfg = medium(scripted_config(stage, True, out, 10**6, experiment="short",
-                                 method_name=f"streamsplat-{stage}-medium"), stage2, device, up_stages, max_steps, width, lr)
+                                 method_name=f"streamsplat-{stage}-medium"), stage2, device, up_stages, max_steps, width, lr,
+                 patch)
     cfg.pipeline.datamanager.data = data
     cfg.pipeline.model.encoder_checkpoint = encoder_ckpt
     run = out / "short" / cfg.method_name / "run"
@@ -93,9 +95,10 @@ def main() -> None:
     ap.add_argument("--stages", nargs="+", choices=["encoder", "decoder"], default=["encoder", "decoder"],
                     help="which stages this command trains (resumes each from --out if checkpoints exist)")
     ap.add_argument("--max-steps", type=int, nargs=2, default=[3000, 3000], help="cosine schedule length per stage")
-    ap.add_argument("--upsampler-stages", type=int, default=3, help="x2 upsampler stages (3: a Gaussian per pixel)")
-    ap.add_argument("--width", type=int, default=768, help="transformer width of encoder and decoder")
-    ap.add_argument("--lr", type=float, default=6e-4)
+    ap.add_argument("--upsampler-stages", type=int, default=2, help="x2 upsampler stages")
+    ap.add_argument("--patch", type=int, default=4, help="patch size (4 at 144x256 = the paper's token grid)")
+    ap.add_argument("--width", type=int, default=256, help="transformer width of encoder and decoder")
+    ap.add_argument("--lr", type=float, default=1e-3)
     args = ap.parse_args()
     from streamsplat_ns.data.sample import SampleConfig, make_sample
 
@@ -108,7 +111,7 @@ def main() -> None:
     results = {}
     if args.json and args.json.exists():
         results = {r["stage"]: r for r in json.loads(args.json.read_text())}
-    kw = dict(up_stages=args.upsampler_stages, width=args.width, lr=args.lr)
+    kw = dict(up_stages=args.upsampler_stages, width=args.width, lr=args.lr, patch=args.patch)
     run1 = args.out / "short" / "streamsplat-encoder-medium" / "run"
     if "encoder" in args.stages:
         run1, results["encoder"] = run_stage(args.out, "encoder", args.minutes[0], data, device,
