@@ -3,11 +3,13 @@
 Reports key-frame and middle-frame PSNR on the held-out sample sequences against two baselines that
 use no model: repeating the nearest key frame, and a linear blend of the two key frames. Each stage
 stops after a wall-clock budget (so one device command fits its limit); a rerun with the same
-``--out`` resumes from the saved checkpoints. Uses a medium config (144x256, 6 x 256 transformers)
-because minutes of training cannot fit the paper-size model.
+``--out`` resumes from the saved checkpoints. Uses a medium config (144x256 with 4x4 patches, i.e. the
+paper's token and Gaussian grids at half resolution, 6 x 256 transformers) because minutes of training
+cannot fit the paper-size model.
 
     PYTHONPATH=$PWD python3 benchmarks/short_training_run.py --out /tmp/run --minutes 3.5 3.5
-    # or one stage per command:  --stages encoder --minutes 6 0  then  --stages decoder --minutes 0 8
+    # or one stage per command (as in docs/benchmarks.md):
+    #   --stages encoder --minutes 7 0 --max-steps 4500 3000  then  --stages decoder --minutes 0 7.3 --max-steps 4500 2600
 """
 
 from __future__ import annotations
