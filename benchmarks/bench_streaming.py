@@ -122,11 +122,12 @@ def sdpa_context(kind: str):
         return sdpa_kernel(order)
 
 
-def profile_top(model: StreamSplat, frames, k: int = 15) -> None:
-    """Top GPU kernels of a few eager steps (where the time goes)."""
+def profile_top(model: StreamSplat, frames, k: int = 25, cuda_graph: bool = False, overlap: bool = True) -> None:
+    """Top GPU kernels of a few steps (where the time goes); with ``cuda_graph`` the kernels of the
+    replayed graph (CUPTI records graph kernels), otherwise eager steps."""
     from torch.profiler import ProfilerActivity, profile
 
-    s = StreamingSession(model)
+    s = StreamingSession(model, cuda_graph=cuda_graph, overlap=overlap)
     for i in range(3):
         s.push(*frames[i % len(frames)])
     torch.cuda.synchronize()
@@ -141,7 +142,7 @@ def profile_top(model: StreamSplat, frames, k: int = 15) -> None:
             rows.append((t / 3 / 1e3, e.count // 3, e.key[:90]))
     rows.sort(reverse=True)
     total = sum(r[0] for r in rows)
-    print(f"\nGPU kernels per new frame (eager, profiler): total {total:.3f} ms")
+    print(f"\nGPU kernels per new frame ({'graph' if cuda_graph else 'eager'}, profiler): total {total:.3f} ms")
     for ms, cnt, name in rows[:k]:
         print(f"  {ms:7.3f} ms  x{cnt:<4d} {name}")
 
@@ -255,7 +256,7 @@ def main() -> None:
             print(f"chosen variant vs eager unfused session, max |diff| (bf16 rounding expected): {diff}")
         with sdpa_context(best["sdpa"]):
             if args.profile:
-                profile_top(model, frames)
+                profile_top(model, frames, cuda_graph=graph, overlap=best["overlap"])
             bd = breakdown(model, frames, args.breakdown_iters, render=not args.no_render)
             ms_long, p100, pend, _ = stream_run(model, frames, args.frames, cuda_graph=graph, overlap=best["overlap"])
         rows.append((f"{variant_name(best) if graph else 'eager'}, {args.frames} frames", ms_long))
