@@ -52,15 +52,9 @@ def _time_fn(fn, iters: int, graph: bool) -> float:
         with torch.cuda.graph(g):
             fn()
         run = g.replay
-    run()
-    torch.cuda.synchronize()
-    a, b = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-    a.record()
-    for _ in range(iters):
-        run()
-    b.record()
-    torch.cuda.synchronize()
-    return a.elapsed_time(b) / iters
+    from streamsplat_ns.networks.fused import gpu_time_ms
+
+    return gpu_time_ms(run, iters)
 
 
 def breakdown(model: StreamSplat, frames, iters: int, render: bool, graph: bool = True):

@@ -152,7 +152,7 @@ def _eager_linear_silu(x: Tensor, weight: Tensor) -> Tensor:
 _CHOICE: dict = {}  # (M, N, K, dtype, device) -> None (cuBLAS + SiLU) or the Triton config to use
 
 
-def _time_ms(fn, iters: int = 20) -> float:
+def gpu_time_ms(fn, iters: int = 20) -> float:
     fn()
     torch.cuda.synchronize()
     a, b = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
@@ -175,10 +175,10 @@ def linear_silu(x: Tensor, weight: Tensor) -> Tensor:
     if key not in _CHOICE:
         if torch.cuda.is_current_stream_capturing():
             return _eager_linear_silu(x, weight)
-        best, best_ms = None, _time_ms(lambda: _eager_linear_silu(x, weight))
+        best, best_ms = None, gpu_time_ms(lambda: _eager_linear_silu(x, weight))
         for cfg in LINEAR_SILU_CONFIGS:
             try:
-                ms = _time_ms(lambda: linear_silu_triton(x, weight, cfg))
+                ms = gpu_time_ms(lambda: linear_silu_triton(x, weight, cfg))
             except Exception:  # pragma: no cover - e.g. a config needs more shared memory than there is
                 continue
             if ms < best_ms:
