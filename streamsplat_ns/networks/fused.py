@@ -153,6 +153,7 @@ _CHOICE: dict = {}  # (M, N, K, dtype, device) -> None (cuBLAS + SiLU) or the Tr
 
 
 def gpu_time_ms(fn, iters: int = 20) -> float:
+    """Mean GPU milliseconds of ``fn`` between CUDA events (one untimed call first; syncs the device)."""
     fn()
     torch.cuda.synchronize()
     a, b = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
