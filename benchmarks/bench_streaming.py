@@ -116,7 +116,7 @@ def sdpa_context(kind: str):
         return sdpa_kernel(order)
 
 
-def profile_top(model: StreamSplat, frames, k: int = 25, cuda_graph: bool = False, overlap: bool = True) -> None:
+def profile_top(model: StreamSplat, frames, k: int = 40, cuda_graph: bool = False, overlap: bool = True) -> None:
     """Top GPU kernels of a few steps (where the time goes); with ``cuda_graph`` the kernels of the
     replayed graph (CUPTI records graph kernels), otherwise eager steps."""
     from torch.profiler import ProfilerActivity, profile
@@ -175,6 +175,8 @@ def variant_name(v: dict) -> str:
         parts.append("2 streams")
     if v["silu"]:
         parts.append("fc1+SiLU GEMM")
+    if v.get("mlp"):
+        parts.append("norm+MLP kernel")
     if v["sdpa"] != "default":
         parts.append(f"sdpa={v['sdpa']}")
     return "graph, " + ", ".join(parts)
@@ -212,19 +214,21 @@ def main() -> None:
         ms_eager, _, _, _ = stream_run(model, frames, args.eager_frames, cuda_graph=False)
         rows.append(("stream, eager, unfused", ms_eager))
         sdpas = [k.strip() for k in args.sdpa.split(",") if k.strip()]
-        variants = [dict(fused=False, overlap=False, silu=False, sdpa=k) for k in sdpas]
+        variants = [dict(fused=False, overlap=False, silu=False, mlp=False, sdpa=k) for k in sdpas]
         if not args.no_fused:
-            variants.append(dict(fused=True, overlap=False, silu=False, sdpa=sdpas[0]))
-            variants.append(dict(fused=True, overlap=True, silu=False, sdpa=sdpas[0]))
-            variants.append(dict(fused=True, overlap=True, silu=True, sdpa=sdpas[0]))
-            variants += [dict(fused=True, overlap=True, silu=True, sdpa=k) for k in sdpas[1:]]
-        best, best_ms = dict(fused=False, overlap=False, silu=False, sdpa="default"), float("inf")
+            variants.append(dict(fused=True, overlap=False, silu=False, mlp=False, sdpa=sdpas[0]))
+            variants.append(dict(fused=True, overlap=True, silu=False, mlp=False, sdpa=sdpas[0]))
+            variants.append(dict(fused=True, overlap=True, silu=True, mlp=False, sdpa=sdpas[0]))
+            variants.append(dict(fused=True, overlap=True, silu=True, mlp=True, sdpa=sdpas[0]))
+            variants += [dict(fused=True, overlap=True, silu=True, mlp=True, sdpa=k) for k in sdpas[1:]]
+        best, best_ms = dict(fused=False, overlap=False, silu=False, mlp=False, sdpa="default"), float("inf")
         if not args.no_cuda_graph:
             for v in variants:
                 try:
                     t = time.perf_counter()
                     if args.dtype == "bf16":
-                        model.cast_for_inference(torch.bfloat16, fused=v["fused"], fused_silu=v["silu"])
+                        model.cast_for_inference(torch.bfloat16, fused=v["fused"], fused_silu=v["silu"],
+                                                 fused_mlp=v["mlp"])
                     with sdpa_context(v["sdpa"]):
                         ms, _, _, _ = stream_run(model, frames, 300, cuda_graph=True, overlap=v["overlap"])
                     rows.append((variant_name(v), ms))
@@ -236,16 +240,17 @@ def main() -> None:
                     print(f"{variant_name(v)} failed ({type(e).__name__}: {str(e)[:300]})")
         graph = not args.no_cuda_graph and best_ms < float("inf")
         if args.dtype == "bf16":
-            model.cast_for_inference(torch.bfloat16, fused=best["fused"], fused_silu=best["silu"])
+            model.cast_for_inference(torch.bfloat16, fused=best["fused"], fused_silu=best["silu"],
+                                     fused_mlp=best["mlp"])
         if graph:  # the chosen variant must give the plain eager session's Gaussians
             ref_s, got_s = StreamingSession(model), StreamingSession(model, cuda_graph=True, overlap=best["overlap"])
             with sdpa_context(best["sdpa"]):
                 got = [got_s.push(*frames[i]) for i in range(5)][-1]
-            fl = (best["fused"], best["silu"])
+            fl = (best["fused"], best["silu"], best["mlp"])
             model.cast_for_inference(torch.bfloat16 if args.dtype == "bf16" else torch.float32)
             ref = [ref_s.push(*frames[i]) for i in range(5)][-1]
             model.cast_for_inference(torch.bfloat16 if args.dtype == "bf16" else torch.float32, fused=fl[0],
-                                     fused_silu=fl[1])
+                                     fused_silu=fl[1], fused_mlp=fl[2])
             diff = {k: float((getattr(got, k) - getattr(ref, k)).abs().max()) for k in ("means", "motion", "gamma0")}
             print(f"chosen variant vs eager unfused session, max |diff| (bf16 rounding expected): {diff}")
         with sdpa_context(best["sdpa"]):

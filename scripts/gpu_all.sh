@@ -19,6 +19,8 @@ python3 -c "from streamsplat_ns.rendering import _cuda; _cuda.load_extension()" 
 echo "extension built in $(( $(date +%s) - t ))s"
 [ "${SKIP_TESTS:-0}" = 1 ] || timeout 240 python3 -m pytest -q -p no:cacheprovider -m gpu tests/test_cuda_rasterizer.py tests/test_streaming.py tests/test_networks.py \
     -k "not gsplat" 2>&1 | tee "$OUT/pytest.log" | tail -4
+[ "${SKIP_KERNELS:-0}" = 1 ] || timeout ${KERNELS_TIMEOUT:-150} python3 benchmarks/bench_kernels.py 2>&1 | tee "$OUT/kernels.log" \
+    | grep "^|" | tail -45
 [ "${SKIP_STREAM:-0}" = 1 ] || timeout ${STREAM_TIMEOUT:-260} python3 benchmarks/bench_streaming.py --frames ${STREAM_FRAMES:-10000} \
     --no-render ${STREAM_ARGS:-} 2>&1 | tee "$OUT/streaming.log" | grep -v "^W1\|Warn\|warn" | tail -40
 [ "${SKIP_TRAIN_BENCH:-0}" = 1 ] || timeout ${TRAIN_TIMEOUT:-240} python3 benchmarks/bench_training.py --steps 8 --workers 12 ${TRAIN_ARGS:-} --json "$OUT/training.json" 2>&1 \

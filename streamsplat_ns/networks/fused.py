@@ -187,3 +187,134 @@ def linear_silu(x: Tensor, weight: Tensor) -> Tensor:
         _CHOICE[key] = best
     cfg = _CHOICE[key]
     return _eager_linear_silu(x, weight) if cfg is None else linear_silu_triton(x, weight, cfg)
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Residual add + RMSNorm + whole MLP + residual add in one kernel, for the narrow upsampler blocks
+#
+# At widths 192 / 384 the upsampler's MLP moves far more bytes than it computes: the normed input, the
+# [tokens, 4 * width] hidden activation (written by fc1, read and written by SiLU, read by fc2) and the
+# MLP output all go through device memory, for 36,864-73,728 tokens per frame. Here each program keeps a
+# block of rows on chip: s = x + y, n = rmsnorm(s) * w, out = s + fc2(silu(fc1(n))), looping over the
+# hidden units in chunks; only x, y and out touch memory. The width is split into two power-of-two parts
+# (192 = 128 + 64, 384 = 256 + 128) since Triton blocks must be powers of two. Maths as the eager path
+# with fp32 accumulation; the hidden activation is rounded to the weight dtype once (after SiLU) and the
+# MLP output is added to the fp32 residual unrounded.
+
+NORM_MLP_CONFIGS = (  # (BM, BH, num_warps, num_stages)
+    (64, 64, 4, 2), (128, 64, 8, 2), (64, 128, 8, 2), (128, 32, 8, 3), (64, 32, 4, 3), (32, 64, 4, 2),
+)
+
+
+def width_split(d: int) -> Optional[Tuple[int, int]]:
+    """``d = a + b`` with ``a`` and ``b`` powers of two (``b`` may be 0), or None."""
+    for a in (512, 256, 128, 64, 32, 16):
+        b = d - a
+        if b == 0 or (b >= 16 and b < a and b & (b - 1) == 0):
+            return a, b
+    return None
+
+
+if triton is not None:
+
+    @triton.jit
+    def _norm_mlp_kernel(X, Y, NW, W1, W2, OUT, M, L, eps, Y_SHIFT, HAS_Y: tl.constexpr, DA: tl.constexpr,
+                         DB: tl.constexpr, HID: tl.constexpr, BM: tl.constexpr, BH: tl.constexpr):
+        D: tl.constexpr = DA + DB
+        pid = tl.program_id(0)
+        rows = pid * BM + tl.arange(0, BM)
+        rmask = rows < M
+        rows_c = tl.where(rmask, rows, 0)
+        base = (rows_c // L) * L
+        yrows = base + (rows_c - base + Y_SHIFT) % L
+        ca = tl.arange(0, DA)
+        xa = tl.load(X + rows_c[:, None] * D + ca[None, :]).to(tl.float32)
+        if HAS_Y:
+            xa += tl.load(Y + yrows[:, None] * D + ca[None, :]).to(tl.float32)
+        ss = tl.sum(xa * xa, axis=1)
+        if DB > 0:
+            cb = DA + tl.arange(0, DB)
+            xb = tl.load(X + rows_c[:, None] * D + cb[None, :]).to(tl.float32)
+            if HAS_Y:
+                xb += tl.load(Y + yrows[:, None] * D + cb[None, :]).to(tl.float32)
+            ss += tl.sum(xb * xb, axis=1)
+        r = 1.0 / tl.sqrt(ss / D + eps)
+        dt = W1.dtype.element_ty
+        na = (xa * r[:, None] * tl.load(NW + ca)[None, :].to(tl.float32)).to(dt)
+        acc_a = tl.zeros((BM, DA), dtype=tl.float32)
+        if DB > 0:
+            nb = (xb * r[:, None] * tl.load(NW + cb)[None, :].to(tl.float32)).to(dt)
+            acc_b = tl.zeros((BM, DB), dtype=tl.float32)
+        for j in range(0, HID, BH):
+            hb = j + tl.arange(0, BH)
+            h = tl.dot(na, tl.load(W1 + hb[None, :] * D + ca[:, None]))  # W1 [HID, D] read as [DA, BH]
+            if DB > 0:
+                h = tl.dot(nb, tl.load(W1 + hb[None, :] * D + cb[:, None]), h)
+            h = (h * tl.sigmoid(h)).to(dt)
+            acc_a = tl.dot(h, tl.load(W2 + ca[None, :] * HID + hb[:, None]), acc_a)  # W2 [D, HID] as [BH, DA]
+            if DB > 0:
+                acc_b = tl.dot(h, tl.load(W2 + cb[None, :] * HID + hb[:, None]), acc_b)
+        tl.store(OUT + rows[:, None] * D + ca[None, :], xa + acc_a, mask=rmask[:, None])
+        if DB > 0:
+            tl.store(OUT + rows[:, None] * D + cb[None, :], xb + acc_b, mask=rmask[:, None])
+
+
+def norm_mlp_triton(x: Tensor, y: Optional[Tensor], norm_weight: Tensor, eps: float, fc1: Tensor, fc2: Tensor,
+                    y_shift: int = 0, config=NORM_MLP_CONFIGS[0]) -> Tensor:
+    """``s + fc2(silu(fc1(rmsnorm(s) * norm_weight)))`` with ``s = x + roll(y)`` (fp32, as
+    :func:`add_rmsnorm`'s ``y_shift``), in one kernel. ``x`` fp32 [..., L, D]; fc1 [Hd, D], fc2 [D, Hd]."""
+    d = x.shape[-1]
+    split = width_split(d)
+    hid = fc1.shape[0]
+    if split is None or fc1.shape != (hid, d) or fc2.shape != (d, hid) or hid % 16:
+        raise ValueError(f"norm_mlp_triton: unsupported width {d} / hidden {hid}")
+    x = x.float().contiguous()
+    m = x.numel() // d
+    seq = x.shape[-2] if x.dim() >= 2 else m
+    out = torch.empty_like(x)
+    bm, bh, warps, stages = config
+    bh = min(bh, hid)
+    if hid % bh:
+        raise ValueError(f"norm_mlp_triton: hidden {hid} is not a multiple of {bh}")
+    _norm_mlp_kernel[(triton.cdiv(m, bm),)](
+        x, y.contiguous() if y is not None else x, norm_weight.contiguous(), fc1.contiguous(), fc2.contiguous(),
+        out, m, seq, float(eps), int(y_shift) % seq, HAS_Y=y is not None, DA=split[0], DB=split[1], HID=hid,
+        BM=bm, BH=bh, num_warps=warps, num_stages=stages)
+    return out
+
+
+_MLP_CHOICE: dict = {}  # (M, D, hidden, dtype, device) -> None (unfused) or the Triton config to use
+
+
+def add_norm_mlp(x: Tensor, y: Optional[Tensor], norm_weight: Tensor, eps: float, mlp, y_shift: int = 0
+                 ) -> Tuple[Tensor, Optional[Tensor]]:
+    """The second half of a fused block: returns ``(residual, pending)`` like ``add_rmsnorm`` followed by
+    the MLP. Where the one-kernel :func:`norm_mlp_triton` is faster for this shape (timed on first use,
+    never during CUDA-graph capture) the MLP output is already in the residual and ``pending`` is None."""
+    w1, w2 = mlp.fc1.weight, mlp.fc2.weight
+    d, dt = x.shape[-1], w1.dtype
+
+    def unfused():
+        s, h = add_rmsnorm(x.float(), y, norm_weight, eps, dt, y_shift=y_shift)
+        return s, mlp(h)
+
+    if not (x.is_cuda and triton is not None and dt in (torch.bfloat16, torch.float16) and d <= 384
+            and width_split(d) is not None and y is not None and y.dtype == dt and w1.shape[0] % 32 == 0):
+        return unfused()
+    key = (x.numel() // d, d, w1.shape[0], x.shape[-2], dt, x.device.index)
+    if key not in _MLP_CHOICE:
+        if torch.cuda.is_current_stream_capturing():
+            return unfused()
+        best, best_ms = None, gpu_time_ms(unfused)
+        for cfg in NORM_MLP_CONFIGS:
+            try:
+                ms = gpu_time_ms(lambda: norm_mlp_triton(x, y, norm_weight, eps, w1, w2, y_shift, cfg))
+            except Exception:  # pragma: no cover - e.g. a config that needs more shared memory than there is
+                continue
+            if ms < best_ms:
+                best, best_ms = cfg, ms
+        _MLP_CHOICE[key] = best
+    cfg = _MLP_CHOICE[key]
+    if cfg is None:
+        return unfused()
+    return norm_mlp_triton(x, y, norm_weight, eps, w1, w2, y_shift, cfg), None

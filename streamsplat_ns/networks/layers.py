@@ -99,7 +99,8 @@ class MLP(nn.Module):
         self.fc1 = nn.Linear(dim, hidden, bias=False)
         self.fc2 = nn.Linear(hidden, dim, bias=False)
 
-    fused: bool = False  # set by StreamSplat.cast_for_inference(fused=True)
+    fused: bool = False  # set by StreamSplat.cast_for_inference(fused=True): fc1 + SiLU GEMM
+    fused_norm: bool = False  # ... and (fused_mlp) the whole add + norm + MLP kernel, see Block.forward_fused
 
     def forward(self, x: Tensor) -> Tensor:
         if self.fused and not torch.is_grad_enabled() and not torch.is_autocast_enabled(x.device.type):
@@ -161,7 +162,12 @@ class Block(nn.Module):
         dt = self.attn.qkv.weight.dtype
         s = self._shift_of(x.shape[1])  # shifted windows: the rolls live inside the fused kernels
         x, h = add_rmsnorm(x.float(), pending, self.norm1.weight, self.norm1.eps, dt, h_shift=s)
-        x, h = add_rmsnorm(x, self._attend(h, rolled=True), self.norm2.weight, self.norm2.eps, dt, y_shift=s)
+        o = self._attend(h, rolled=True)
+        if self.mlp.fused_norm:  # narrow blocks: add + norm + MLP + add in one kernel where that is faster
+            from .fused import add_norm_mlp
+
+            return add_norm_mlp(x, o, self.norm2.weight, self.norm2.eps, self.mlp, y_shift=s)
+        x, h = add_rmsnorm(x, o, self.norm2.weight, self.norm2.eps, dt, y_shift=s)
         return x, self.mlp(h)
 
 

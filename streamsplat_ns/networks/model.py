@@ -139,12 +139,13 @@ class StreamSplat(nn.Module):
         return self
 
     def cast_for_inference(self, dtype: torch.dtype = torch.bfloat16, fused: bool = False,
-                           fused_silu: Optional[bool] = None) -> "StreamSplat":
+                           fused_silu: Optional[bool] = None, fused_mlp: Optional[bool] = None) -> "StreamSplat":
         """Store the transformer/upsampler (and DINO) weights in ``dtype`` for fast inference without
         autocast; norms, position embeddings and all heads stay fp32, the residual stream stays fp32.
         ``fused``: use the Triton add + RMSNorm + cast kernel on CUDA, and fc1 + SiLU in one GEMM where
         that is faster than cuBLAS + SiLU (timed per shape on first use; ``fused_silu`` turns that part
-        on or off separately); inference only, same maths."""
+        on or off separately), and for the narrow upsampler blocks residual add + RMSNorm + MLP + add in one
+        kernel where that is faster (``fused_mlp``, likewise); inference only, same maths."""
         from .layers import MLP, Attention, Block, CrossBlock
 
         for m in self.modules():
@@ -152,6 +153,7 @@ class StreamSplat(nn.Module):
                 m.fused = bool(fused)
             if isinstance(m, MLP):
                 m.fused = bool(fused if fused_silu is None else fused_silu)
+                m.fused_norm = bool(fused if fused_mlp is None else fused_mlp)
 
         for m in self.modules():
             if isinstance(m, (Attention, MLP)):

@@ -1,0 +1,108 @@
+"""Kernel-level GPU timings behind the streaming numbers (paper config shapes, bf16).
+
+    PYTHONPATH=$PWD python3 benchmarks/bench_kernels.py
+
+1. attention: each SDPA backend at the encoder, decoder (self / cross) and upsampler window shapes,
+   with the achieved TFLOP/s;
+2. the second half of an upsampler block (residual add + RMSNorm + MLP): eager cuBLAS path against
+   each config of the one-kernel Triton version (:func:`streamsplat_ns.networks.fused.norm_mlp_triton`).
+Prints a short table last.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+import torch  # noqa: E402
+import torch.nn.functional as F  # noqa: E402
+
+
+def attention_rows():
+    from torch.nn.attention import SDPBackend, sdpa_kernel
+
+    from streamsplat_ns.networks.fused import gpu_time_ms
+
+    shapes = {  # name: (batch, heads, Lq, Lk) with head_dim 64
+        "encoder self 2304": (1, 12, 2304, 2304),
+        "decoder self 4608": (1, 12, 4608, 4608),
+        "decoder cross 2304x576": (2, 12, 2304, 576),
+        "upsampler st1 (2 fr) 8x2304": (8, 6, 2304, 2304),
+        "upsampler st2 (2 fr) 32x2304": (32, 3, 2304, 2304),
+    }
+    backends = {"flash": SDPBackend.FLASH_ATTENTION, "cudnn": SDPBackend.CUDNN_ATTENTION,
+                "efficient": SDPBackend.EFFICIENT_ATTENTION}
+    rows = []
+    for name, (b, h, lq, lk) in shapes.items():
+        q = torch.randn(b, h, lq, 64, device="cuda", dtype=torch.bfloat16)
+        k = torch.randn(b, h, lk, 64, device="cuda", dtype=torch.bfloat16)
+        v = torch.randn_like(k)
+        # the model's layout: heads split from a [B, L, 3, H, 64] projection (non-contiguous views)
+        qkv = torch.randn(b, lq, 3, h, 64, device="cuda", dtype=torch.bfloat16)
+        flops = 4 * b * h * lq * lk * 64
+        for bn, be in backends.items():
+            for layout in ("contig", "strided"):
+                if layout == "strided" and lq != lk:
+                    continue
+                args = (q, k, v) if layout == "contig" else qkv.permute(2, 0, 3, 1, 4).unbind(0)
+                try:
+                    with sdpa_kernel([be]):
+                        ms = gpu_time_ms(lambda: F.scaled_dot_product_attention(*args), 20)
+                except Exception as e:
+                    print(f"{name} {bn} {layout}: unavailable ({type(e).__name__}: {str(e)[:120]})")
+                    continue
+                rows.append((f"attn {name} [{bn}, {layout}]", ms, flops / ms / 1e9))
+                print(f"{rows[-1][0]}: {ms:.3f} ms, {rows[-1][2]:.0f} TFLOP/s", flush=True)
+    return rows
+
+
+def mlp_rows():
+    from streamsplat_ns.networks import fused
+    from streamsplat_ns.networks.layers import MLP
+
+    rows = []
+    g = torch.Generator(device="cuda").manual_seed(0)
+    for d, m, shift in ((192, 73728, 1152), (192, 36864, 0), (384, 18432, 1152), (384, 9216, 0)):
+        mlp = MLP(d, 4 * d).cuda().bfloat16()
+        mlp.fused = True
+        x = torch.randn(1, m, d, device="cuda", generator=g)
+        y = torch.randn(1, m, d, device="cuda", generator=g).bfloat16()
+        nw = torch.rand(d, device="cuda", generator=g) + 0.5
+        flops = 2 * m * d * 4 * d * 2
+
+        def eager():
+            s, h = fused.add_rmsnorm(x, y, nw, 1e-5, torch.bfloat16, y_shift=shift)
+            return s + mlp(h).float()  # the pending add is the next block's
+
+        ref = eager()
+        base = fused.gpu_time_ms(eager, 20)
+        rows.append((f"norm+MLP d{d} M{m} [eager cuBLAS]", base, flops / base / 1e9))
+        print(f"{rows[-1][0]}: {base:.3f} ms", flush=True)
+        for cfg in fused.NORM_MLP_CONFIGS:
+            try:
+                out = fused.norm_mlp_triton(x, y, nw, 1e-5, mlp.fc1.weight, mlp.fc2.weight, shift, cfg)
+                err = (out - ref).abs().max().item() / ref.abs().max().item()
+                ms = fused.gpu_time_ms(
+                    lambda: fused.norm_mlp_triton(x, y, nw, 1e-5, mlp.fc1.weight, mlp.fc2.weight, shift, cfg), 20)
+            except Exception as e:
+                print(f"d{d} cfg {cfg}: failed ({type(e).__name__}: {str(e)[:160]})")
+                continue
+            rows.append((f"norm+MLP d{d} M{m} [triton {cfg}] relerr {err:.1e}", ms, flops / ms / 1e9))
+            print(f"{rows[-1][0]}: {ms:.3f} ms", flush=True)
+    return rows
+
+
+def main() -> None:
+    if not torch.cuda.is_available():
+        sys.exit("bench_kernels needs a CUDA GPU")
+    print(f"device: {torch.cuda.get_device_name()} | torch {torch.__version__}")
+    rows = attention_rows() + mlp_rows()
+    print(f"\n| {'kernel':<72} | {'ms':>7} | {'TFLOP/s':>7} |\n|{'-' * 74}|{'-' * 9}|{'-' * 9}|")
+    for n, ms, tf in rows:
+        print(f"| {n:<72} | {ms:7.3f} | {tf:7.0f} |")
+
+
+if __name__ == "__main__":
+    main()
