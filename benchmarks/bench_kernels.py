@@ -5,7 +5,8 @@
 1. attention: each SDPA backend at the encoder, decoder (self / cross) and upsampler window shapes,
    with the achieved TFLOP/s;
 2. the second half of an upsampler block (residual add + RMSNorm + MLP): eager cuBLAS path against
-   each config of the one-kernel Triton version (:func:`streamsplat_ns.networks.fused.norm_mlp_triton`).
+   each config of the one-kernel Triton version (:func:`streamsplat_ns.networks.fused.norm_mlp_triton`);
+3. the dynamic heads of one pair: eager (TF32) against each config of the one-kernel version.
 Prints a short table last.
 """
 
@@ -94,11 +95,43 @@ def mlp_rows():
     return rows
 
 
+def heads_rows():
+    from streamsplat_ns.networks import fused_heads
+    from streamsplat_ns.networks.heads import DynamicHeads
+
+    torch.backends.cuda.matmul.allow_tf32 = True
+    heads = DynamicHeads(384, 192, 1).cuda().eval()
+    proj = torch.nn.Linear(192, 192, bias=False).cuda()
+    g = torch.Generator(device="cuda").manual_seed(0)
+    feats0, feats1 = (torch.randn(1, 36864, 192, device="cuda", generator=g) for _ in range(2))
+    dyn = torch.randn(2, 36864, 192, device="cuda", generator=g)
+
+    def eager():
+        stat = torch.stack([feats0, feats1], dim=1).view(2, 36864, 192)
+        return heads(torch.cat([proj(stat), dyn], dim=-1))
+
+    rows = []
+    with torch.no_grad():
+        ms = fused_heads.gpu_time_ms(eager, 20)
+        rows.append(("dynamic heads 73728 G [eager, TF32]", ms, float("nan")))
+        print(f"{rows[-1][0]}: {ms:.3f} ms", flush=True)
+        for cfg in fused_heads.HEADS_CONFIGS:
+            try:
+                ms = fused_heads.gpu_time_ms(
+                    lambda: fused_heads.dynamic_heads_triton(heads, proj.weight, dyn, feats0, feats1, cfg), 20)
+            except Exception as e:
+                print(f"heads cfg {cfg}: failed ({type(e).__name__}: {str(e)[:160]})")
+                continue
+            rows.append((f"dynamic heads 73728 G [triton {cfg}]", ms, float("nan")))
+            print(f"{rows[-1][0]}: {ms:.3f} ms", flush=True)
+    return rows
+
+
 def main() -> None:
     if not torch.cuda.is_available():
         sys.exit("bench_kernels needs a CUDA GPU")
     print(f"device: {torch.cuda.get_device_name()} | torch {torch.__version__}")
-    rows = attention_rows() + mlp_rows()
+    rows = attention_rows() + mlp_rows() + heads_rows()
     print(f"\n| {'kernel':<72} | {'ms':>7} | {'TFLOP/s':>7} |\n|{'-' * 74}|{'-' * 9}|{'-' * 9}|")
     for n, ms, tf in rows:
         print(f"| {n:<72} | {ms:7.3f} | {tf:7.0f} |")

@@ -177,6 +177,8 @@ def variant_name(v: dict) -> str:
         parts.append("fc1+SiLU GEMM")
     if v.get("mlp"):
         parts.append("norm+MLP kernel")
+    if v.get("heads"):
+        parts.append("heads kernel")
     if v["sdpa"] != "default":
         parts.append(f"sdpa={v['sdpa']}")
     return "graph, " + ", ".join(parts)
@@ -220,7 +222,8 @@ def main() -> None:
             variants.append(dict(fused=True, overlap=True, silu=False, mlp=False, sdpa=sdpas[0]))
             variants.append(dict(fused=True, overlap=True, silu=True, mlp=False, sdpa=sdpas[0]))
             variants.append(dict(fused=True, overlap=True, silu=True, mlp=True, sdpa=sdpas[0]))
-            variants += [dict(fused=True, overlap=True, silu=True, mlp=True, sdpa=k) for k in sdpas[1:]]
+            variants.append(dict(fused=True, overlap=True, silu=True, mlp=True, heads=True, sdpa=sdpas[0]))
+            variants += [dict(fused=True, overlap=True, silu=True, mlp=True, heads=True, sdpa=k) for k in sdpas[1:]]
         best, best_ms = dict(fused=False, overlap=False, silu=False, mlp=False, sdpa="default"), float("inf")
         if not args.no_cuda_graph:
             for v in variants:
@@ -228,7 +231,7 @@ def main() -> None:
                     t = time.perf_counter()
                     if args.dtype == "bf16":
                         model.cast_for_inference(torch.bfloat16, fused=v["fused"], fused_silu=v["silu"],
-                                                 fused_mlp=v["mlp"])
+                                                 fused_mlp=v["mlp"], fused_heads=v.get("heads", False))
                     with sdpa_context(v["sdpa"]):
                         ms, _, _, _ = stream_run(model, frames, 300, cuda_graph=True, overlap=v["overlap"])
                     rows.append((variant_name(v), ms))
@@ -241,16 +244,16 @@ def main() -> None:
         graph = not args.no_cuda_graph and best_ms < float("inf")
         if args.dtype == "bf16":
             model.cast_for_inference(torch.bfloat16, fused=best["fused"], fused_silu=best["silu"],
-                                     fused_mlp=best["mlp"])
+                                     fused_mlp=best["mlp"], fused_heads=best.get("heads", False))
         if graph:  # the chosen variant must give the plain eager session's Gaussians
             ref_s, got_s = StreamingSession(model), StreamingSession(model, cuda_graph=True, overlap=best["overlap"])
             with sdpa_context(best["sdpa"]):
                 got = [got_s.push(*frames[i]) for i in range(5)][-1]
-            fl = (best["fused"], best["silu"], best["mlp"])
+            fl = (best["fused"], best["silu"], best["mlp"], best.get("heads", False))
             model.cast_for_inference(torch.bfloat16 if args.dtype == "bf16" else torch.float32)
             ref = [ref_s.push(*frames[i]) for i in range(5)][-1]
             model.cast_for_inference(torch.bfloat16 if args.dtype == "bf16" else torch.float32, fused=fl[0],
-                                     fused_silu=fl[1], fused_mlp=fl[2])
+                                     fused_silu=fl[1], fused_mlp=fl[2], fused_heads=fl[3])
             diff = {k: float((getattr(got, k) - getattr(ref, k)).abs().max()) for k in ("means", "motion", "gamma0")}
             print(f"chosen variant vs eager unfused session, max |diff| (bf16 rounding expected): {diff}")
         with sdpa_context(best["sdpa"]):

@@ -43,10 +43,12 @@ class _GraphStep:
                  overlap: bool = True) -> None:
         self.model = model
         self.overlap = overlap and model.config.depth_norm != "pair"
+        # with the one-kernel dynamic heads the static features go straight into the kernel (no terms)
+        self.terms = self.overlap and not model.decoder.heads.fused
         self.side = torch.cuda.Stream()
         self.rgb, self.disp = rgb.clone(), disp.clone()
         terms = None
-        if self.overlap:  # the overlapped body reads the previous frame's head terms from the cache
+        if self.terms:  # the overlapped body reads the previous frame's head terms from the cache
             terms = (model.decoder.static_terms(prev.features) if prev.head_terms is None
                      else prev.head_terms.clone())
         self.prev = FrameState(prev.tokens.clone(), prev.features.clone(), prev.gaussians.map(torch.clone),
@@ -92,12 +94,15 @@ class _GraphStep:
         with torch.cuda.stream(side):
             feats = enc.upsample(tokens)
             g = enc.heads(feats)
-            terms = dec.static_terms(feats)
+            terms = dec.static_terms(feats) if self.terms else None
         main.wait_event(cond_ready)
         p = self.prev
         dyn = dec.dynamic_features(dec.joint_tokens(p.tokens, tokens, p.condition, cond))
         main.wait_stream(side)  # static features, Gaussians and head terms of the new frame
-        out = dec.gaussians_from_terms(dyn, p.head_terms, terms, p.gaussians, g)
+        if self.terms:
+            out = dec.gaussians_from_terms(dyn, p.head_terms, terms, p.gaussians, g)
+        else:
+            out = dec.gaussians(dyn, p.features, feats, p.gaussians, g)
         return out, FrameState(tokens, feats, g, cond, terms)
 
     def __call__(self, rgb: Tensor, disp: Tensor) -> DynamicGaussians:

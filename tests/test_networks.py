@@ -405,9 +405,81 @@ def test_gpu_fused_norm_mlp_bf16():
         w1, w2 = mlp.fc1.weight.float(), mlp.fc2.weight.float()
         ref = s + torch.nn.functional.silu(torch.nn.functional.rms_norm(s, (d,), nw, 1e-5) @ w1.T) @ w2.T
         tol = 1e-2 * ref.abs().max().item()
+        ran = 0
         for cfg in fused.NORM_MLP_CONFIGS:
-            out = fused.norm_mlp_triton(x, y, nw, 1e-5, mlp.fc1.weight, mlp.fc2.weight, shift, cfg)
+            try:
+                out = fused.norm_mlp_triton(x, y, nw, 1e-5, mlp.fc1.weight, mlp.fc2.weight, shift, cfg)
+            except Exception as e:  # a config too big for this GPU's shared memory is skipped by the choice too
+                assert "OutOfResources" in type(e).__name__, e
+                continue
+            ran += 1
             assert (out - ref).abs().max().item() <= tol, (d, cfg)
+        assert ran >= 2, d
         res, pending = fused.add_norm_mlp(x, y, nw, 1e-5, mlp, y_shift=shift)
         got = res if pending is None else res + pending.float()
         assert (got - ref).abs().max().item() <= tol
+
+
+def test_fused_dynamic_heads_kernel_matches_eager():
+    """The one-kernel dynamic heads (interpreter, CPU, exact fp32 products) equal the eager heads on
+    ``cat(static_proj(feats), dyn)``: ragged widths (padding masks), both frames' rows, order 1 and 2."""
+    import os
+    import subprocess
+    import sys
+
+    pytest.importorskip("triton")
+    code = r'''
+import torch
+from streamsplat_ns.networks import fused_heads
+from streamsplat_ns.networks.heads import DynamicHeads
+g = torch.Generator().manual_seed(0)
+for (b, n, cs, cd, h, order) in ((2, 40, 24, 20, 48, 1), (1, 33, 16, 16, 32, 2)):
+    torch.manual_seed(order)
+    heads = DynamicHeads(cs + cd, h, order).eval()
+    for p in heads.parameters():  # non-zero biases everywhere
+        p.data += 0.1 * torch.randn(p.shape, generator=g)
+    spw = torch.randn(cs, cs, generator=g) / cs ** 0.5
+    feats0, feats1 = torch.randn(b, n, cs, generator=g), torch.randn(b, n, cs, generator=g)
+    dyn = torch.randn(2 * b, n, cd, generator=g)
+    stat = torch.stack([feats0, feats1], dim=1).view(2 * b, n, cs)
+    with torch.no_grad():
+        ref = heads(torch.cat([stat @ spw.T, dyn], dim=-1))
+        for cfg in ((32, 16, 16, 4, 1), (64, 32, 32, 4, 1)):
+            got = fused_heads.dynamic_heads_triton(heads, spw, dyn, feats0, feats1, cfg, "ieee")
+            for r, o in zip(ref, got):
+                assert r.shape == o.shape, (r.shape, o.shape)
+                assert (r - o).abs().max().item() < 1e-5 * max(1.0, r.abs().max().item()), (cfg, order)
+print("OK")
+'''
+    env = dict(os.environ, TRITON_INTERPRET="1", PYTHONPATH=os.getcwd())
+    r = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0 and "OK" in r.stdout, r.stderr[-3000:]
+
+
+@pytest.mark.gpu
+def test_gpu_fused_dynamic_heads_paper_shapes():
+    """On CUDA at the paper's head shapes (192-wide features, 192 hidden): every config of the one-kernel
+    heads, with TF32 products, agrees with the eager heads (TF32 too) to TF32 rounding."""
+    if not torch.cuda.is_available():
+        pytest.skip("needs CUDA")
+    from streamsplat_ns.networks import fused_heads
+    from streamsplat_ns.networks.heads import DynamicHeads
+
+    old = torch.backends.cuda.matmul.allow_tf32
+    torch.backends.cuda.matmul.allow_tf32 = True
+    try:
+        torch.manual_seed(0)
+        heads = DynamicHeads(384, 192, 1).cuda().eval()
+        g = torch.Generator(device="cuda").manual_seed(0)
+        spw = torch.randn(192, 192, device="cuda", generator=g) / 192 ** 0.5
+        feats0, feats1 = (torch.randn(1, 36864, 192, device="cuda", generator=g) for _ in range(2))
+        dyn = torch.randn(2, 36864, 192, device="cuda", generator=g)
+        stat = torch.stack([feats0, feats1], dim=1).view(2, 36864, 192)
+        with torch.no_grad():
+            ref = heads(torch.cat([stat @ spw.T, dyn], dim=-1))
+            for cfg in fused_heads.HEADS_CONFIGS:
+                got = fused_heads.dynamic_heads_triton(heads, spw, dyn, feats0, feats1, cfg)
+                for r, o in zip(ref, got):
+                    assert (r - o).abs().max().item() < 5e-3 * max(1.0, r.abs().max().item()), cfg
+    finally:
+        torch.backends.cuda.matmul.allow_tf32 = old

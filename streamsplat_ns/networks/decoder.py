@@ -8,6 +8,8 @@ frame-1 Gaussians backward from t0 = 1 (the bidirectional deformation field).
 
 from __future__ import annotations
 
+from typing import Tuple
+
 import torch
 import torch.nn.functional as F
 from jaxtyping import Float
@@ -94,12 +96,21 @@ class DynamicDecoder(nn.Module):
 
     def gaussians(self, dyn: Tensor, feats0: Tensor, feats1: Tensor, static0: Gaussians, static1: Gaussians
                   ) -> DynamicGaussians:
+        if self.heads.fused and not torch.is_grad_enabled():  # one Triton kernel where faster (inference)
+            from .fused_heads import dynamic_heads
+
+            motion, g0, g1 = dynamic_heads(self.heads, self.static_proj.weight, dyn, feats0, feats1,
+                                           lambda: self._heads(dyn, feats0, feats1))
+        else:
+            motion, g0, g1 = self._heads(dyn, feats0, feats1)
+        return self._assemble(motion, g0, g1, static0, static1)
+
+    def _heads(self, dyn: Tensor, feats0: Tensor, feats1: Tensor) -> Tuple[Tensor, Tensor, Tensor]:
         b, n = feats0.shape[:2]
         with torch.autocast(dyn.device.type, enabled=False):
             stat = torch.stack([feats0, feats1], dim=1).view(b * 2, n, -1).float()
             f = torch.cat([self.static_proj(stat), dyn.float()], dim=-1)
-            motion, g0, g1 = self.heads(f)
-        return self._assemble(motion, g0, g1, static0, static1)
+            return self.heads(f)
 
     def static_terms(self, feats: Float[Tensor, "B N Cs"]) -> Float[Tensor, "B N 2H"]:
         """One frame's share of the heads' first-layer pre-activations, ``static_proj`` folded in (both are

@@ -202,7 +202,8 @@ def linear_silu(x: Tensor, weight: Tensor) -> Tensor:
 # MLP output is added to the fp32 residual unrounded.
 
 NORM_MLP_CONFIGS = (  # (BM, BH, num_warps, num_stages)
-    (64, 64, 4, 2), (128, 64, 8, 2), (64, 128, 8, 2), (128, 32, 8, 3), (64, 32, 4, 3), (32, 64, 4, 2),
+    (64, 32, 4, 3), (64, 32, 4, 4), (64, 32, 8, 3), (128, 32, 8, 3), (32, 32, 4, 3), (64, 64, 4, 2),
+    (32, 64, 4, 2), (64, 16, 4, 4),
 )
 
 

@@ -114,11 +114,18 @@ class GaussianHeads(nn.Module):
             b, n, _ = f.shape
             if n != self.x_map.numel():
                 raise ValueError(f"heads expect {self.x_map.numel()} Gaussians, got {n}")
-            colours = torch.sigmoid(self.rgb(f))
-            opac = self.opacity_min + (1 - self.opacity_min) * torch.sigmoid(self.opacity(f)[..., 0])
-            s = self.scale_mult * F.softplus(self.scale(f))
+            if self.training:
+                rgb, op, sc = self.rgb(f), self.opacity(f), self.scale(f)
+                t = self.position(f, sample=True)
+            else:  # one GEMM for the four heads: the [N, C] fp32 features are read once, not four times
+                lin = (self.rgb, self.opacity, self.scale, self.position.mean)
+                y = F.linear(f, torch.cat([m.weight for m in lin]), torch.cat([m.bias for m in lin]))
+                rgb, op, sc, t = y.split([3, 1, 2, 3], dim=-1)
+                t = torch.tanh(t) * self.position.mean_scale
+            colours = torch.sigmoid(rgb)
+            opac = self.opacity_min + (1 - self.opacity_min) * torch.sigmoid(op[..., 0])
+            s = self.scale_mult * F.softplus(sc)
             scales = torch.stack([s[..., 0], 0.5 * (s[..., 0] + s[..., 1]), s[..., 1]], dim=-1)
-            t = self.position(f, sample=self.training)
             gh, gw = self.grid
             means = torch.stack(
                 [self.x_map + t[..., 0] / gw, 0.5 + 0.5 * t[..., 1], self.z_map + t[..., 2] / gh], dim=-1
@@ -156,6 +163,8 @@ class DynamicHeads(nn.Module):
         _xavier_small(self.velocity_log_std)
         self.lifecycle = _mlp(cin, hidden, 2)
         self.register_buffer("velocity_scale", torch.tensor(velocity_scale, dtype=torch.float32), persistent=True)
+
+    fused: bool = False  # set by StreamSplat.cast_for_inference(fused=True): see fused_heads.py
 
     def forward(self, f: Float[Tensor, "B N C"]) -> Tuple[Tensor, Tensor, Tensor]:
         """Returns motion ``[B, N, order, 3]`` (coefficients of (t - t0)^k), gamma0 ``[B, N]``, gamma1 ``[B, N]``."""

@@ -139,13 +139,16 @@ class StreamSplat(nn.Module):
         return self
 
     def cast_for_inference(self, dtype: torch.dtype = torch.bfloat16, fused: bool = False,
-                           fused_silu: Optional[bool] = None, fused_mlp: Optional[bool] = None) -> "StreamSplat":
+                           fused_silu: Optional[bool] = None, fused_mlp: Optional[bool] = None,
+                           fused_heads: Optional[bool] = None) -> "StreamSplat":
         """Store the transformer/upsampler (and DINO) weights in ``dtype`` for fast inference without
         autocast; norms, position embeddings and all heads stay fp32, the residual stream stays fp32.
         ``fused``: use the Triton add + RMSNorm + cast kernel on CUDA, and fc1 + SiLU in one GEMM where
         that is faster than cuBLAS + SiLU (timed per shape on first use; ``fused_silu`` turns that part
         on or off separately), and for the narrow upsampler blocks residual add + RMSNorm + MLP + add in one
-        kernel where that is faster (``fused_mlp``, likewise); inference only, same maths."""
+        kernel where that is faster (``fused_mlp``, likewise), and the dynamic heads in one kernel where
+        TF32 is allowed and that is faster (``fused_heads``); inference only, same maths."""
+        from .heads import DynamicHeads
         from .layers import MLP, Attention, Block, CrossBlock
 
         for m in self.modules():
@@ -154,6 +157,8 @@ class StreamSplat(nn.Module):
             if isinstance(m, MLP):
                 m.fused = bool(fused if fused_silu is None else fused_silu)
                 m.fused_norm = bool(fused if fused_mlp is None else fused_mlp)
+            if isinstance(m, DynamicHeads):
+                m.fused = bool(fused if fused_heads is None else fused_heads)
 
         for m in self.modules():
             if isinstance(m, (Attention, MLP)):
