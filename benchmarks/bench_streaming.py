@@ -139,6 +139,24 @@ def profile_top(model: StreamSplat, frames, k: int = 40, cuda_graph: bool = Fals
     print(f"\nGPU kernels per new frame ({'graph' if cuda_graph else 'eager'}, profiler): total {total:.3f} ms")
     for ms, cnt, name in rows[:k]:
         print(f"  {ms:7.3f} ms  x{cnt:<4d} {name}")
+    # which operators (with their input shapes) those kernels belong to: eager steps, same model settings
+    e = StreamingSession(model)
+    for i in range(2):
+        e.push(*frames[i % len(frames)])
+    torch.cuda.synchronize()
+    with profile(activities=[ProfilerActivity.CPU, ProfilerActivity.CUDA], record_shapes=True) as prof:
+        for i in range(3):
+            e.push(*frames[i % len(frames)])
+        torch.cuda.synchronize()
+    rows = []
+    for ev in prof.key_averages(group_by_input_shape=True):
+        t = getattr(ev, "self_device_time_total", None) or getattr(ev, "self_cuda_time_total", 0)
+        if t:
+            rows.append((t / 3 / 1e3, ev.count // 3, ev.key[:40], str(ev.input_shapes)[:110]))
+    rows.sort(reverse=True)
+    print("\noperators by own GPU time per new frame (eager steps, input shapes):")
+    for ms, cnt, name, shp in rows[:k]:
+        print(f"  {ms:7.3f} ms  x{cnt:<4d} {name:<40} {shp}")
 
 
 def stream_run(model: StreamSplat, frames, n: int, cuda_graph: bool, overlap: bool = True):

@@ -377,6 +377,10 @@ for d, dt, shift in ((48, torch.float16, 3), (96, torch.float32, 0), (64, torch.
         assert out.shape == x.shape and out.dtype == torch.float32
         err = (out - ref).abs().max().item()
         assert err < (1e-5 if dt == torch.float32 else 2e-3) * ref.abs().max().item(), (d, dt, cfg, err)
+        fw = torch.rand(d, generator=g) + 0.5  # with the stack's final norm folded in
+        out = fused.norm_mlp_triton(x, y, nw, 1e-5, w1, w2, shift, cfg, final=(fw, 1e-6))
+        fin = torch.nn.functional.rms_norm(ref, (d,), fw, 1e-6)
+        assert (out - fin).abs().max().item() < (1e-5 if dt == torch.float32 else 2e-3) * fin.abs().max().item()
 assert fused.width_split(192) == (128, 64) and fused.width_split(384) == (256, 128)
 assert fused.width_split(64) == (64, 0) and fused.width_split(100) is None
 print("OK")
@@ -415,9 +419,15 @@ def test_gpu_fused_norm_mlp_bf16():
             ran += 1
             assert (out - ref).abs().max().item() <= tol, (d, cfg)
         assert ran >= 2, d
-        res, pending = fused.add_norm_mlp(x, y, nw, 1e-5, mlp, y_shift=shift)
+        res, pending, normed = fused.add_norm_mlp(x, y, nw, 1e-5, mlp, y_shift=shift)
         got = res if pending is None else res + pending.float()
-        assert (got - ref).abs().max().item() <= tol
+        assert not normed and (got - ref).abs().max().item() <= tol
+        fw = torch.rand(d, device="cuda", generator=g) + 0.5
+        res, pending, normed = fused.add_norm_mlp(x, y, nw, 1e-5, mlp, y_shift=shift, final=(fw, 1e-5))
+        if not normed:
+            res = fused.add_rmsnorm(res, pending, fw, 1e-5, torch.float32)[1]
+        fin = torch.nn.functional.rms_norm(ref, (d,), fw, 1e-5)
+        assert (res - fin).abs().max().item() <= 1e-2 * fin.abs().max().item()
 
 
 def test_fused_dynamic_heads_kernel_matches_eager():
@@ -483,3 +493,42 @@ def test_gpu_fused_dynamic_heads_paper_shapes():
                     assert (r - o).abs().max().item() < 5e-3 * max(1.0, r.abs().max().item()), cfg
     finally:
         torch.backends.cuda.matmul.allow_tf32 = old
+
+
+def test_fused_dinov2_matches_eager():
+    """DINOv2's inference path (LayerScale folded into the projections, add + LayerNorm in one kernel; run
+    through the Triton interpreter on CPU) gives the eager patch features; the parameters are untouched."""
+    import os
+    import subprocess
+    import sys
+
+    pytest.importorskip("triton")
+    code = r'''
+import torch
+from streamsplat_ns.networks import fused
+from streamsplat_ns.networks.config import DinoConfig
+from streamsplat_ns.networks.dinov2 import DinoVisionTransformer
+g = torch.Generator().manual_seed(0)
+x = torch.randn(3, 5, 40, generator=g); y = torch.randn(3, 5, 40, generator=g)
+w, b = torch.rand(40, generator=g) + 0.5, torch.randn(40, generator=g)
+s, h = fused.add_layernorm(x, y, w, b, 1e-6)
+assert torch.allclose(s, x + y)
+assert torch.allclose(h, torch.nn.functional.layer_norm(x + y, (40,), w, b, 1e-6), atol=1e-5)
+torch.manual_seed(0)
+m = DinoVisionTransformer(DinoConfig.tiny()).eval()
+for p in m.parameters():
+    p.data += 0.2 * torch.randn(p.shape, generator=g)
+before = {k: v.clone() for k, v in m.state_dict().items()}
+img = torch.rand(2, 3, 56, 42, generator=g)
+with torch.no_grad():
+    ref = m.forward_features(img)["x_norm_patchtokens"]
+    for blk in m.blocks:
+        blk.fused = True
+    got = m.forward_features(img)["x_norm_patchtokens"]
+assert (got - ref).abs().max().item() < 1e-4 * ref.abs().max().item(), (got - ref).abs().max()
+assert all(torch.equal(v, m.state_dict()[k]) for k, v in before.items())
+print("OK")
+'''
+    env = dict(os.environ, TRITON_INTERPRET="1", PYTHONPATH=os.getcwd())
+    r = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0 and "OK" in r.stdout, r.stderr[-3000:]

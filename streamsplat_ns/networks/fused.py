@@ -87,6 +87,45 @@ def add_rmsnorm(x: Tensor, y: Optional[Tensor], weight: Optional[Tensor], eps: f
     return xo, h
 
 
+if triton is not None:
+
+    @triton.jit
+    def _add_layernorm_kernel(X, Y, W, B, XO, H, M, D, eps, HAS_Y: tl.constexpr, BM: tl.constexpr,
+                              BD: tl.constexpr):
+        pid = tl.program_id(0)
+        rows = pid * BM + tl.arange(0, BM)
+        cols = tl.arange(0, BD)
+        cm = cols < D
+        mask = (rows[:, None] < M) & cm[None, :]
+        offs = rows[:, None] * D + cols[None, :]
+        x = tl.load(X + offs, mask=mask, other=0.0).to(tl.float32)
+        if HAS_Y:  # rounded to the residual's dtype before the norm, as the eager add would
+            x = (x + tl.load(Y + offs, mask=mask, other=0.0).to(tl.float32)).to(XO.dtype.element_ty)
+            tl.store(XO + offs, x, mask=mask)
+            x = x.to(tl.float32)
+        mean = tl.sum(x, axis=1) / D
+        xc = tl.where(cm[None, :], x - mean[:, None], 0.0)
+        r = 1.0 / tl.sqrt(tl.sum(xc * xc, axis=1) / D + eps)
+        w = tl.load(W + cols, mask=cm, other=0.0).to(tl.float32)
+        b = tl.load(B + cols, mask=cm, other=0.0).to(tl.float32)
+        tl.store(H + offs, (xc * r[:, None] * w[None, :] + b[None, :]).to(H.dtype.element_ty), mask=mask)
+
+
+def add_layernorm(x: Tensor, y: Optional[Tensor], weight: Tensor, bias: Tensor, eps: float) -> Tuple[Tensor, Tensor]:
+    """``s = x + y`` (in ``x``'s dtype; ``x`` itself when ``y`` is None) and ``layer_norm(s)`` in ``x``'s
+    dtype, in one kernel: DINOv2's residual add and the next LayerNorm (its residual stream is bf16)."""
+    d = x.shape[-1]
+    x = x.contiguous()
+    m = x.numel() // d
+    xo = torch.empty_like(x) if y is not None else x
+    h = torch.empty_like(x)
+    bd = triton.next_power_of_2(d)
+    bm = max(1, min(16, 4096 // bd))
+    _add_layernorm_kernel[(triton.cdiv(m, bm),)](x, y.contiguous() if y is not None else x, weight, bias, xo, h,
+                                                 m, d, float(eps), HAS_Y=y is not None, BM=bm, BD=bd)
+    return xo, h
+
+
 # ---------------------------------------------------------------------------------------------------------
 # fc1 + SiLU in one GEMM (bf16 in, fp32 accumulate, SiLU on the fp32 accumulator, bf16 out)
 #
@@ -219,8 +258,9 @@ def width_split(d: int) -> Optional[Tuple[int, int]]:
 if triton is not None:
 
     @triton.jit
-    def _norm_mlp_kernel(X, Y, NW, W1, W2, OUT, M, L, eps, Y_SHIFT, HAS_Y: tl.constexpr, DA: tl.constexpr,
-                         DB: tl.constexpr, HID: tl.constexpr, BM: tl.constexpr, BH: tl.constexpr):
+    def _norm_mlp_kernel(X, Y, NW, W1, W2, OUT, FW, M, L, eps, feps, Y_SHIFT, HAS_Y: tl.constexpr,
+                         FINAL: tl.constexpr, DA: tl.constexpr, DB: tl.constexpr, HID: tl.constexpr,
+                         BM: tl.constexpr, BH: tl.constexpr):
         D: tl.constexpr = DA + DB
         pid = tl.program_id(0)
         rows = pid * BM + tl.arange(0, BM)
@@ -255,15 +295,28 @@ if triton is not None:
             acc_a = tl.dot(h, tl.load(W2 + ca[None, :] * HID + hb[:, None]), acc_a)  # W2 [D, HID] as [BH, DA]
             if DB > 0:
                 acc_b = tl.dot(h, tl.load(W2 + cb[None, :] * HID + hb[:, None]), acc_b)
-        tl.store(OUT + rows[:, None] * D + ca[None, :], xa + acc_a, mask=rmask[:, None])
+        oa = xa + acc_a
         if DB > 0:
-            tl.store(OUT + rows[:, None] * D + cb[None, :], xb + acc_b, mask=rmask[:, None])
+            ob = xb + acc_b
+        if FINAL:  # the stack's final RMSNorm (fp32 out): the residual itself is not needed afterwards
+            ss = tl.sum(oa * oa, axis=1)
+            if DB > 0:
+                ss += tl.sum(ob * ob, axis=1)
+            r = 1.0 / tl.sqrt(ss / D + feps)
+            oa = oa * r[:, None] * tl.load(FW + ca)[None, :].to(tl.float32)
+            if DB > 0:
+                ob = ob * r[:, None] * tl.load(FW + cb)[None, :].to(tl.float32)
+        tl.store(OUT + rows[:, None] * D + ca[None, :], oa, mask=rmask[:, None])
+        if DB > 0:
+            tl.store(OUT + rows[:, None] * D + cb[None, :], ob, mask=rmask[:, None])
 
 
 def norm_mlp_triton(x: Tensor, y: Optional[Tensor], norm_weight: Tensor, eps: float, fc1: Tensor, fc2: Tensor,
-                    y_shift: int = 0, config=NORM_MLP_CONFIGS[0]) -> Tensor:
+                    y_shift: int = 0, config=NORM_MLP_CONFIGS[0], final: Optional[Tuple[Tensor, float]] = None
+                    ) -> Tensor:
     """``s + fc2(silu(fc1(rmsnorm(s) * norm_weight)))`` with ``s = x + roll(y)`` (fp32, as
-    :func:`add_rmsnorm`'s ``y_shift``), in one kernel. ``x`` fp32 [..., L, D]; fc1 [Hd, D], fc2 [D, Hd]."""
+    :func:`add_rmsnorm`'s ``y_shift``), in one kernel. ``x`` fp32 [..., L, D]; fc1 [Hd, D], fc2 [D, Hd].
+    ``final = (weight, eps)``: return the RMSNorm of that result instead (a stack's last norm)."""
     d = x.shape[-1]
     split = width_split(d)
     hid = fc1.shape[0]
@@ -279,37 +332,40 @@ def norm_mlp_triton(x: Tensor, y: Optional[Tensor], norm_weight: Tensor, eps: fl
         raise ValueError(f"norm_mlp_triton: hidden {hid} is not a multiple of {bh}")
     _norm_mlp_kernel[(triton.cdiv(m, bm),)](
         x, y.contiguous() if y is not None else x, norm_weight.contiguous(), fc1.contiguous(), fc2.contiguous(),
-        out, m, seq, float(eps), int(y_shift) % seq, HAS_Y=y is not None, DA=split[0], DB=split[1], HID=hid,
-        BM=bm, BH=bh, num_warps=warps, num_stages=stages)
+        out, final[0].contiguous() if final is not None else norm_weight, m, seq, float(eps),
+        float(final[1]) if final is not None else 0.0, int(y_shift) % seq, HAS_Y=y is not None,
+        FINAL=final is not None, DA=split[0], DB=split[1], HID=hid, BM=bm, BH=bh, num_warps=warps,
+        num_stages=stages)
     return out
 
 
 _MLP_CHOICE: dict = {}  # (M, D, hidden, dtype, device) -> None (unfused) or the Triton config to use
 
 
-def add_norm_mlp(x: Tensor, y: Optional[Tensor], norm_weight: Tensor, eps: float, mlp, y_shift: int = 0
-                 ) -> Tuple[Tensor, Optional[Tensor]]:
-    """The second half of a fused block: returns ``(residual, pending)`` like ``add_rmsnorm`` followed by
-    the MLP. Where the one-kernel :func:`norm_mlp_triton` is faster for this shape (timed on first use,
-    never during CUDA-graph capture) the MLP output is already in the residual and ``pending`` is None."""
+def add_norm_mlp(x: Tensor, y: Optional[Tensor], norm_weight: Tensor, eps: float, mlp, y_shift: int = 0,
+                 final: Optional[Tuple[Tensor, float]] = None) -> Tuple[Tensor, Optional[Tensor], bool]:
+    """The second half of a fused block: returns ``(residual, pending, normed)`` like ``add_rmsnorm``
+    followed by the MLP. Where the one-kernel :func:`norm_mlp_triton` is faster for this shape (timed on
+    first use, never during CUDA-graph capture) the MLP output is already in the residual, ``pending`` is
+    None, and with ``final`` the result is already that final RMSNorm's output (``normed`` True)."""
     w1, w2 = mlp.fc1.weight, mlp.fc2.weight
     d, dt = x.shape[-1], w1.dtype
 
     def unfused():
         s, h = add_rmsnorm(x.float(), y, norm_weight, eps, dt, y_shift=y_shift)
-        return s, mlp(h)
+        return s, mlp(h), False
 
     if not (x.is_cuda and triton is not None and dt in (torch.bfloat16, torch.float16) and d <= 384
             and width_split(d) is not None and y is not None and y.dtype == dt and w1.shape[0] % 32 == 0):
         return unfused()
-    key = (x.numel() // d, d, w1.shape[0], x.shape[-2], dt, x.device.index)
+    key = (x.numel() // d, d, w1.shape[0], x.shape[-2], dt, x.device.index, final is not None)
     if key not in _MLP_CHOICE:
         if torch.cuda.is_current_stream_capturing():
             return unfused()
         best, best_ms = None, gpu_time_ms(unfused)
         for cfg in NORM_MLP_CONFIGS:
             try:
-                ms = gpu_time_ms(lambda: norm_mlp_triton(x, y, norm_weight, eps, w1, w2, y_shift, cfg))
+                ms = gpu_time_ms(lambda: norm_mlp_triton(x, y, norm_weight, eps, w1, w2, y_shift, cfg, final))
             except Exception:  # pragma: no cover - e.g. a config that needs more shared memory than there is
                 continue
             if ms < best_ms:
@@ -318,4 +374,4 @@ def add_norm_mlp(x: Tensor, y: Optional[Tensor], norm_weight: Tensor, eps: float
     cfg = _MLP_CHOICE[key]
     if cfg is None:
         return unfused()
-    return norm_mlp_triton(x, y, norm_weight, eps, w1, w2, y_shift, cfg), None
+    return norm_mlp_triton(x, y, norm_weight, eps, w1, w2, y_shift, cfg, final), None, final is not None

@@ -155,8 +155,10 @@ class Block(nn.Module):
         x = x + self._attend(self.norm1(x))
         return x + self.mlp(self.norm2(x))
 
-    def forward_fused(self, x: Tensor, pending: Optional[Tensor], context=None) -> Tuple[Tensor, Tensor]:
-        """Same maths with fused add + norm + cast; returns (residual, pending MLP output to add)."""
+    def forward_fused(self, x: Tensor, pending: Optional[Tensor], context=None,
+                      final_norm: Optional[RMSNorm] = None) -> Tuple[Tensor, Optional[Tensor]]:
+        """Same maths with fused add + norm + cast; returns (residual, pending MLP output to add). With
+        ``final_norm`` (the stack's last block) returns ``(final_norm(output), None)`` instead."""
         from .fused import add_rmsnorm
 
         dt = self.attn.qkv.weight.dtype
@@ -166,9 +168,17 @@ class Block(nn.Module):
         if self.mlp.fused_norm:  # narrow blocks: add + norm + MLP + add in one kernel where that is faster
             from .fused import add_norm_mlp
 
-            return add_norm_mlp(x, o, self.norm2.weight, self.norm2.eps, self.mlp, y_shift=s)
-        x, h = add_rmsnorm(x, o, self.norm2.weight, self.norm2.eps, dt, y_shift=s)
-        return x, self.mlp(h)
+            fin = None if final_norm is None else (final_norm.weight, final_norm.eps)
+            x, pending, normed = add_norm_mlp(x, o, self.norm2.weight, self.norm2.eps, self.mlp, y_shift=s,
+                                              final=fin)
+            if normed:
+                return x, None
+        else:
+            x, h = add_rmsnorm(x, o, self.norm2.weight, self.norm2.eps, dt, y_shift=s)
+            pending = self.mlp(h)
+        if final_norm is not None:
+            return add_rmsnorm(x, pending, final_norm.weight, final_norm.eps, torch.float32)[1], None
+        return x, pending
 
 
 class CrossBlock(nn.Module):
@@ -217,7 +227,9 @@ def run_blocks(blocks: nn.ModuleList, x: Tensor, context: Optional[Tensor] = Non
 
     if len(blocks) and getattr(blocks[0], "fused", False) and _f.available(x):
         pending = None
-        for blk in blocks:
+        for i, blk in enumerate(blocks):
+            if final_norm is not None and i == len(blocks) - 1 and isinstance(blk, Block):
+                return blk.forward_fused(x, pending, context, final_norm=final_norm)[0]
             x, pending = blk.forward_fused(x, pending, context)
         if final_norm is not None:
             return _f.add_rmsnorm(x, pending, final_norm.weight, final_norm.eps, torch.float32)[1]

@@ -147,7 +147,9 @@ class StreamSplat(nn.Module):
         that is faster than cuBLAS + SiLU (timed per shape on first use; ``fused_silu`` turns that part
         on or off separately), and for the narrow upsampler blocks residual add + RMSNorm + MLP + add in one
         kernel where that is faster (``fused_mlp``, likewise), and the dynamic heads in one kernel where
-        TF32 is allowed and that is faster (``fused_heads``); inference only, same maths."""
+        TF32 is allowed and that is faster (``fused_heads``); DINOv2 with LayerScale folded into its
+        projections and add + LayerNorm fused (with ``fused``); inference only, same maths."""
+        from .dinov2 import _Block as _DinoBlock
         from .heads import DynamicHeads
         from .layers import MLP, Attention, Block, CrossBlock
 
@@ -157,6 +159,8 @@ class StreamSplat(nn.Module):
             if isinstance(m, MLP):
                 m.fused = bool(fused if fused_silu is None else fused_silu)
                 m.fused_norm = bool(fused if fused_mlp is None else fused_mlp)
+            if isinstance(m, _DinoBlock):
+                m.fused = bool(fused)
             if isinstance(m, DynamicHeads):
                 m.fused = bool(fused if fused_heads is None else fused_heads)
 

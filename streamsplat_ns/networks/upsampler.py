@@ -5,7 +5,7 @@ Each stage is Linear(C -> 4C'), PixelShuffle(2) on the token grid, then window-a
 
 from __future__ import annotations
 
-from typing import Tuple
+from typing import Optional, Tuple
 
 from jaxtyping import Float
 from torch import Tensor, nn
@@ -29,8 +29,8 @@ class UpsampleStage(nn.Module):
             Block(cout, cfg.head_dim, 4, eps, window=cfg.window_size, shift=(i % 2 == 1)) for i in range(cfg.depth)
         )
 
-    def forward(self, x: Tensor, h: int, w: int) -> Tensor:
-        return run_blocks(self.blocks, pixel_shuffle_tokens(_linear(x, self.expand), h, w))
+    def forward(self, x: Tensor, h: int, w: int, final_norm: Optional[RMSNorm] = None) -> Tensor:
+        return run_blocks(self.blocks, pixel_shuffle_tokens(_linear(x, self.expand), h, w), final_norm=final_norm)
 
 
 class GaussianUpsampler(nn.Module):
@@ -49,7 +49,7 @@ class GaussianUpsampler(nn.Module):
         if tokens.shape[1] != h * w:
             raise ValueError(f"upsampler expects {h * w} tokens ({h}x{w}), got {tokens.shape[1]}")
         x = tokens
-        for st in self.stages:
-            x = st(x, h, w)
+        for i, st in enumerate(self.stages):  # the last stage applies norm_out (fused into its last kernel)
+            x = st(x, h, w, self.norm_out if i == len(self.stages) - 1 else None)
             h, w = 2 * h, 2 * w
-        return self.norm_out(x)
+        return x if len(self.stages) else self.norm_out(x)
