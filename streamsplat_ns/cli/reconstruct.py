@@ -62,7 +62,7 @@ class ReconstructArgs:
     cuda_graph: bool = False
     """capture the per-frame step in a CUDA graph (fixed shapes, fastest)"""
     fused: bool = False
-    """fused Triton add + RMSNorm + cast kernels on CUDA (same maths, faster)"""
+    """fused Triton kernels on CUDA (add + RMSNorm, MLPs, dynamic heads, DINOv2; same maths, faster)"""
     progress: bool = True
 
 
