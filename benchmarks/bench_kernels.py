@@ -96,7 +96,7 @@ def mlp_rows():
 
 
 def heads_rows():
-    from streamsplat_ns.networks import fused_heads
+    from streamsplat_ns.networks import fused, fused_heads
     from streamsplat_ns.networks.heads import DynamicHeads
 
     torch.backends.cuda.matmul.allow_tf32 = True
@@ -112,12 +112,12 @@ def heads_rows():
 
     rows = []
     with torch.no_grad():
-        ms = fused_heads.gpu_time_ms(eager, 20)
+        ms = fused.gpu_time_ms(eager, 20)
         rows.append(("dynamic heads 73728 G [eager, TF32]", ms, float("nan")))
         print(f"{rows[-1][0]}: {ms:.3f} ms", flush=True)
         for cfg in fused_heads.HEADS_CONFIGS:
             try:
-                ms = fused_heads.gpu_time_ms(
+                ms = fused.gpu_time_ms(
                     lambda: fused_heads.dynamic_heads_triton(heads, proj.weight, dyn, feats0, feats1, cfg), 20)
             except Exception as e:
                 print(f"heads cfg {cfg}: failed ({type(e).__name__}: {str(e)[:160]})")

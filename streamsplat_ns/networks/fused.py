@@ -204,6 +204,25 @@ def gpu_time_ms(fn, iters: int = 20) -> float:
     return a.elapsed_time(b) / iters
 
 
+def choose_fastest(eager, candidates: dict, rounds: int = 3, iters: int = 10):
+    """The key of the fastest of ``candidates`` (config -> zero-argument callable), or None when ``eager()``
+    is at least as fast. Each is run once first (compiles; a config that cannot launch is dropped), then
+    timed ``rounds`` times in turn and judged by its best round, so a clock ramp or a neighbour on the GPU
+    during one measurement does not decide the choice."""
+    fns = {None: eager}
+    for key, fn in candidates.items():
+        try:
+            fn()
+        except Exception:  # e.g. a config that needs more shared memory than there is
+            continue
+        fns[key] = fn
+    best = {key: float("inf") for key in fns}
+    for _ in range(rounds):
+        for key, fn in fns.items():
+            best[key] = min(best[key], gpu_time_ms(fn, iters))
+    return min(best, key=lambda k: (best[k], k is not None))
+
+
 def linear_silu(x: Tensor, weight: Tensor) -> Tensor:
     """``silu(linear(x, weight))`` by the faster of cuBLAS + SiLU and the fused Triton GEMM, chosen per
     shape on first use (timed on the GPU). During CUDA-graph capture an undecided shape takes cuBLAS."""
@@ -215,15 +234,8 @@ def linear_silu(x: Tensor, weight: Tensor) -> Tensor:
     if key not in _CHOICE:
         if torch.cuda.is_current_stream_capturing():
             return _eager_linear_silu(x, weight)
-        best, best_ms = None, gpu_time_ms(lambda: _eager_linear_silu(x, weight))
-        for cfg in LINEAR_SILU_CONFIGS:
-            try:
-                ms = gpu_time_ms(lambda: linear_silu_triton(x, weight, cfg))
-            except Exception:  # pragma: no cover - e.g. a config needs more shared memory than there is
-                continue
-            if ms < best_ms:
-                best, best_ms = cfg, ms
-        _CHOICE[key] = best
+        _CHOICE[key] = choose_fastest(lambda: _eager_linear_silu(x, weight),
+                                      {cfg: (lambda c=cfg: linear_silu_triton(x, weight, c)) for cfg in LINEAR_SILU_CONFIGS})
     cfg = _CHOICE[key]
     return _eager_linear_silu(x, weight) if cfg is None else linear_silu_triton(x, weight, cfg)
 
@@ -235,7 +247,8 @@ def linear_silu(x: Tensor, weight: Tensor) -> Tensor:
 # [tokens, 4 * width] hidden activation (written by fc1, read and written by SiLU, read by fc2) and the
 # MLP output all go through device memory, for 36,864-73,728 tokens per frame. Here each program keeps a
 # block of rows on chip: s = x + y, n = rmsnorm(s) * w, out = s + fc2(silu(fc1(n))), looping over the
-# hidden units in chunks; only x, y and out touch memory. The width is split into two power-of-two parts
+# hidden units in chunks; only x, y and out touch memory. Used up to width 256: at 384 the accumulators
+# no longer fit in registers and cuBLAS wins (measured, docs/benchmarks.md). The width is split into two power-of-two parts
 # (192 = 128 + 64, 384 = 256 + 128) since Triton blocks must be powers of two. Maths as the eager path
 # with fp32 accumulation; the hidden activation is rounded to the weight dtype once (after SiLU) and the
 # MLP output is added to the fp32 residual unrounded.
@@ -355,22 +368,16 @@ def add_norm_mlp(x: Tensor, y: Optional[Tensor], norm_weight: Tensor, eps: float
         s, h = add_rmsnorm(x.float(), y, norm_weight, eps, dt, y_shift=y_shift)
         return s, mlp(h), False
 
-    if not (x.is_cuda and triton is not None and dt in (torch.bfloat16, torch.float16) and d <= 384
+    if not (x.is_cuda and triton is not None and dt in (torch.bfloat16, torch.float16) and d <= 256
             and width_split(d) is not None and y is not None and y.dtype == dt and w1.shape[0] % 32 == 0):
         return unfused()
     key = (x.numel() // d, d, w1.shape[0], x.shape[-2], dt, x.device.index, final is not None)
     if key not in _MLP_CHOICE:
         if torch.cuda.is_current_stream_capturing():
             return unfused()
-        best, best_ms = None, gpu_time_ms(unfused)
-        for cfg in NORM_MLP_CONFIGS:
-            try:
-                ms = gpu_time_ms(lambda: norm_mlp_triton(x, y, norm_weight, eps, w1, w2, y_shift, cfg, final))
-            except Exception:  # pragma: no cover - e.g. a config that needs more shared memory than there is
-                continue
-            if ms < best_ms:
-                best, best_ms = cfg, ms
-        _MLP_CHOICE[key] = best
+        _MLP_CHOICE[key] = choose_fastest(unfused, {
+            cfg: (lambda c=cfg: norm_mlp_triton(x, y, norm_weight, eps, w1, w2, y_shift, c, final))
+            for cfg in NORM_MLP_CONFIGS})
     cfg = _MLP_CHOICE[key]
     if cfg is None:
         return unfused()

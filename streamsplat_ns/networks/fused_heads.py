@@ -17,7 +17,7 @@ from typing import Optional, Tuple
 import torch
 from torch import Tensor
 
-from .fused import gpu_time_ms, triton, width_split
+from .fused import choose_fastest, triton, width_split
 
 if triton is not None:
     import triton.language as tl
@@ -173,15 +173,9 @@ def dynamic_heads(heads, static_proj_weight: Tensor, dyn: Tensor, feats0: Tensor
     if key not in _CHOICE:
         if torch.cuda.is_current_stream_capturing():
             return eager()
-        best, best_ms = None, gpu_time_ms(eager)
-        for cfg in HEADS_CONFIGS:
-            try:
-                ms = gpu_time_ms(lambda: dynamic_heads_triton(heads, static_proj_weight, dyn, feats0, feats1, cfg))
-            except Exception:  # pragma: no cover - a config needing more shared memory than there is
-                continue
-            if ms < best_ms:
-                best, best_ms = cfg, ms
-        _CHOICE[key] = best
+        _CHOICE[key] = choose_fastest(eager, {
+            cfg: (lambda c=cfg: dynamic_heads_triton(heads, static_proj_weight, dyn, feats0, feats1, c))
+            for cfg in HEADS_CONFIGS})
     cfg = _CHOICE[key]
     if cfg is None:
         return eager()
