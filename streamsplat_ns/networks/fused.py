@@ -248,7 +248,7 @@ def linear_silu(x: Tensor, weight: Tensor) -> Tensor:
 # MLP output all go through device memory, for 36,864-73,728 tokens per frame. Here each program keeps a
 # block of rows on chip: s = x + y, n = rmsnorm(s) * w, out = s + fc2(silu(fc1(n))), looping over the
 # hidden units in chunks; only x, y and out touch memory. Used up to width 256: at 384 the accumulators
-# no longer fit in registers and cuBLAS wins (measured, docs/benchmarks.md). The width is split into two power-of-two parts
+# crowd the registers and it lost to cuBLAS on the dynamic upsampler's 18,432 rows (docs/benchmarks.md). The width is split into two power-of-two parts
 # (192 = 128 + 64, 384 = 256 + 128) since Triton blocks must be powers of two. Maths as the eager path
 # with fp32 accumulation; the hidden activation is rounded to the weight dtype once (after SiLU) and the
 # MLP output is added to the fp32 residual unrounded.
