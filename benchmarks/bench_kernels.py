@@ -21,10 +21,21 @@ import torch  # noqa: E402
 import torch.nn.functional as F  # noqa: E402
 
 
+def _timed(rows: list, name: str, fn, flops: float = float("nan")) -> None:
+    """Time ``fn`` (GPU ms, CUDA events) and add a row; a kernel that cannot run is reported and skipped."""
+    from streamsplat_ns.networks.fused import gpu_time_ms
+
+    try:
+        ms = gpu_time_ms(fn, 20)
+    except Exception as e:
+        print(f"{name}: failed ({type(e).__name__}: {str(e)[:160]})")
+        return
+    rows.append((name, ms, flops / ms / 1e9))
+    print(f"{name}: {ms:.3f} ms", flush=True)
+
+
 def attention_rows():
     from torch.nn.attention import SDPBackend, sdpa_kernel
-
-    from streamsplat_ns.networks.fused import gpu_time_ms
 
     shapes = {  # name: (batch, heads, Lq, Lk) with head_dim 64
         "encoder self 2304": (1, 12, 2304, 2304),
@@ -48,14 +59,8 @@ def attention_rows():
                 if layout == "strided" and lq != lk:
                     continue
                 args = (q, k, v) if layout == "contig" else qkv.permute(2, 0, 3, 1, 4).unbind(0)
-                try:
-                    with sdpa_kernel([be]):
-                        ms = gpu_time_ms(lambda: F.scaled_dot_product_attention(*args), 20)
-                except Exception as e:
-                    print(f"{name} {bn} {layout}: unavailable ({type(e).__name__}: {str(e)[:120]})")
-                    continue
-                rows.append((f"attn {name} [{bn}, {layout}]", ms, flops / ms / 1e9))
-                print(f"{rows[-1][0]}: {ms:.3f} ms, {rows[-1][2]:.0f} TFLOP/s", flush=True)
+                with sdpa_kernel([be]):
+                    _timed(rows, f"attn {name} [{bn}, {layout}]", lambda: F.scaled_dot_product_attention(*args), flops)
     return rows
 
 
@@ -78,25 +83,21 @@ def mlp_rows():
             return s + mlp(h).float()  # the pending add is the next block's
 
         ref = eager()
-        base = fused.gpu_time_ms(eager, 20)
-        rows.append((f"norm+MLP d{d} M{m} [eager cuBLAS]", base, flops / base / 1e9))
-        print(f"{rows[-1][0]}: {base:.3f} ms", flush=True)
+        _timed(rows, f"norm+MLP d{d} M{m} [eager cuBLAS]", eager, flops)
         for cfg in fused.NORM_MLP_CONFIGS:
+            def run(c=cfg):
+                return fused.norm_mlp_triton(x, y, nw, 1e-5, mlp.fc1.weight, mlp.fc2.weight, shift, c)
             try:
-                out = fused.norm_mlp_triton(x, y, nw, 1e-5, mlp.fc1.weight, mlp.fc2.weight, shift, cfg)
-                err = (out - ref).abs().max().item() / ref.abs().max().item()
-                ms = fused.gpu_time_ms(
-                    lambda: fused.norm_mlp_triton(x, y, nw, 1e-5, mlp.fc1.weight, mlp.fc2.weight, shift, cfg), 20)
+                err = (run() - ref).abs().max().item() / ref.abs().max().item()
             except Exception as e:
                 print(f"d{d} cfg {cfg}: failed ({type(e).__name__}: {str(e)[:160]})")
                 continue
-            rows.append((f"norm+MLP d{d} M{m} [triton {cfg}] relerr {err:.1e}", ms, flops / ms / 1e9))
-            print(f"{rows[-1][0]}: {ms:.3f} ms", flush=True)
+            _timed(rows, f"norm+MLP d{d} M{m} [triton {cfg}] relerr {err:.1e}", run, flops)
     return rows
 
 
 def heads_rows():
-    from streamsplat_ns.networks import fused, fused_heads
+    from streamsplat_ns.networks import fused_heads
     from streamsplat_ns.networks.heads import DynamicHeads
 
     torch.backends.cuda.matmul.allow_tf32 = True
@@ -112,18 +113,10 @@ def heads_rows():
 
     rows = []
     with torch.no_grad():
-        ms = fused.gpu_time_ms(eager, 20)
-        rows.append(("dynamic heads 73728 G [eager, TF32]", ms, float("nan")))
-        print(f"{rows[-1][0]}: {ms:.3f} ms", flush=True)
+        _timed(rows, "dynamic heads 73728 G [eager, TF32]", eager)
         for cfg in fused_heads.HEADS_CONFIGS:
-            try:
-                ms = fused.gpu_time_ms(
-                    lambda: fused_heads.dynamic_heads_triton(heads, proj.weight, dyn, feats0, feats1, cfg), 20)
-            except Exception as e:
-                print(f"heads cfg {cfg}: failed ({type(e).__name__}: {str(e)[:160]})")
-                continue
-            rows.append((f"dynamic heads 73728 G [triton {cfg}]", ms, float("nan")))
-            print(f"{rows[-1][0]}: {ms:.3f} ms", flush=True)
+            _timed(rows, f"dynamic heads 73728 G [triton {cfg}]",
+                   lambda c=cfg: fused_heads.dynamic_heads_triton(heads, proj.weight, dyn, feats0, feats1, c))
     return rows
 
 

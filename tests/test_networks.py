@@ -238,14 +238,21 @@ def test_paper_config_sizes():
     assert sum(p.numel() for p in m.dino.parameters()) == 86_582_784 + 768  # + mask_token
 
 
-def test_fused_add_rmsnorm_kernel_matches_eager():
-    """The Triton fused path (run on CPU through TRITON_INTERPRET=1) equals the eager bf16 path."""
+def _run_interpreted(code: str) -> None:
+    """Run ``code`` in a fresh interpreter with Triton's CPU interpreter on; it must print OK."""
     import os
     import subprocess
     import sys
 
     pytest.importorskip("triton")
-    code = r'''
+    env = dict(os.environ, TRITON_INTERPRET="1", PYTHONPATH=os.getcwd())
+    r = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0 and "OK" in r.stdout, r.stderr[-3000:]
+
+
+def test_fused_add_rmsnorm_kernel_matches_eager():
+    """The Triton fused path (run on CPU through TRITON_INTERPRET=1) equals the eager bf16 path."""
+    _run_interpreted(r'''
 import torch
 from streamsplat_ns.networks import ModelConfig, StreamSplat
 from streamsplat_ns.networks import fused
@@ -273,20 +280,12 @@ for f in ("means", "motion", "gamma0", "gamma1", "opacities"):
     diff = (getattr(a, f) - getattr(b, f)).abs().max().item()
     assert diff < 2e-2, (f, diff)
 print("OK")
-'''
-    env = dict(os.environ, TRITON_INTERPRET="1", PYTHONPATH=os.getcwd())
-    r = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=300)
-    assert r.returncode == 0 and "OK" in r.stdout, r.stderr[-3000:]
+''')
 
 
 def test_fused_shifted_window_indexing():
     """The fused kernel's rolled read / write equal torch.roll (Triton interpreter, CPU)."""
-    import os
-    import subprocess
-    import sys
-
-    pytest.importorskip("triton")
-    code = r'''
+    _run_interpreted(r'''
 import torch
 from streamsplat_ns.networks import fused
 x = torch.randn(2, 8, 16); y = torch.randn(2, 8, 16); w = torch.rand(16) + 0.5
@@ -296,21 +295,13 @@ assert torch.allclose(s, ref)
 href = torch.roll(torch.nn.functional.rms_norm(ref, (16,), w, 1e-5), 2, dims=1)
 assert torch.allclose(h, href, atol=1e-5)
 print("OK")
-'''
-    env = dict(os.environ, TRITON_INTERPRET="1", PYTHONPATH=os.getcwd())
-    r = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=300)
-    assert r.returncode == 0 and "OK" in r.stdout, r.stderr[-3000:]
+''')
 
 
 def test_fused_linear_silu_kernel_matches_eager():
     """The fc1 + SiLU Triton GEMM (interpreter, CPU) equals silu(x @ w.T) for ragged M, N and K. fp16 and
     fp32 here: the interpreter mis-evaluates bf16 dots; bf16 is checked on the GPU (test below)."""
-    import os
-    import subprocess
-    import sys
-
-    pytest.importorskip("triton")
-    code = r'''
+    _run_interpreted(r'''
 import torch
 from streamsplat_ns.networks import fused
 g = torch.Generator().manual_seed(0)
@@ -327,10 +318,7 @@ for (m, n, k), dt in (((37, 48, 80), torch.float16), ((64, 32, 64), torch.float3
 x = torch.randn(3, 16).bfloat16(); w = torch.randn(8, 16).bfloat16()
 assert torch.equal(fused.linear_silu(x, w), torch.nn.functional.silu(torch.nn.functional.linear(x, w)))
 print("OK")
-'''
-    env = dict(os.environ, TRITON_INTERPRET="1", PYTHONPATH=os.getcwd())
-    r = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=300)
-    assert r.returncode == 0 and "OK" in r.stdout, r.stderr[-3000:]
+''')
 
 
 @pytest.mark.gpu
@@ -354,12 +342,7 @@ def test_gpu_fused_linear_silu_bf16():
 def test_fused_norm_mlp_kernel_matches_eager():
     """The one-kernel add + RMSNorm + MLP + add (interpreter, CPU) equals the eager maths, shifted windows and
     ragged row counts included; widths split into two power-of-two parts and not."""
-    import os
-    import subprocess
-    import sys
-
-    pytest.importorskip("triton")
-    code = r'''
+    _run_interpreted(r'''
 import torch
 from streamsplat_ns.networks import fused
 g = torch.Generator().manual_seed(0)
@@ -384,10 +367,7 @@ for d, dt, shift in ((48, torch.float16, 3), (96, torch.float32, 0), (64, torch.
 assert fused.width_split(192) == (128, 64) and fused.width_split(384) == (256, 128)
 assert fused.width_split(64) == (64, 0) and fused.width_split(100) is None
 print("OK")
-'''
-    env = dict(os.environ, TRITON_INTERPRET="1", PYTHONPATH=os.getcwd())
-    r = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=300)
-    assert r.returncode == 0 and "OK" in r.stdout, r.stderr[-3000:]
+''')
 
 
 @pytest.mark.gpu
@@ -433,12 +413,7 @@ def test_gpu_fused_norm_mlp_bf16():
 def test_fused_dynamic_heads_kernel_matches_eager():
     """The one-kernel dynamic heads (interpreter, CPU, exact fp32 products) equal the eager heads on
     ``cat(static_proj(feats), dyn)``: ragged widths (padding masks), both frames' rows, order 1 and 2."""
-    import os
-    import subprocess
-    import sys
-
-    pytest.importorskip("triton")
-    code = r'''
+    _run_interpreted(r'''
 import torch
 from streamsplat_ns.networks import fused_heads
 from streamsplat_ns.networks.heads import DynamicHeads
@@ -460,10 +435,7 @@ for (b, n, cs, cd, h, order) in ((2, 40, 24, 20, 48, 1), (1, 33, 16, 16, 32, 2))
                 assert r.shape == o.shape, (r.shape, o.shape)
                 assert (r - o).abs().max().item() < 1e-5 * max(1.0, r.abs().max().item()), (cfg, order)
 print("OK")
-'''
-    env = dict(os.environ, TRITON_INTERPRET="1", PYTHONPATH=os.getcwd())
-    r = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=300)
-    assert r.returncode == 0 and "OK" in r.stdout, r.stderr[-3000:]
+''')
 
 
 @pytest.mark.gpu
@@ -498,12 +470,7 @@ def test_gpu_fused_dynamic_heads_paper_shapes():
 def test_fused_dinov2_matches_eager():
     """DINOv2's inference path (LayerScale folded into the projections, add + LayerNorm in one kernel; run
     through the Triton interpreter on CPU) gives the eager patch features; the parameters are untouched."""
-    import os
-    import subprocess
-    import sys
-
-    pytest.importorskip("triton")
-    code = r'''
+    _run_interpreted(r'''
 import torch
 from streamsplat_ns.networks import fused
 from streamsplat_ns.networks.config import DinoConfig
@@ -528,7 +495,4 @@ with torch.no_grad():
 assert (got - ref).abs().max().item() < 1e-4 * ref.abs().max().item(), (got - ref).abs().max()
 assert all(torch.equal(v, m.state_dict()[k]) for k, v in before.items())
 print("OK")
-'''
-    env = dict(os.environ, TRITON_INTERPRET="1", PYTHONPATH=os.getcwd())
-    r = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=300)
-    assert r.returncode == 0 and "OK" in r.stdout, r.stderr[-3000:]
+''')

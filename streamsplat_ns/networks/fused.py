@@ -234,8 +234,8 @@ def linear_silu(x: Tensor, weight: Tensor) -> Tensor:
     if key not in _CHOICE:
         if torch.cuda.is_current_stream_capturing():
             return _eager_linear_silu(x, weight)
-        _CHOICE[key] = choose_fastest(lambda: _eager_linear_silu(x, weight),
-                                      {cfg: (lambda c=cfg: linear_silu_triton(x, weight, c)) for cfg in LINEAR_SILU_CONFIGS})
+        _CHOICE[key] = choose_fastest(lambda: _eager_linear_silu(x, weight), {
+            cfg: (lambda c=cfg: linear_silu_triton(x, weight, c)) for cfg in LINEAR_SILU_CONFIGS})
     cfg = _CHOICE[key]
     return _eager_linear_silu(x, weight) if cfg is None else linear_silu_triton(x, weight, cfg)
 
@@ -244,14 +244,14 @@ def linear_silu(x: Tensor, weight: Tensor) -> Tensor:
 # Residual add + RMSNorm + whole MLP + residual add in one kernel, for the narrow upsampler blocks
 #
 # At widths 192 / 384 the upsampler's MLP moves far more bytes than it computes: the normed input, the
-# [tokens, 4 * width] hidden activation (written by fc1, read and written by SiLU, read by fc2) and the
-# MLP output all go through device memory, for 36,864-73,728 tokens per frame. Here each program keeps a
-# block of rows on chip: s = x + y, n = rmsnorm(s) * w, out = s + fc2(silu(fc1(n))), looping over the
-# hidden units in chunks; only x, y and out touch memory. Used up to width 256: at 384 the accumulators
-# crowd the registers and it lost to cuBLAS on the dynamic upsampler's 18,432 rows (docs/benchmarks.md). The width is split into two power-of-two parts
-# (192 = 128 + 64, 384 = 256 + 128) since Triton blocks must be powers of two. Maths as the eager path
-# with fp32 accumulation; the hidden activation is rounded to the weight dtype once (after SiLU) and the
-# MLP output is added to the fp32 residual unrounded.
+# [tokens, 4 * width] hidden activation (written by fc1, read and written by SiLU, read by fc2) and the MLP
+# output all go through device memory, for 36,864-73,728 tokens per frame. Here each program keeps a block
+# of rows on chip: s = x + y, n = rmsnorm(s) * w, out = s + fc2(silu(fc1(n))), looping over the hidden units
+# in chunks; only x, y and out touch memory. Used up to width 256: at 384 the accumulators crowd the
+# registers and it lost to cuBLAS on the dynamic upsampler's 18,432 rows (docs/benchmarks.md). The width is
+# split into two power-of-two parts (192 = 128 + 64, 384 = 256 + 128) since Triton blocks must be powers of
+# two. Maths as the eager path with fp32 accumulation; the hidden activation is rounded to the weight dtype
+# once (after SiLU) and the MLP output is added to the fp32 residual unrounded.
 
 NORM_MLP_CONFIGS = (  # (BM, BH, num_warps, num_stages)
     (64, 32, 4, 3), (64, 32, 4, 4), (64, 32, 8, 3), (128, 32, 8, 3), (32, 32, 4, 3), (64, 64, 4, 2),

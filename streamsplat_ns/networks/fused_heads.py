@@ -4,10 +4,10 @@ Eager, the velocity and life-cycle MLPs of 73,728 Gaussians per pair move each [
 activation and [N, 192] second-layer activation through device memory several times (GEMM out, SiLU in and
 out, slices, the small-N output GEMMs on CUDA cores, tanh / relu / sigmoid). Here a program holds a block
 of rows on chip from the inputs (both frames' static features and the dynamic features) to the outputs
-(motion, gamma0, gamma1). ``static_proj`` is folded into the first layer (both are linear). The hidden width
-is held as two power-of-two blocks (192 = 128 + 64), feature widths are read in masked chunks. Products run as TF32 tensor-core dots, so the kernel is
-used only where PyTorch may use TF32 for fp32 matmuls too (``torch.backends.cuda.matmul.allow_tf32``);
-otherwise the eager heads run.
+(motion, gamma0, gamma1). ``static_proj`` is folded into the first layer (both are linear). The hidden
+width is held as two power-of-two blocks (192 = 128 + 64), feature widths are read in masked chunks.
+Products run as TF32 tensor-core dots, so the kernel is used only where PyTorch may use TF32 for fp32
+matmuls too (``torch.backends.cuda.matmul.allow_tf32``); otherwise the eager heads run.
 """
 
 from __future__ import annotations
