@@ -31,7 +31,8 @@ class OutOfSpaceError(OSError):
 
 
 def is_disk_full(exc: BaseException) -> bool:
-    if isinstance(exc, OSError) and exc.errno in (errno.ENOSPC, errno.EDQUOT):
+    # EFBIG: a size limit (RLIMIT_FSIZE, as the fault tests use to simulate a full disk)
+    if isinstance(exc, OSError) and exc.errno in (errno.ENOSPC, errno.EDQUOT, errno.EFBIG):
         return True
     # torch.save / C++ writers report a full disk as RuntimeError("... unexpected pos ..." / "file write failed")
     msg = str(exc)
