@@ -22,6 +22,7 @@ import torch
 from torch import Tensor
 
 from .gaussians import DynamicGaussians, Gaussians
+from .inference import InferenceOptions, prepare
 from .networks.model import FrameState, StreamSplat
 
 
@@ -126,11 +127,18 @@ class StreamingSession:
     ...         out = session.render(torch.linspace(0, 1, 4))   # times inside the new interval
     """
 
-    def __init__(self, model: StreamSplat, cuda_graph: bool = False, overlap: bool = True) -> None:
+    def __init__(self, model: StreamSplat, options: Optional[InferenceOptions] = None, *,
+                 cuda_graph: Optional[bool] = None, overlap: Optional[bool] = None) -> None:
         model._require_decoder()
         self.model = model
-        self.cuda_graph = cuda_graph
-        self.overlap = overlap  # CUDA graph only: DINO beside the encoder, static upsampler beside the decoder
+        dev = next(model.parameters()).device
+        if options is not None:  # explicit options: the model gets them too (idempotent)
+            prepare(model, options)
+        opts = options if options is not None else InferenceOptions.default_for(dev)
+        self.options = opts
+        self.cuda_graph = bool(opts.cuda_graph if cuda_graph is None else cuda_graph)
+        # CUDA graph only: DINO beside the encoder, static upsampler beside the decoder
+        self.overlap = bool(opts.overlap if overlap is None else overlap)
         self._graph: Optional[_GraphStep] = None
         self.reset()
 
@@ -196,10 +204,11 @@ class StreamingSession:
         return render(self.current, times, height or self.model.height, width or self.model.width, **kw)
 
 
-def stream(model: StreamSplat, frames: Iterable[Tuple[Tensor, Tensor]], cuda_graph: bool = False,
-           overlap: bool = True) -> Iterator[Tuple[int, DynamicGaussians]]:
+def stream(model: StreamSplat, frames: Iterable[Tuple[Tensor, Tensor]], options: Optional[InferenceOptions] = None,
+           *, cuda_graph: Optional[bool] = None, overlap: Optional[bool] = None
+           ) -> Iterator[Tuple[int, DynamicGaussians]]:
     """Yield ``(k, Gaussians of the interval [k, k + 1])`` for a stream of ``(rgb, disparity)`` frames."""
-    s = StreamingSession(model, cuda_graph=cuda_graph, overlap=overlap)
+    s = StreamingSession(model, options, cuda_graph=cuda_graph, overlap=overlap)
     for rgb, disp in frames:
         g = s.push(rgb, disp)
         if g is not None:
