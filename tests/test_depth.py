@@ -89,3 +89,96 @@ def test_depth_cli_video_and_re10k(tmp_path):
     s = re10k.discover(tmp_path / "R", "train")[1]
     assert s.load_depth_stack().dtype == np.uint16 and s.load([1], (8, 8)).disparity.shape == (1, 1, 8, 8)
     assert main(DepthArgs(dataset="re10k", data=tmp_path / "R", split=("train",), **common)) == 0
+
+
+# ------------------------------------------------------------------ the fast path (streamsplat_ns.inference.depth)
+def _varied(enc, seed=0):
+    """Random official-layout DA-V2 whose output varies with the input (random heads give ~constant maps)."""
+    torch.manual_seed(seed)
+    m = DepthAnythingV2(DepthAnythingConfig.of(enc)).eval()
+    if enc == "tiny":
+        for p in m.parameters():
+            p.data.add_(torch.randn_like(p) * 0.05)
+    last = m.depth_head.scratch.output_conv2[2]
+    last.weight.data.mul_(100)
+    last.bias.data.fill_(1.0)
+    return m
+
+
+def _rel(a, ref):
+    """(max |a - ref| / range of ref, std(a - ref) / std(ref))"""
+    return ((a - ref).abs().max() / (ref.max() - ref.min())).item(), ((a - ref).std() / ref.std()).item()
+
+
+def test_fast_depth_eager_is_predict_disparity():
+    from streamsplat_ns.inference.depth import DepthInference
+
+    m = _varied("tiny")
+    u8 = torch.randint(0, 256, (2, 30, 40, 3), dtype=torch.uint8).permute(0, 3, 1, 2)  # HWC frames, as decoded
+    for mode in ("streamsplat", "official"):
+        ref = predict_disparity(m, u8.float() / 255, mode, short_side=28, out_size=(16, 20))
+        e = DepthInference(m, dtype=None, cuda_graph=False, preprocess=mode, short_side=28, out_size=(16, 20))
+        assert e.dtype == torch.float32 and not e.cuda_graph
+        assert torch.equal(e(u8)[:, 0], ref) and torch.equal(e(u8.float() / 255)[:, 0], ref)
+        own = DepthInference(m, dtype=None, preprocess=mode, short_side=28)(u8)  # default: the network's size
+        assert own.shape == (2, 1, *target_size(30, 40, 28)) == (2, 1, 28, 42)
+    buf = torch.empty(2, 1, 16, 20)
+    assert e(u8, out=buf) is buf and torch.equal(buf[:, 0], ref)
+    with pytest.raises(ValueError, match=r"\[B, 3, H, W\].*permute"):
+        e(u8[0].permute(1, 2, 0))
+    with pytest.raises(ValueError, match="uint8.*float"):
+        e(u8.int())
+    with pytest.raises(ValueError, match="meta.*to\\('cpu'\\)"):
+        e(torch.empty(1, 3, 30, 40, device="meta"))
+
+
+def test_fast_depth_bf16_sdpa_matches_fp32_on_cpu():
+    import copy
+
+    from streamsplat_ns.inference import depth as fast
+
+    m = _varied("tiny")
+    x = torch.randint(0, 256, (2, 3, 30, 40), dtype=torch.uint8)
+    ref = predict_disparity(m, x, short_side=28, out_size=(16, 20))
+    opts = type("Opts", (), {"dtype": torch.bfloat16, "cuda_graph": True})()  # InferenceOptions.fastest() fields
+    f = fast.DepthInference.from_options(copy.deepcopy(m), opts, short_side=28, out_size=(16, 20))
+    assert f.dtype == torch.bfloat16 and not f.cuda_graph  # no graph on CPU
+    y = f(x)[:, 0]
+    assert y.dtype == torch.float32 and next(m.parameters()).dtype == torch.float32  # the copy was cast
+    worst, spread = _rel(y, ref)
+    assert worst < 0.03 and spread < 0.03, (worst, spread)
+    assert _rel(f(x.flip(-1))[:, 0], ref)[0] > 0.1  # the comparison can tell a different input apart
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("enc", ["vits", "vitl"])
+def test_fast_depth_graph_matches_eager_gpu(enc):
+    """bf16 + SDPA + CUDA graph on a 480x640 uint8 frame (network 518x686) against the fp32 eager oracle."""
+    import copy
+    import time
+
+    from streamsplat_ns.inference.depth import DepthInference
+
+    m = _varied(enc).cuda()
+    frames = [torch.randint(0, 256, (1, 480, 640, 3), dtype=torch.uint8, device="cuda").permute(0, 3, 1, 2)
+              for _ in range(2)]
+    f = DepthInference(copy.deepcopy(m), out_size=(288, 512))
+    assert f.cuda_graph and f.dtype == torch.bfloat16
+    for x in frames + frames[::-1]:  # replays see the new input each time
+        ref = predict_disparity(m, x, out_size=(288, 512))
+        worst, spread = _rel(f(x)[:, 0], ref)
+        assert worst < 0.08 and spread < 0.08, (enc, worst, spread)
+    assert len(f._graphs) == 1
+    buf = torch.empty(1, 1, 288, 512, device="cuda")
+    f(frames[0], out=buf)
+    torch.cuda.synchronize()
+    before = torch.cuda.memory_allocated()
+    t = time.perf_counter()
+    for _ in range(20):
+        f(frames[1], out=buf)
+    torch.cuda.synchronize()
+    ms = (time.perf_counter() - t) / 20 * 1e3
+    assert torch.cuda.memory_allocated() == before  # replays allocate nothing
+    print(f"DA-V2 {enc} bf16 graph, 480x640 -> 518x686 -> 288x512: {ms:.2f} ms/frame")
+    f.close()
+    assert not f._graphs

@@ -68,10 +68,23 @@ class DepthAnythingV2(nn.Module):
         self.depth_head = DPTHead(self.cfg.embed_dim, self.cfg.features, self.cfg.out_channels)
 
     def forward(self, x: Float[Tensor, "B 3 H W"]) -> Float[Tensor, "B H W"]:
-        """``x`` preprocessed (H, W multiples of 14) -> relative inverse depth at the same size."""
+        """``x`` preprocessed (H, W multiples of 14) -> relative inverse depth at the same size, in the
+        weights' dtype (the input is cast to it, so a model cast with :meth:`cast_for_inference` needs no
+        autocast)."""
         ph, pw = x.shape[-2] // 14, x.shape[-1] // 14
         feats = self.pretrained.get_intermediate_layers(x, list(self.cfg.layers), return_class_token=True)
         return F.relu(self.depth_head(list(feats), ph, pw)).squeeze(1)
+
+    def cast_for_inference(self, dtype: torch.dtype = torch.bfloat16, channels_last: bool = True) -> "DepthAnythingV2":
+        """Store every weight in ``dtype`` (inference only; attention is PyTorch SDPA, which picks the fused
+        flash / memory-efficient kernels for bf16 on CUDA). ``channels_last`` keeps the DPT convolutions in
+        NHWC, the layout the ViT tokens already have when reshaped to maps, so cuDNN needs no transposes."""
+        self.to(dtype)
+        if channels_last:
+            for m in self.depth_head.modules():
+                if isinstance(m, (nn.Conv2d, nn.ConvTranspose2d)):
+                    m.weight.data = m.weight.data.contiguous(memory_format=torch.channels_last)
+        return self.eval()
 
 
 def infer_encoder(path: Union[str, Path], sd: Optional[Dict[str, Tensor]] = None) -> str:
@@ -95,17 +108,15 @@ def load_depth_anything(path: Union[str, Path], encoder: Optional[str] = None,
             f"Depth Anything V2 checkpoint not found: {path}. Download depth_anything_v2_vitl.pth (or _vits/_vitb) "
             f"from the official release on a machine with network access and pass --checkpoint, or set "
             f"STREAMSPLAT_DA2_CKPT. Nothing is downloaded here.")
-    sd = torch.load(path, map_location="cpu", weights_only=True)
+    from ..networks.checkpoint import check_finite, check_state_dict, torch_load
+
+    sd = torch_load(path, what="Depth Anything V2 checkpoint", fix="copy depth_anything_v2_<enc>.pth again")
     if isinstance(sd, dict) and "state_dict" in sd and isinstance(sd["state_dict"], dict):
         sd = sd["state_dict"]
     enc = encoder or infer_encoder(path, sd)
     model = DepthAnythingV2(DepthAnythingConfig.of(enc))
-    own = model.state_dict()
-    missing, unexpected = sorted(set(own) - set(sd)), sorted(set(sd) - set(own))
-    wrong = sorted(k for k in set(own) & set(sd) if tuple(own[k].shape) != tuple(sd[k].shape))
-    if missing or unexpected or wrong:
-        raise ValueError(f"{path} does not match Depth Anything V2 '{enc}': missing {missing[:6]}, unexpected "
-                         f"{unexpected[:6]}, wrong shapes {wrong[:6]}. Is --encoder right?")
+    check_state_dict(model.state_dict(), sd, source=path, what=f"Depth Anything V2 '{enc}'", fix="is --encoder right?")
+    check_finite(sd, source=path)
     model.load_state_dict(sd, strict=True)
     return model.to(device).eval()
 
@@ -121,33 +132,61 @@ def target_size(h: int, w: int, short_side: int = 518, multiple: int = 14) -> Tu
     return fit(h * scale), fit(w * scale)
 
 
+_STATS: Dict[torch.device, Tuple[Tensor, Tensor]] = {}
+
+
+def _imagenet_stats(device: torch.device) -> Tuple[Tensor, Tensor]:
+    """ImageNet mean/std as ``[1, 3, 1, 1]`` tensors, made once per device (a host-to-device copy is not
+    allowed while a CUDA graph is being captured, and need not be paid per frame)."""
+    if device not in _STATS:
+        _STATS[device] = (torch.tensor(IMAGENET_MEAN, device=device).view(1, 3, 1, 1),
+                          torch.tensor(IMAGENET_STD, device=device).view(1, 3, 1, 1))
+    return _STATS[device]
+
+
+def preprocess(rgb: Tensor, size: Tuple[int, int], mode: str = "streamsplat") -> Float[Tensor, "B 3 h w"]:
+    """RGB ``[B, 3, H, W]`` (float in [0, 1], or uint8 0-255) -> the network input at ``size`` (fp32).
+
+    ``streamsplat``: no ImageNet normalisation, bilinear resize (the authors' preprocessing, so released
+    checkpoints see their training distribution); ``official``: bicubic, clamp, ImageNet mean/std (DA-V2's
+    infer_image). The one home of DA-V2 preprocessing: the eager and the fast (graph) paths both call it.
+    """
+    if mode not in ("streamsplat", "official"):
+        raise ValueError(f"preprocess must be 'streamsplat' or 'official', got {mode!r}")
+    x = rgb.float() / 255.0 if rgb.dtype == torch.uint8 else rgb.float()
+    if mode == "official":
+        x = F.interpolate(x, size, mode="bicubic", align_corners=False).clamp(0, 1)
+        mean, std = _imagenet_stats(x.device)
+        return (x - mean) / std
+    return F.interpolate(x, size, mode="bilinear", align_corners=False)
+
+
+def resize_disparity(d: Tensor, size: Tuple[int, int]) -> Float[Tensor, "B 1 h w"]:
+    """Network output ``[B, h, w]`` -> fp32 ``[B, 1, *size]`` (bilinear, corners aligned)."""
+    d = d[:, None].float()
+    if tuple(d.shape[-2:]) == tuple(size):
+        return d
+    return F.interpolate(d, size, mode="bilinear", align_corners=True)
+
+
 @torch.no_grad()
 def predict_disparity(model: DepthAnythingV2, rgb: Float[Tensor, "B 3 H W"], preprocess: str = "streamsplat",
                       short_side: int = 518, out_size: Optional[Tuple[int, int]] = None,
                       dtype: Optional[torch.dtype] = None) -> Float[Tensor, "B H W"]:
-    """Raw relative inverse depth for RGB in [0, 1], resized back to ``out_size`` (default: input size).
-
-    ``streamsplat``: no ImageNet normalisation, bilinear resize (the authors' preprocessing, so released
-    checkpoints see their training distribution); ``official``: ImageNet mean/std, bicubic (DA-V2's infer_image).
-    """
+    """Raw relative inverse depth for RGB in [0, 1] (or uint8), resized back to ``out_size`` (default: input
+    size). The eager reference; ``streamsplat_ns.inference.depth.DepthInference`` is the fast path.
+    ``preprocess``: see :func:`preprocess`."""
     B, _, H, W = rgb.shape
-    th, tw = target_size(H, W, short_side)
-    if preprocess == "official":
-        x = F.interpolate(rgb, (th, tw), mode="bicubic", align_corners=False).clamp(0, 1)
-        mean = torch.tensor(IMAGENET_MEAN, device=rgb.device).view(1, 3, 1, 1)
-        std = torch.tensor(IMAGENET_STD, device=rgb.device).view(1, 3, 1, 1)
-        x = (x - mean) / std
-    elif preprocess == "streamsplat":
-        x = F.interpolate(rgb, (th, tw), mode="bilinear", align_corners=False)
-    else:
-        raise ValueError(f"preprocess must be 'streamsplat' or 'official', got {preprocess!r}")
+    x = _preprocess(rgb, target_size(H, W, short_side), preprocess)
     if dtype is not None and dtype != torch.float32 and x.is_cuda:
         with torch.autocast("cuda", dtype=dtype):
             d = model(x)
     else:
         d = model(x)
-    d = F.interpolate(d[:, None].float(), out_size or (H, W), mode="bilinear", align_corners=True)[:, 0]
-    return d
+    return resize_disparity(d, out_size or (H, W))[:, 0]
+
+
+_preprocess = preprocess  # predict_disparity's argument shadows the name
 
 
 def sha256_file(path: Union[str, Path], chunk: int = 1 << 22) -> str:

@@ -1,0 +1,160 @@
+"""Depth Anything V2 in the fast path: bf16 weights, SDPA attention, one CUDA graph per input shape.
+
+The frame arrives already on the GPU (uint8 or float ``[B, 3, H, W]``, any strides); the conversion to float,
+the resize to the network's multiple-of-14 size (and the ImageNet normalisation for ``preprocess="official"``),
+the network and the resize of its output to the size the caller wants are all captured in one graph, so a
+frame costs one host-side copy call and one replay, with no host synchronisation. ``dtype=None,
+cuda_graph=False`` is the eager fp32 path: bit-identical to :func:`~streamsplat_ns.depth.depth_anything.
+predict_disparity`, the oracle the fast path is tested against; on CPU only that path (or bf16 without a
+graph) runs.
+
+    >>> depth = DepthInference(load_depth_anything(ckpt, device="cuda"), out_size=(288, 512))
+    >>> disp = depth(frame_u8)          # [1, 3, 480, 640] uint8 on CUDA -> [1, 1, 288, 512] fp32
+"""
+
+from __future__ import annotations
+
+from collections import OrderedDict
+from dataclasses import dataclass
+from typing import Any, Optional, Tuple
+
+import torch
+from jaxtyping import Float
+from torch import Tensor
+
+from streamsplat_ns.depth.depth_anything import (DepthAnythingV2, preprocess, resize_disparity,
+                                                 target_size)
+
+__all__ = ["DepthInference"]
+
+
+@dataclass
+class _Graph:
+    graph: "torch.cuda.CUDAGraph"
+    static_in: Tensor
+    static_out: Tensor
+    keep: Tuple[Tensor, ...]  # tensors the graph reads that nothing else may keep alive (cached pos-embeds)
+
+
+class DepthInference:
+    """Callable Depth Anything V2: RGB ``[B, 3, H, W]`` -> fp32 disparity ``[B, 1, h, w]``.
+
+    ``dtype``: weight dtype for inference (``None`` or fp32 keeps the model as it is; bf16 casts it in place
+    via :meth:`DepthAnythingV2.cast_for_inference`: pass a copy if you still need the fp32 model).
+    ``cuda_graph``: capture each new input shape once (CUDA only; ignored elsewhere); at most ``max_graphs``
+    shapes are kept (least recently used dropped), so memory stays bounded when sizes vary.
+    ``out_size``: size of the returned map (default: the network's own input size, ``target_size(H, W)``).
+    ``preprocess`` and ``short_side``: as :func:`~streamsplat_ns.depth.depth_anything.predict_disparity`.
+    """
+
+    def __init__(self, model: DepthAnythingV2, *, dtype: Optional[torch.dtype] = torch.bfloat16,
+                 cuda_graph: bool = True, preprocess: str = "streamsplat", short_side: int = 518,
+                 out_size: Optional[Tuple[int, int]] = None, channels_last: bool = True, max_graphs: int = 4,
+                 warmup: int = 2) -> None:
+        if not isinstance(model, DepthAnythingV2):
+            raise TypeError(f"DepthInference: model must be a DepthAnythingV2 (load_depth_anything(path)), "
+                            f"got {type(model).__name__}")
+        if preprocess not in ("streamsplat", "official"):
+            raise ValueError(f"DepthInference: preprocess must be 'streamsplat' or 'official', got {preprocess!r}")
+        if short_side < 14 or short_side % 14:
+            raise ValueError(f"DepthInference: short_side must be a positive multiple of 14, got {short_side}")
+        self.device = next(model.parameters()).device
+        if dtype is not None and dtype != torch.float32 and next(model.parameters()).dtype != dtype:
+            model.cast_for_inference(dtype, channels_last=channels_last and self.device.type == "cuda")
+        self.model = model.eval()
+        self.dtype = next(model.parameters()).dtype
+        self.cuda_graph = bool(cuda_graph) and self.device.type == "cuda"
+        self.preprocess, self.short_side = preprocess, short_side
+        self.out_size = None if out_size is None else (int(out_size[0]), int(out_size[1]))
+        self.max_graphs, self.warmup = max(1, int(max_graphs)), max(1, int(warmup))
+        self._graphs: "OrderedDict[tuple, _Graph]" = OrderedDict()
+
+    @classmethod
+    def from_options(cls, model: DepthAnythingV2, options: Any, **kw) -> "DepthInference":
+        """Take ``dtype`` and ``cuda_graph`` from an :class:`~streamsplat_ns.inference.InferenceOptions`
+        (``eager()`` -> the fp32 oracle path, ``fastest()`` -> bf16 + graph); ``kw`` as the constructor."""
+        return cls(model, dtype=getattr(options, "dtype", None), cuda_graph=bool(getattr(options, "cuda_graph", False)),
+                   **kw)
+
+    # ------------------------------------------------------------------ sizes
+    def network_size(self, height: int, width: int) -> Tuple[int, int]:
+        """The DA-V2 input size for an ``height x width`` frame (shorter side ``short_side``, multiples of 14)."""
+        return target_size(height, width, self.short_side)
+
+    def output_size(self, height: int, width: int) -> Tuple[int, int]:
+        return self.out_size or self.network_size(height, width)
+
+    # ------------------------------------------------------------------ run
+    def _forward(self, rgb: Tensor) -> Tensor:
+        h, w = rgb.shape[-2:]
+        x = preprocess(rgb, self.network_size(h, w), self.preprocess)
+        return resize_disparity(self.model(x), self.output_size(h, w))
+
+    def _check(self, rgb: Tensor) -> None:
+        """Metadata only (no device synchronisation)."""
+        if not isinstance(rgb, Tensor) or rgb.dim() != 4 or rgb.shape[1] != 3:
+            got = tuple(rgb.shape) if isinstance(rgb, Tensor) else type(rgb).__name__
+            raise ValueError(f"DepthInference: rgb must be a [B, 3, H, W] tensor, got {got} "
+                             f"(for an [H, W, 3] frame pass frame.permute(2, 0, 1)[None])")
+        if rgb.dtype != torch.uint8 and not rgb.is_floating_point():
+            raise ValueError(f"DepthInference: rgb must be uint8 (0-255) or float (0-1), got {rgb.dtype}")
+        if rgb.device != self.device:
+            raise ValueError(f"DepthInference: rgb is on {rgb.device} but the depth model is on {self.device}; "
+                             f"move the frame with .to({str(self.device)!r}) first")
+        if min(rgb.shape) == 0:
+            raise ValueError(f"DepthInference: empty rgb tensor {tuple(rgb.shape)}")
+
+    @torch.no_grad()
+    def __call__(self, rgb: Tensor, out: Optional[Tensor] = None) -> Float[Tensor, "B 1 h w"]:
+        """Disparity (relative inverse depth, larger = nearer, >= 0) of ``rgb``. With a CUDA graph the
+        work is queued on the current stream; the result is a fresh tensor, or ``out`` filled in place."""
+        self._check(rgb)
+        if not self.cuda_graph:
+            y = self._forward(rgb)
+            return y if out is None else out.copy_(y)
+        g = self._graph_for(rgb)
+        g.static_in.copy_(rgb)
+        g.graph.replay()
+        return g.static_out.clone() if out is None else out.copy_(g.static_out)
+
+    def _graph_for(self, rgb: Tensor) -> _Graph:
+        key = (tuple(rgb.shape), rgb.dtype)
+        g = self._graphs.get(key)
+        if g is not None:
+            self._graphs.move_to_end(key)
+            return g
+        while len(self._graphs) >= self.max_graphs:
+            self._graphs.popitem(last=False)
+        g = self._capture(rgb)
+        self._graphs[key] = g
+        return g
+
+    def _capture(self, rgb: Tensor) -> _Graph:
+        static_in = torch.empty(rgb.shape, dtype=rgb.dtype, device=self.device)
+        static_in.copy_(rgb)
+        # warm-up off the default stream (lazy cuBLAS/cuDNN/SDPA initialisation must not happen in capture)
+        side = torch.cuda.Stream(self.device)
+        side.wait_stream(torch.cuda.current_stream(self.device))
+        with torch.cuda.stream(side):
+            for _ in range(self.warmup):
+                self._forward(static_in)
+        torch.cuda.current_stream(self.device).wait_stream(side)
+        keep: Tuple[Tensor, ...] = ()
+        vit = self.model.pretrained
+        if hasattr(vit, "interpolate_pos_encoding"):  # the graph reads the cached pos-embed: hold it
+            h, w = self.network_size(*rgb.shape[-2:])
+            keep = (vit.interpolate_pos_encoding(h // vit.patch_size, w // vit.patch_size, self.dtype),)
+        graph = torch.cuda.CUDAGraph()
+        with torch.cuda.graph(graph):
+            static_out = self._forward(static_in)
+        return _Graph(graph, static_in, static_out, keep)
+
+    def close(self) -> None:
+        """Drop the captured graphs and their memory pools."""
+        self._graphs.clear()
+
+    def __enter__(self) -> "DepthInference":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
