@@ -116,12 +116,14 @@ def test_stage2_viewer_path_follows_time(stage1_runs, tmp_path):
     from nerfstudio.cameras.cameras import CameraType
     from nerfstudio.viewer.utils import CameraState, get_camera
 
+    from streamsplat_ns.rendering.camera import canonical_viewer_c2w
+
     full = stage1_runs[0]
     cfg = small_config(tmp_path, stage="decoder", steps=1, encoder_ckpt=full.base_dir / "model.safetensors")
     cfg.pipeline.datamanager.batch_size = 1
     pipeline = cfg.pipeline.setup(device="cpu", test_mode="val")
     model = pipeline.model.eval()
-    cam = get_camera(CameraState(fov=np.radians(75.0), aspect=1.75, c2w=model.canonical_viewer_c2w(75.0),
+    cam = get_camera(CameraState(fov=np.radians(75.0), aspect=1.75, c2w=canonical_viewer_c2w(75.0),
                                  camera_type=CameraType.PERSPECTIVE, time=0.0), 64, 112)
     outs = []
     for t in (0.02, 0.05, 0.6):

@@ -281,7 +281,9 @@ def test_viewer_clip_selector_changes_render(config_path):
     model = pipeline.model
     model.net.predict_static = oracle_predict_static
     assert model.viewer_clip.max >= 1 and len(model.clip_names) >= 2
-    c2w = model.canonical_viewer_c2w(75.0)
+    from streamsplat_ns.rendering.camera import canonical_viewer_c2w
+
+    c2w = canonical_viewer_c2w(75.0)
     from nerfstudio.cameras.cameras import CameraType
 
     cam = get_camera(CameraState(fov=np.radians(75.0), aspect=1.75, c2w=c2w, camera_type=CameraType.PERSPECTIVE,

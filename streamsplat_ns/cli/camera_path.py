@@ -3,7 +3,7 @@
 nerfstudio's own spiral / interpolate paths drop times or reject our DataManager, and hand-made paths
 need poses that StreamSplat's orthographic mapping understands. This writes the viewer's JSON format
 (perspective cameras, vertical fov, ``render_time`` per frame) with poses from
-``StreamSplatModel.canonical_viewer_c2w``, so frame k is exactly the canonical view (sweep) or a
+``rendering.camera.canonical_viewer_c2w``, so frame k is exactly the canonical view (sweep) or a
 view orbiting the scene's pivot (orbit)::
 
     streamsplat-camera-path sweep --load-config RUN/config.yml --output sweep.json
@@ -16,7 +16,6 @@ view orbiting the scene's pivot (orbit)::
 from __future__ import annotations
 
 import json
-import math
 from dataclasses import dataclass
 from pathlib import Path
 from typing import List, Optional, Tuple, Union
@@ -97,7 +96,7 @@ def render_size(args: _Common) -> Tuple[int, int]:
 
 def path_frames(args: Union[Sweep, Orbit]) -> List[dict]:
     """One viewer-format camera per frame (camera_to_world: row-major 4x4 OpenGL camera-to-world)."""
-    from ..nerfstudio.model import StreamSplatModel
+    from ..rendering.camera import canonical_viewer_c2w, orbit_angles
 
     n = max(1, args.frames)
     frames = []
@@ -107,12 +106,10 @@ def path_frames(args: Union[Sweep, Orbit]) -> List[dict]:
             yaw = pitch = 0.0
         else:
             t = args.time
-            phase = 2 * math.pi * k / n
-            yaw = 360.0 * k / n if args.full_circle else args.yaw * math.sin(phase)
-            pitch = 0.0 if args.full_circle else args.pitch * math.cos(phase)
+            yaw, pitch = orbit_angles(k, n, args.yaw, args.pitch, args.full_circle)
         if not 0.0 <= t <= 1.0:
             raise ValueError(f"render_time {t} is outside [0, 1] (check --t-start/--t-end/--time)")
-        c2w = StreamSplatModel.canonical_viewer_c2w(args.fov, yaw, pitch)
+        c2w = canonical_viewer_c2w(args.fov, yaw, pitch)
         mat = c2w.tolist() + [[0.0, 0.0, 0.0, 1.0]]
         frames.append({"camera_to_world": [v for row in mat for v in row], "fov": args.fov, "render_time": t})
     return frames

@@ -12,32 +12,14 @@ from __future__ import annotations
 from typing import Optional, Tuple
 
 import torch
-from jaxtyping import Bool, Float
+from jaxtyping import Float
 from torch import Tensor
 
 from ..gaussians import DynamicGaussians, Gaussians
-from .camera import canonical_camera
+# the depth mapping lives with the camera maths; re-exported here for existing callers
+from .camera import DEPTH_A, DEPTH_B, DEPTH_EPS, canonical_camera, canonical_to_world, inverse_depth_to_depth  # noqa: F401,E501
 from .rasterizer import Backend, RenderOutput, check_finite, rasterize, resolve_backend
 from .sh import eval_sh_ortho
-
-# depth = 1 / (DEPTH_A + DEPTH_B * y_hat): y_hat = 1 -> 0.1 (near), y_hat = 0 -> 5 (far)
-DEPTH_A = 0.2
-DEPTH_B = 9.8
-DEPTH_EPS = 1e-6
-
-
-def inverse_depth_to_depth(y_hat: Tensor, a: float = DEPTH_A, b: float = DEPTH_B) -> Tensor:
-    return 1.0 / (a + b * y_hat + DEPTH_EPS)
-
-
-def canonical_to_world(pos: Float[Tensor, "*b 3"], a: float = DEPTH_A, b: float = DEPTH_B
-                       ) -> Tuple[Float[Tensor, "*b 3"], Bool[Tensor, "*b"]]:
-    """(x, y_hat, z) -> (x, depth, z); Gaussians whose y_hat left [0, 1] are flagged invalid (culled)."""
-    y = pos[..., 1]
-    valid = (y >= 0) & (y <= 1)
-    y_safe = torch.where(valid, y, torch.full_like(y, 0.5))
-    world = torch.stack([pos[..., 0], inverse_depth_to_depth(y_safe, a, b), pos[..., 2]], dim=-1)
-    return world, valid
 
 
 def positions_at(g: DynamicGaussians, times: Float[Tensor, "B T"]) -> Float[Tensor, "B T N 3"]:
