@@ -1,4 +1,16 @@
-"""Standard (Inria) 3DGS ``.ply`` export of StreamSplat Gaussians.
+"""Standard (Inria) 3DGS ``.ply`` export of StreamSplat Gaussians, with ONE convention everywhere.
+
+The convention (``streamsplat-reconstruct --ply-frames``, ``streamsplat-export``, the Python API; see
+docs/api.md):
+
+* frame: :data:`PLY_FRAME` = ``"opencv"``, the canonical camera's frame (x right, y down, z forward), so a
+  viewer's identity camera sees the input view; ``"world"`` = the renderer's (x right, y = depth, z up);
+* opacity cut-off: :data:`PLY_MIN_OPACITY` = 1/255, the renderer's own cut-off (fainter Gaussians never
+  show), opacity taken at the exported time, after the life-cycle;
+* time: the source frame index (a float: 12.5 is half-way between frames 12 and 13), located in the
+  intervals of :func:`streamsplat_ns.engine.key_frames`;
+* file name: :func:`ply_name` = ``<name>_frame<frame, %09.3f>.ply`` (e.g. ``clip_frame00012.500.ply``);
+* written atomically (temp name + rename); a full disk raises ``OutOfSpaceError`` naming the file.
 
 Properties, all little-endian float32: ``x y z nx ny nz f_dc_0..2 f_rest_* opacity scale_0..2 rot_0..3``
 with opacity as a logit, scales as logs and rotations as (w, x, y, z), which every 3DGS viewer reads.
@@ -16,8 +28,11 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from .atomic import atomic_path
 from .gaussians import DynamicGaussians, Gaussians
 
+PLY_FRAME: Literal["world", "opencv"] = "opencv"
+PLY_MIN_OPACITY = 1.0 / 255.0
 SH_C0 = 0.28209479177387814
 # canonical world -> OpenCV camera frame of the canonical camera: x_c = x, y_c = -z, z_c = depth;
 # a +90 degree rotation about x, i.e. the quaternion (cos 45, sin 45, 0, 0)
@@ -65,10 +80,18 @@ def write_ply(
     cols = [means, np.zeros((n, 3)), dc, rest, np.log(a / (1 - a))[:, None], np.log(np.clip(scales, 1e-12, None)), q]
     data = np.concatenate([np.asarray(c, np.float64).reshape(n, c.shape[-1] if np.ndim(c) > 1 else 1) for c in cols],
                           axis=1).astype("<f4")
-    with open(path, "wb") as f:
+    with atomic_path(path) as tmp, open(tmp, "wb") as f:
         f.write(ply_header(n, rest.shape[1]))
         f.write(data.tobytes())
     return n
+
+
+def ply_name(name: str, frame: float) -> str:
+    """THE PLY file name: ``<name>_frame<source frame, %09.3f>.ply`` (name made file-system safe)."""
+    import re
+
+    safe = re.sub(r"[^A-Za-z0-9_.-]+", "_", str(name)) or "clip"
+    return f"{safe}_frame{float(frame):09.3f}.ply"
 
 
 def read_ply(path: Union[str, os.PathLike]) -> dict:
@@ -105,13 +128,15 @@ def gaussians_at(g: Union[Gaussians, DynamicGaussians], time: Optional[float] = 
 
 def export_ply(
     path: Union[str, os.PathLike], g: Union[Gaussians, DynamicGaussians], time: Optional[float] = None,
-    batch_index: int = 0, min_opacity: float = 0.0, frame: Literal["world", "opencv"] = "world", sh_degree: int = 3,
+    batch_index: int = 0, min_opacity: float = PLY_MIN_OPACITY, frame: Literal["world", "opencv"] = PLY_FRAME,
+    sh_degree: int = 3,
 ) -> int:
     """Export one batch item (dynamic Gaussians at ``time``) as a standard 3DGS ``.ply``.
 
     ``frame="world"``: the renderer's world (x right, y = depth forward, z up). ``frame="opencv"``: the
     canonical camera's OpenCV frame (x right, y down, z forward), handy for viewers that start at the origin
-    looking down +z. Gaussians culled by the renderer or below ``min_opacity`` are left out."""
+    looking down +z (the default, :data:`PLY_FRAME`). Gaussians culled by the renderer or below ``min_opacity``
+    (default 1/255, the renderer's cut-off) are left out. Written atomically."""
     world, valid, quats, scales, opa, colours, sh = gaussians_at(g, time, batch_index)
     keep = (valid & (opa >= min_opacity)).cpu().numpy()
 

@@ -43,7 +43,7 @@ def test_header_and_values(tmp_path):
 def test_dynamic_export_at_time(tmp_path):
     g = dyn()
     p = tmp_path / "t.ply"
-    n = export_ply(p, g, time=1.0)
+    n = export_ply(p, g, time=1.0, frame="world")
     assert n == 5  # Gaussian 1 was culled
     d = read_ply(p)
     y_hat = float(g.means[0, 0, 1] + 0.1)
@@ -58,8 +58,8 @@ def test_dynamic_export_at_time(tmp_path):
 
 def test_opencv_frame(tmp_path):
     g = dyn()
-    export_ply(tmp_path / "w.ply", g, time=0.0)
-    export_ply(tmp_path / "c.ply", g, time=0.0, frame="opencv")
+    export_ply(tmp_path / "w.ply", g, time=0.0, frame="world")
+    export_ply(tmp_path / "c.ply", g, time=0.0)  # the default: the canonical camera's OpenCV frame
     w, c = read_ply(tmp_path / "w.ply"), read_ply(tmp_path / "c.ply")
     assert np.allclose(c["x"], w["x"]) and np.allclose(c["y"], -w["z"]) and np.allclose(c["z"], w["y"])
     s = Gaussians(g.means, g.quats, g.scales, g.opacities, g.colours)

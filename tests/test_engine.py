@@ -1,0 +1,189 @@
+"""The reconstruction engine (CPU, tiny models): pairing rule, frame sources, equality with the plain
+streaming session, frame order, damaged inputs and the pacing / dropping live mode needs."""
+
+from __future__ import annotations
+
+import time
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+
+from streamsplat_ns.data.errors import DataError
+from streamsplat_ns.engine import (DisparitySource, Frame, ReconstructionEngine, key_frames, locate, open_frames)
+from streamsplat_ns.inference import InferenceOptions
+from streamsplat_ns.networks import StreamSplat
+from streamsplat_ns.streaming import StreamingSession
+
+FIELDS = ("means", "quats", "scales", "opacities", "colours", "motion", "t0", "gamma0", "gamma1")
+
+
+def micro_model() -> StreamSplat:
+    """One block everywhere (as tests/test_streaming.micro_model): fast on 2 CPU cores, same code paths."""
+    from streamsplat_ns.networks import DecoderConfig, DinoConfig, EncoderConfig, UpsamplerConfig
+
+    up = UpsamplerConfig(depth=1, window_size=64, min_width=16, head_dim=16)
+    enc = EncoderConfig.tiny(depth=1, upsampler=up)
+    dec = DecoderConfig.tiny(depth=1, upsampler=up, dino=DinoConfig(embed_dim=32, depth=1, num_heads=2, img_size=56))
+    torch.manual_seed(0)
+    return StreamSplat(enc, dec).eval()
+
+
+@pytest.fixture(scope="module")
+def model():
+    return micro_model()
+
+
+def write_clip(folder, n=7, size=(40, 70), seed=0, depth=True):
+    """n PNG frames (+ disparity PNGs in the default <parent>/<name>_depth) -> list of RGB arrays."""
+    from PIL import Image
+
+    from streamsplat_ns.data.depth_io import write_depth_png16
+
+    folder.mkdir(parents=True, exist_ok=True)
+    ddir = folder.parent / f"{folder.name}_depth"
+    ddir.mkdir(exist_ok=True)
+    rng = np.random.default_rng(seed)
+    base = rng.integers(0, 255, (size[0], size[1] * 2, 3), dtype=np.uint8)
+    frames = []
+    for i in range(n):
+        rgb = np.ascontiguousarray(np.roll(base, 3 * i, axis=1)[:, :size[1]])  # a moving scene
+        Image.fromarray(rgb).save(folder / f"{i:05d}.png")
+        if depth:
+            write_depth_png16(ddir / f"{i:05d}_pred.png", rng.random(size).astype(np.float32))
+        frames.append(rgb)
+    return frames
+
+
+def test_key_frames_rule():
+    assert key_frames(10, 3) == [0, 3, 6, 9]
+    assert key_frames(11, 3) == [0, 3, 6, 9, 10]  # the last frame closes a shorter interval
+    assert key_frames(5, 1) == [0, 1, 2, 3, 4] and key_frames(1, 4) == [0] and key_frames(0, 2) == []
+    with pytest.raises(ValueError, match="gap"):
+        key_frames(5, 0)
+    assert locate([0, 3, 6, 9, 10], 9.5) == (3, 0.5)
+    assert locate([0, 3, 6], 3.0) == (1, 0.0) and locate([0, 3, 6], 6.0) == (1, 1.0)
+    assert locate([0, 3, 6], 1.5) == (0, 0.5) and locate([0, 3, 6], 99) == (1, 1.0)
+
+
+def test_folder_source_follows_the_rule_and_order(tmp_path):
+    write_clip(tmp_path / "clip", n=8, depth=False)
+    src = open_frames(tmp_path / "clip", frame_step=3)
+    assert src.num_frames == 8 and src.size == (40, 70) and src.key_indices == [0, 3, 6, 7]
+    got = [(f.index, f.stem, f.rgb.shape, f.rgb.dtype) for f in src]
+    assert got == [(i, f"{i:05d}", (40, 70, 3), np.uint8) for i in (0, 3, 6, 7)]
+    assert src.error is None
+    src = open_frames(tmp_path / "clip", frame_step=3, max_frames=2)
+    assert [f.index for f in src] == [0, 3] == src.key_indices
+
+
+def test_damaged_folders_are_named(tmp_path):
+    from PIL import Image
+
+    write_clip(tmp_path / "odd", n=4, depth=False)
+    Image.fromarray(np.zeros((40, 72, 3), np.uint8)).save(tmp_path / "odd" / "00002.png")
+    with pytest.raises(DataError, match=r"00002\.png: frame size 72x40 differs from 00000\.png \(70x40\)"):
+        open_frames(tmp_path / "odd")
+    folder = tmp_path / "trunc"
+    folder.mkdir()
+    rng = np.random.default_rng(0)
+    for i in range(4):
+        Image.fromarray(rng.integers(0, 255, (40, 70, 3), dtype=np.uint8)).save(folder / f"{i:05d}.jpg", quality=95)
+    bad = folder / "00002.jpg"
+    data = bad.read_bytes()
+    bad.write_bytes(data[: len(data) * 2 // 3])  # the header survives, the pixel data does not
+    src = open_frames(folder)
+    assert [f.index for f in src] == [0, 1]  # stops at the damaged frame, names it
+    assert isinstance(src.error, DataError) and "00002.jpg" in str(src.error) and "truncated" in str(src.error)
+    bad.write_bytes(data[:40])  # not even a header: refused before any work
+    with pytest.raises(DataError, match=r"00002\.jpg: not a readable image"):
+        open_frames(folder)
+
+
+def test_realtime_paces_and_drops_when_the_consumer_lags(tmp_path):
+    write_clip(tmp_path / "clip", n=12, size=(8, 8), depth=False)
+    t = time.perf_counter()
+    assert len(list(open_frames(tmp_path / "clip", realtime=True, fps=100))) == 12
+    assert time.perf_counter() - t > 0.1  # 12 frames at 100 frames/s
+    src = open_frames(tmp_path / "clip", realtime=True, fps=200, queue_size=1)
+    seen = []
+    for f in src:
+        seen.append(f.index)
+        time.sleep(0.03)
+    assert seen == sorted(seen) and seen[-1] == 11 and src.dropped > 0 and len(seen) + src.dropped == 12
+
+
+def _resized(rgb: np.ndarray, size):
+    x = torch.from_numpy(rgb).permute(2, 0, 1)[None].float() / 255.0
+    return F.interpolate(x, size=size, mode="bilinear", align_corners=False, antialias=True)
+
+
+def test_engine_equals_plain_session_and_clip(tmp_path, model):
+    """Engine intervals == a plain eager StreamingSession fed the same frames and maps; reconstruct_clip (the
+    viewer's / export's path) gives the same Gaussians for the same key frames; frame order kept."""
+    rgbs = write_clip(tmp_path / "clip", n=6)
+    disp = DisparitySource.files(tmp_path / "clip_depth")
+    engine = ReconstructionEngine(model, options=InferenceOptions.eager(), disparity=disp)
+    ivs = list(engine.stream(open_frames(tmp_path / "clip", frame_step=2)))
+    assert [(iv.k, iv.frames) for iv in ivs] == [(0, (0, 2)), (1, (2, 4)), (2, (4, 5))]
+    size = engine.size
+    s = StreamingSession(model, InferenceOptions.eager())
+    refs, xs, ds = [], [], []
+    for i in (0, 2, 4, 5):
+        x = _resized(rgbs[i], size)
+        d = torch.from_numpy(disp.load(f"{i:05d}", size))[None, None]
+        xs.append(x)
+        ds.append(d)
+        refs.append(s.push(x, d))
+    for iv, ref in zip(ivs, refs[1:]):
+        for f in FIELDS:
+            assert torch.equal(getattr(iv.gaussians, f), getattr(ref, f)), f
+    clip = engine.reconstruct_clip(torch.cat(xs), torch.cat(ds), key_gap=1)
+    assert [c.frames for c in clip] == [(0, 1), (1, 2), (2, 3)]
+    pair = engine.reconstruct_clip(torch.cat(xs[1:3]), torch.cat(ds[1:3]), key_gap=1, frames=[2, 4])
+    assert [c.frames for c in pair] == [(2, 4)]
+    for a, b in ((clip[2], ivs[2]), (pair[0], ivs[1])):
+        for f in FIELDS:
+            assert torch.allclose(getattr(a.gaussians, f), getattr(b.gaussians, f), atol=1e-6), f
+    r = engine.render(ivs[0], [0.0, 0.5, 1.0])
+    assert r.shape == (3, *size, 3) and torch.isfinite(r).all()
+    st = engine.stats
+    assert st["frames"] == 4 and st["intervals"] == 3 and st["stages_s"]["model"] > 0 and st["stages_s"]["decode"] > 0
+
+
+def test_engine_rejects_bad_frames(model):
+    engine = ReconstructionEngine(model, options=InferenceOptions.eager(),
+                                  disparity=DisparitySource.depth_anything(_tiny_da(), short_side=56))
+    good = np.zeros((20, 30, 3), np.uint8)
+    frames = [Frame(0, "a", good, 0.0), Frame(1, "b", np.zeros((20, 31, 3), np.uint8), 0.0)]
+    with pytest.raises(ValueError, match=r"frame 1 \(b\) is 31x20"):
+        list(engine.stream(frames))
+    with pytest.raises(ValueError, match="uint8"):
+        list(engine.stream([Frame(0, "a", good.astype(np.float32), 0.0)]))
+
+
+def _tiny_da():
+    from streamsplat_ns.depth.depth_anything import DepthAnythingConfig, DepthAnythingV2
+
+    torch.manual_seed(1)
+    return DepthAnythingV2(DepthAnythingConfig.of("tiny")).eval()
+
+
+def test_engine_with_depth_anything(tmp_path, model):
+    """Online disparity: the engine's DA-V2 path equals predict_disparity on the uploaded frame."""
+    from streamsplat_ns.depth.depth_anything import predict_disparity
+
+    rgbs = write_clip(tmp_path / "clip", n=3, depth=False)
+    da = _tiny_da()
+    engine = ReconstructionEngine(model, options=InferenceOptions.eager(),
+                                  disparity=DisparitySource.depth_anything(da, short_side=56))
+    ivs = list(engine.stream(open_frames(tmp_path / "clip")))
+    s = StreamingSession(model, InferenceOptions.eager())
+    for i, rgb in enumerate(rgbs):
+        x = torch.from_numpy(rgb).permute(2, 0, 1)[None].float() / 255.0
+        d = predict_disparity(da, x, short_side=56, out_size=engine.size)[:, None]
+        g = s.push(_resized(rgb, engine.size), d)
+        if i:
+            assert torch.equal(g.means, ivs[i - 1].gaussians.means)
+    assert engine.stats["stages_s"]["depth"] > 0
