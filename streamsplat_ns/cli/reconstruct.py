@@ -1,37 +1,46 @@
-"""``streamsplat-reconstruct``: stream a video (or a folder of frames) through StreamSplat.
+"""``streamsplat-reconstruct``: stream a video, a folder of frames, a camera or a stream URL through StreamSplat.
 
     streamsplat-reconstruct clip.mp4 --checkpoint streamsplat.safetensors --output out/ \
-        --dino-weights dinov2_vitb14_reg4_pretrain.pth --interp 4 --ply-times 0 2.5 10
+        --dino-weights dinov2_vitb14_reg4_pretrain.pth --depth-checkpoint depth_anything_v2_vits.pth \
+        --interp 4 --ply-frames 0 2.5 10
 
-Frames are decoded one at a time and streamed online (each frame is encoded once; memory stays
-constant). Disparity is read from ``<name>_depth/<stem>_pred.png`` (made by ``streamsplat-depth``) or
-computed on the fly with Depth Anything V2. Writes:
+A thin command line over :class:`streamsplat_ns.engine.ReconstructionEngine`; the fastest path is the
+default on CUDA (bf16, fused kernels, CUDA-graph step; ``--eager`` for debugging), the same command runs
+on CPU (eager, torch rasteriser). Key frames are every ``--frame-step``-th frame and the last one
+(:func:`streamsplat_ns.engine.key_frames`). Disparity comes from ``<name>_depth/<stem>_pred.png`` (made by
+``streamsplat-depth``) or Depth Anything V2 on the device. Writes, each atomically:
 
 * ``reconstruction.mp4``: the canonical-camera render of every key frame;
-* ``interpolated_<k>x.mp4``: ``k`` renders per key-frame interval (k x the key-frame rate);
-* ``ply/t_<time>.ply``: standard 3DGS files at the requested times (in key-frame units).
+* ``interpolated_<k>x.mp4``: ``k`` renders per key interval (k x the key-frame rate), the last source frame last;
+* ``ply/<name>_frame<f>.ply``: standard 3DGS files at source frames ``f`` (fractional: in between), in the
+  one PLY convention of :mod:`streamsplat_ns.export` (OpenCV frame, opacity >= 1/255);
+* ``reconstruction.json``: input, checkpoint, key frames, rates, model size, options, outputs, per-stage times
+  (``streamsplat-view OUT`` reads it).
+
+Damaged input (a truncated video or JPEG) stops the run cleanly: the videos of the frames done are
+finalised, the manifest says how far it got, and the command exits non-zero.
 """
 
 from __future__ import annotations
 
 import logging
-import os
+import sys
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterator, List, Literal, Optional, Tuple
+from typing import Dict, List, Literal, Optional, Tuple
 
-import numpy as np
 import torch
-import torch.nn.functional as F
 import tyro
+
+from ..data.errors import DataError
 
 log = logging.getLogger(__name__)
 
 
 @dataclass
 class ReconstructArgs:
-    input: tyro.conf.Positional[Path]
-    """video file (mp4/mov/avi/webm/...) or folder of frames (.jpg/.png)"""
+    input: tyro.conf.Positional[str]
+    """video file (mp4/mov/avi/webm/...), folder of frames (.jpg/.png), camera (/dev/video0) or stream URL"""
     checkpoint: Path
     """our .safetensors, or the authors' stage-2 / inference checkpoint"""
     output: Path = Path("outputs/reconstruct")
@@ -45,226 +54,205 @@ class ReconstructArgs:
     """depth_anything_v2_<enc>.pth for --depth compute (default: $STREAMSPLAT_DA2_CKPT)"""
     depth_preprocess: Literal["streamsplat", "official"] = "streamsplat"
     frame_step: int = 1
-    """use every k-th frame as a key frame (the authors' inference uses a gap of 3)"""
+    """key frames every k-th frame, plus the last (the authors' inference uses a gap of 3)"""
     max_frames: Optional[int] = None
     """stop after this many key frames"""
     interp: int = 4
     """renders per key-frame interval in the interpolated video (k x frame rate)"""
     fps: Optional[float] = None
     """key-frame rate of the output videos (default: source rate / frame_step, or 30 for folders)"""
-    ply_times: Tuple[float, ...] = ()
-    """times (in key-frame units: 0 = first key frame, 2.5 = half-way between key frames 2 and 3) to export"""
-    ply_min_opacity: float = 0.0
+    ply_frames: Tuple[float, ...] = ()
+    """source frames to export as .ply (0 = first frame; 2.5 = half-way between frames 2 and 3)"""
+    ply_min_opacity: float = 1.0 / 255.0
+    """leave out Gaussians fainter than this at the exported time (1/255: the renderer's own cut-off)"""
+    ply_frame: Literal["opencv", "world"] = "opencv"
+    """'opencv': canonical camera frame (x right, y down, z forward); 'world': the renderer's (y = depth, z up)"""
     background: float = 0.5
     device: str = "cuda" if torch.cuda.is_available() else "cpu"
-    bf16: bool = True
-    """bf16 transformer weights on CUDA (heads stay fp32)"""
-    cuda_graph: bool = False
-    """capture the per-frame step in a CUDA graph (fixed shapes, fastest)"""
-    fused: bool = False
-    """fused Triton kernels on CUDA (add + RMSNorm, MLPs, dynamic heads, DINOv2; same maths, faster)"""
+    eager: bool = False
+    """debugging: fp32, no fused kernels, no CUDA graph, no depth overlap (the test oracle)"""
     progress: bool = True
 
 
-# ------------------------------------------------------------------ frames and disparity
-def _frames(path: Path) -> Tuple[Iterator[Tuple[str, np.ndarray]], int, Optional[float]]:
-    """(iterator of (stem, RGB uint8 HxWx3 at native size), number of frames, source fps or None)."""
-    from streamsplat_ns.data.errors import DataError
-    from streamsplat_ns.data.sequences import list_images
+class ReconstructionStopped(DataError):
+    """The input was damaged: outputs of the frames done are finalised; ``summary`` says how far it got."""
 
-    if not path.exists():
-        raise FileNotFoundError(f"{path}: no such video file or frame folder")
-    if path.is_dir():
-        images = list_images(path)
-        if not images:
-            raise DataError(f"{path}: folder has no frames (.jpg/.png)")
-
-        def it():
-            from PIL import Image
-
-            for p in images:
-                with Image.open(p) as im:
-                    yield p.stem, np.asarray(im.convert("RGB"))
-        return it(), len(images), None
-    from streamsplat_ns.data.video import VideoFileSequence
-
-    video = VideoFileSequence(path, depth_mode="zeros")
-    fps = None
-    try:
-        import av
-
-        with av.open(str(path)) as c:
-            rate = c.streams.video[0].average_rate
-            fps = float(rate) if rate else None
-    except Exception:  # noqa: BLE001 - fps is cosmetic
-        pass
-
-    def it():
-        for i, rgb in video.iter_frames():
-            yield video.stem(i), rgb
-    return it(), video.num_frames, fps
+    def __init__(self, message: str, summary: dict) -> None:
+        super().__init__(message)
+        self.summary = summary
 
 
-class _Disparity:
-    """Disparity of a frame at the model's size, from files or Depth Anything V2."""
+def _plan_renders(i0: int, i1: int, step: float) -> List[float]:
+    """Local times in [0, 1) of the interpolated video's frames inside [i0, i1]: one every ``step`` source
+    frames on a grid from frame 0, so a shorter last interval keeps the video's pace."""
+    import math
 
-    def __init__(self, args: ReconstructArgs, size: Tuple[int, int], first_stem: str) -> None:
-        from streamsplat_ns.data.depth_io import default_depth_dir, depth_command, folder_depth_path
-
-        self.size, self.args = size, args
-        self.dir = Path(args.depth_dir) if args.depth_dir else default_depth_dir(args.input)
-        self.path_of = lambda stem: folder_depth_path(self.dir, stem)
-        mode = args.depth
-        if mode == "auto":
-            mode = "file" if self.path_of(first_stem).is_file() else "compute"
-        self.mode = mode
-        self.model = None
-        if mode == "compute":
-            from streamsplat_ns.depth.depth_anything import load_depth_anything
-
-            ckpt = args.depth_checkpoint or os.environ.get("STREAMSPLAT_DA2_CKPT")
-            if not ckpt:
-                raise FileNotFoundError(
-                    f"no disparity maps at {self.path_of(first_stem)} and no Depth Anything V2 checkpoint: pass "
-                    f"--depth-checkpoint depth_anything_v2_vitl.pth (or set STREAMSPLAT_DA2_CKPT), or precompute "
-                    f"maps with: {depth_command('video', args.input, None, f'--output {self.dir}')}")
-            self.model = load_depth_anything(ckpt, device=args.device)
-        log.info("disparity: %s", "files in " + str(self.dir) if mode == "file" else "Depth Anything V2 (on the fly)")
-
-    def __call__(self, stem: str, rgb_native: torch.Tensor) -> torch.Tensor:
-        """[1, 1, H, W] raw disparity (the model normalises it)."""
-        if self.mode == "file":
-            from streamsplat_ns.data.depth_io import read_depth_png
-            from streamsplat_ns.data.errors import MissingDepthError
-            from streamsplat_ns.data.sequences import depth_to_disparity
-
-            p = self.path_of(stem)
-            if not p.is_file():
-                raise MissingDepthError(p, f"streamsplat-depth --dataset video --data {self.args.input}")
-            d = depth_to_disparity(read_depth_png(p), self.size)
-            return torch.from_numpy(np.ascontiguousarray(d)).float()[None, None]
-        from streamsplat_ns.depth.depth_anything import predict_disparity
-
-        d = predict_disparity(self.model, rgb_native, preprocess=self.args.depth_preprocess, out_size=self.size)
-        return d[:, None].float()
+    m0 = math.ceil(i0 / step - 1e-9)
+    out, m = [], m0
+    while m * step < i1 - 1e-9:
+        out.append((m * step - i0) / (i1 - i0))
+        m += 1
+    return out
 
 
-# ------------------------------------------------------------------ video writing
-class _VideoWriter:
-    def __init__(self, path: Path, fps: float, height: int, width: int) -> None:
-        import av
-        from fractions import Fraction
-
-        self.path = path
-        self.container = av.open(str(path), mode="w")
-        rate = Fraction(fps).limit_denominator(1000)
-        for codec in ("libx264", "h264", "mpeg4"):
-            try:
-                self.stream = self.container.add_stream(codec, rate=rate)
-                break
-            except Exception:  # noqa: BLE001 - codec availability depends on the FFmpeg build
-                continue
-        else:  # pragma: no cover
-            raise RuntimeError(f"{path}: no mp4 video encoder available in this FFmpeg build")
-        self.stream.width, self.stream.height = width, height
-        self.stream.pix_fmt = "yuv420p"
-        self.frames = 0
-
-    def write(self, rgb: torch.Tensor) -> None:
-        import av
-
-        arr = (rgb.clamp(0, 1) * 255 + 0.5).to(torch.uint8).cpu().numpy()
-        frame = av.VideoFrame.from_ndarray(np.ascontiguousarray(arr), format="rgb24")
-        for pkt in self.stream.encode(frame):
-            self.container.mux(pkt)
-        self.frames += 1
-
-    def close(self) -> None:
-        for pkt in self.stream.encode():
-            self.container.mux(pkt)
-        self.container.close()
-
-
-# ------------------------------------------------------------------ main
-def main(args: ReconstructArgs) -> dict:
-    from streamsplat_ns.api import load_checkpoint
-    from streamsplat_ns.export import export_ply
-    from streamsplat_ns.streaming import StreamingSession
+def main(args: ReconstructArgs) -> Dict:
+    """Run a reconstruction; returns a summary (outputs, key frames, per-stage ``stats``). Raises
+    :class:`ReconstructionStopped` (after finalising the outputs) when the input turned out damaged."""
+    from ..api import load_checkpoint
+    from ..atomic import clean_stale_temps
+    from ..engine import DisparitySource, HostFrames, ReconstructionEngine, open_frames
+    from ..engine.outputs import close_all, write_manifest
+    from ..export import export_ply, ply_name
+    from ..inference import InferenceOptions
 
     if args.frame_step < 1 or args.interp < 1:
         raise ValueError("--frame-step and --interp must be >= 1")
+    bad = [f for f in args.ply_frames if f < 0]
+    if bad:
+        raise ValueError(f"--ply-frames {bad}: frames are source frame indices >= 0")
     dev = torch.device(args.device)
-    dtype = torch.bfloat16 if (args.bf16 and dev.type == "cuda") else None
-    model = load_checkpoint(args.checkpoint, device=dev, dino_weights=args.dino_weights, dtype=dtype,
-                            fused=args.fused and dtype is not None)
-    model._require_decoder()
-    H, W = model.height, model.width
-    frames, n_total, src_fps = _frames(Path(args.input))
-    n_key = (n_total + args.frame_step - 1) // args.frame_step
-    if args.max_frames is not None:
-        n_key = min(n_key, args.max_frames)
-    if n_key < 2:
-        raise ValueError(f"{args.input}: need at least two key frames, got {n_key}")
-    fps = args.fps or ((src_fps / args.frame_step) if src_fps else 30.0)
+    options = InferenceOptions.eager() if args.eager else InferenceOptions.default_for(dev)
+    source = open_frames(args.input, frame_step=args.frame_step, max_frames=args.max_frames)
+    keys = source.key_indices
+    if keys is not None:
+        if len(keys) < 2:
+            source.close()
+            raise ValueError(f"{args.input}: need at least two key frames, got {len(keys)} "
+                             f"({source.num_frames} frames, --frame-step {args.frame_step}, --max-frames {args.max_frames})")
+        out_of = [f for f in args.ply_frames if f > keys[-1]]
+        if out_of:
+            source.close()
+            raise ValueError(f"--ply-frames {out_of} outside [0, {keys[-1]}] (the key frames of {args.input} "
+                             f"span source frames 0..{keys[-1]})")
+    try:
+        model = load_checkpoint(args.checkpoint, device=dev, dino_weights=args.dino_weights)
+        model._require_decoder()
+        dtype = options.dtype if dev.type == "cuda" else None
+        disparity = DisparitySource.resolve(args.input, source.first_stem, args.depth, args.depth_dir,
+                                            args.depth_checkpoint, device=dev, preprocess=args.depth_preprocess,
+                                            dtype=dtype)
+        engine = ReconstructionEngine(model, options=options, disparity=disparity, device=dev,
+                                      background=args.background, overlap_depth=not args.eager)
+    except BaseException:
+        source.close()
+        raise
+    H, W = engine.size
+    fps = args.fps or ((source.fps / args.frame_step) if source.fps else 30.0)
     out = Path(args.output)
     (out / "ply").mkdir(parents=True, exist_ok=True)
-    recon = _VideoWriter(out / "reconstruction.mp4", fps, H, W)
-    interp = _VideoWriter(out / f"interpolated_{args.interp}x.mp4", fps * args.interp, H, W)
-    ply_times = sorted(float(t) for t in args.ply_times)
-    bad = [t for t in ply_times if t < 0 or t > n_key - 1]
-    if bad:
-        raise ValueError(f"--ply-times {bad} outside [0, {n_key - 1}] (key-frame units)")
-    session = StreamingSession(model, cuda_graph=args.cuda_graph)
-    depth = None
-    written: List[Path] = []
+    clean_stale_temps(out, min_age_s=3600)
+    clean_stale_temps(out / "ply", min_age_s=3600)
+    name = Path(str(args.input).rstrip("/")).stem or "stream"
+    ply_todo = sorted(set(float(f) for f in args.ply_frames))
+    manifest = {
+        "status": "running", "input": str(args.input),
+        "input_abs": str(Path(args.input).resolve()) if Path(args.input).exists() else str(args.input),
+        "checkpoint": str(args.checkpoint.resolve()),
+        "dino_weights": None if args.dino_weights is None else str(args.dino_weights.resolve()),
+        "disparity": disparity.describe(), "frame_step": args.frame_step, "max_frames": args.max_frames,
+        "num_source_frames": source.num_frames, "key_frames": [],
+        "fps": {"source": source.fps, "key_frames": fps, "interpolated": fps * args.interp},
+        "model": {"height": H, "width": W, "config": model.config.to_dict()},
+        "options": engine.stats["options"], "device": str(dev), "background": args.background,
+        "outputs": {"reconstruction": "reconstruction.mp4", "interpolated": f"interpolated_{args.interp}x.mp4",
+                    "ply": [], "ply_convention": {"frame": args.ply_frame, "min_opacity": args.ply_min_opacity,
+                                                  "time": "source frame index", "name": "<name>_frame<f:09.3f>.ply"}},
+    }
+    write_manifest(out, manifest)
+    recon = engine.open_video(out / "reconstruction.mp4", fps)
+    interp = engine.open_video(out / f"interpolated_{args.interp}x.mp4", fps * args.interp)
+    writers = [recon, interp]
+    step = args.frame_step / args.interp  # source frames between interpolated renders
     bar = None
     if args.progress:
         from tqdm import tqdm
 
-        bar = tqdm(total=n_key, desc="streamsplat", unit="frame")
-    k = -1
-    kw = dict(background=args.background)
-    for idx, (stem, rgb_np) in enumerate(frames):
-        if idx % args.frame_step:
-            continue
-        k += 1
-        if k >= n_key:
-            break
-        rgb_native = torch.from_numpy(np.array(rgb_np)).to(dev).permute(2, 0, 1)[None].float() / 255.0
-        if depth is None:
-            depth = _Disparity(args, (H, W), stem)
-        disp = depth(stem, rgb_native).to(dev)
-        rgb = F.interpolate(rgb_native, size=(H, W), mode="bilinear", align_corners=False, antialias=True)
-        g = session.push(rgb, disp)
-        if g is not None:
-            j = k - 1  # interval [j, k]
-            times = torch.arange(args.interp + 1, device=dev, dtype=torch.float32) / args.interp
-            r = session.render(times, **kw).rgb[0]  # [T, H, W, 3]
-            if j == 0:
-                recon.write(r[0])
-            recon.write(r[-1])
-            for t in range(args.interp if k < n_key - 1 else args.interp + 1):
-                interp.write(r[t])
-            for t in ply_times:
-                if j <= t <= k and not any(p.name == f"t_{t:09.3f}.ply" for p in written):
-                    p = out / "ply" / f"t_{t:09.3f}.ply"
-                    export_ply(p, g, time=t - j, min_opacity=args.ply_min_opacity)
-                    written.append(p)
+        bar = tqdm(total=None if keys is None else len(keys), desc="streamsplat", unit="key frame")
+    last = None
+    error: Optional[BaseException] = None
+    key_done: List[int] = []
+    plys: List[dict] = []
+
+    def export_in(iv, final: bool) -> None:
+        i0, i1 = iv.frames
+        for f in [f for f in ply_todo if i0 <= f < i1 or (final and f == i1)]:
+            p = out / "ply" / ply_name(name, f)
+            n = export_ply(p, iv.gaussians, time=iv.local_time(f), min_opacity=args.ply_min_opacity,
+                           frame=args.ply_frame)
+            plys.append({"file": str(p.relative_to(out)), "frame": f, "gaussians": n})
+            ply_todo.remove(f)
+
+    try:
+        for iv in engine.stream(source):
+            if not key_done:
+                key_done.append(iv.frames[0])
+            key_done.append(iv.frames[1])
+            grid = _plan_renders(iv.frames[0], iv.frames[1], step)
+            on_grid = bool(grid) and grid[0] == 0.0
+            times = grid if on_grid else [0.0] + grid  # time 0 (the key frame) is always rendered
+            frames = HostFrames(engine.render(iv, times))  # every render of the interval: one batched call
+            recon.write(frames, [0])
+            interp.write(frames, range(0 if on_grid else 1, len(times)))
+            export_in(iv, final=False)
+            last = iv
+            if bar is not None:
+                bar.update(1 if iv.k else 2)
+        if last is not None:  # the last key frame closes both videos
+            end = HostFrames(engine.render(last, [1.0]))
+            recon.write(end)
+            interp.write(end)
+            export_in(last, final=True)
+    except BaseException as e:  # finalise what we have, then report
+        error = e
+    finally:
         if bar is not None:
-            bar.update(1)
-    if bar is not None:
-        bar.close()
-    recon.close()
-    interp.close()
-    summary = {"key_frames": k + 1, "reconstruction": out / "reconstruction.mp4", "reconstruction_frames": recon.frames,
-               "interpolated": interp.path, "interpolated_frames": interp.frames, "ply": written}
-    log.info("wrote %s", summary)
+            bar.close()
+        err_close = close_all(writers)
+        error = error or err_close
+    summary = _summary(out, args, engine, source, recon, interp, key_done, plys)
+    manifest.update(status="complete", key_frames=key_done, stats=summary["stats"])
+    manifest["outputs"]["ply"] = plys
+    manifest["outputs"]["reconstruction_frames"] = recon.frames
+    manifest["outputs"]["interpolated_frames"] = interp.frames
+    stopped = source.error if error is None else None
+    if error is not None or stopped is not None:
+        manifest.update(status="stopped", error=str(error or stopped))
+    if recon.frames == 0:  # nothing finished: no video files were left behind
+        manifest["outputs"]["reconstruction"] = manifest["outputs"]["interpolated"] = None
+    try:
+        write_manifest(out, manifest)
+    except BaseException as e:  # noqa: BLE001 - the first error is the one to report
+        error = error or e
+    if error is not None:
+        raise error
+    if stopped is not None:
+        msg = (f"{stopped}\nstopped early: {source.describe_progress()}; finalised {recon.frames} key frames in "
+               f"{out / 'reconstruction.mp4'} and {interp.frames} frames in {interp.path} (manifest: "
+               f"{out / 'reconstruction.json'})")
+        raise ReconstructionStopped(msg, summary)
+    if ply_todo:
+        log.warning("--ply-frames %s lie after the last key frame %s: not written", ply_todo, key_done[-1:])
+    log.info("wrote %s", {k: v for k, v in summary.items() if k != "stats"})
     return summary
 
 
+def _summary(out, args, engine, source, recon, interp, key_done, plys) -> Dict:
+    return {"key_frames": len(key_done), "key_frame_indices": key_done, "reconstruction": out / "reconstruction.mp4",
+            "reconstruction_frames": recon.frames, "interpolated": interp.path, "interpolated_frames": interp.frames,
+            "ply": [out / p["file"] for p in plys], "manifest": out / "reconstruction.json",
+            "source_frames": source.num_frames, "decoded_frames": source.decoded, "dropped": source.dropped,
+            "stats": engine.stats}
+
+
 def entrypoint() -> None:
+    from ..atomic import OutOfSpaceError
+
     logging.basicConfig(level=logging.INFO)
-    main(tyro.cli(ReconstructArgs))
+    try:
+        main(tyro.cli(ReconstructArgs))
+    except (DataError, OutOfSpaceError, FileNotFoundError, ValueError) as e:
+        log.error("%s", e)
+        sys.exit(1)
 
 
 if __name__ == "__main__":
