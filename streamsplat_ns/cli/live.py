@@ -42,6 +42,8 @@ class LiveArgs:
     depth_checkpoint: Optional[Path] = None
     """depth_anything_v2_<enc>.pth (default: $STREAMSPLAT_DA2_CKPT); ViT-S keeps up with 30 frames/s"""
     depth_preprocess: Literal["streamsplat", "official"] = "streamsplat"
+    depth_short_side: int = 518
+    """Depth Anything V2 input short side, a multiple of 14 (518 as trained; lower is faster, e.g. 266 on CPU)"""
     window: int = 30
     """key-frame intervals the time slider spans (the newest ones; memory is bounded by it)"""
     frame_step: int = 1
@@ -92,14 +94,11 @@ def build_engine(args: LiveArgs, model, source):
     from streamsplat_ns.inference import InferenceOptions
 
     dev = torch.device(args.device)
-    first = None
-    keys = getattr(source, "key_indices", None)
-    if keys:
-        first = f"{keys[0]:05d}" if not Path(args.source).is_dir() else source.images[keys[0]].stem
+    first = getattr(source, "first_stem", None)  # a camera or stream has no files: depth is computed
     options = InferenceOptions.eager() if args.eager else InferenceOptions.default_for(dev)
-    dtype = options.dtype if dev.type == "cuda" else None
     disparity = DisparitySource.resolve(args.source, first, args.depth, args.depth_dir, args.depth_checkpoint,
-                                        device=dev, preprocess=args.depth_preprocess, dtype=dtype)
+                                        device=dev, preprocess=args.depth_preprocess,
+                                        short_side=args.depth_short_side)
     return ReconstructionEngine(model, options=options, disparity=disparity, device=dev, background=args.background,
                                 overlap_depth=False)
 
