@@ -255,7 +255,7 @@ def test_fused_add_rmsnorm_kernel_matches_eager():
     _run_interpreted(r'''
 import torch
 from streamsplat_ns.networks import ModelConfig, StreamSplat
-from streamsplat_ns.networks import fused
+from streamsplat_ns.inference import kernels as fused
 x = torch.randn(5, 48)
 y = torch.randn(5, 48).bfloat16()
 w = torch.rand(48) + 0.5
@@ -264,13 +264,14 @@ ref = x + y.float()
 assert torch.equal(s, ref)
 href = torch.nn.functional.rms_norm(ref, (48,), w, 1e-5).bfloat16()
 assert (h.float() - href.float()).abs().max() <= 1e-2 * href.float().abs().max(), "norm"
+from streamsplat_ns.inference import InferenceOptions, prepare
 torch.manual_seed(0)
-m = StreamSplat.from_config(ModelConfig.tiny()).eval().cast_for_inference(torch.bfloat16)
+m = prepare(StreamSplat.from_config(ModelConfig.tiny()).eval(), InferenceOptions(dtype=torch.bfloat16))
 g = torch.Generator().manual_seed(1)
 rgb, d = torch.rand(1, 3, 32, 64, generator=g), torch.rand(1, 1, 32, 64, generator=g)
 with torch.no_grad():
     a = m.predict_pair(rgb, d, rgb.flip(-1), d)
-    m.cast_for_inference(torch.bfloat16, fused=True)
+    prepare(m, InferenceOptions(dtype=torch.bfloat16, fused=True))
     calls = []
     orig = fused.add_rmsnorm
     fused.add_rmsnorm = lambda *a, **k: calls.append(1) or orig(*a, **k)
@@ -287,7 +288,7 @@ def test_fused_shifted_window_indexing():
     """The fused kernel's rolled read / write equal torch.roll (Triton interpreter, CPU)."""
     _run_interpreted(r'''
 import torch
-from streamsplat_ns.networks import fused
+from streamsplat_ns.inference import kernels as fused
 x = torch.randn(2, 8, 16); y = torch.randn(2, 8, 16); w = torch.rand(16) + 0.5
 s, h = fused.add_rmsnorm(x, y, w, 1e-5, torch.float32, y_shift=3, h_shift=2)
 ref = x + torch.roll(y, -3, dims=1)
@@ -303,7 +304,7 @@ def test_fused_linear_silu_kernel_matches_eager():
     fp32 here: the interpreter mis-evaluates bf16 dots; bf16 is checked on the GPU (test below)."""
     _run_interpreted(r'''
 import torch
-from streamsplat_ns.networks import fused
+from streamsplat_ns.inference import kernels as fused
 g = torch.Generator().manual_seed(0)
 for (m, n, k), dt in (((37, 48, 80), torch.float16), ((64, 32, 64), torch.float32)):
     x = torch.randn(m, k, generator=g).to(dt)
@@ -316,17 +317,20 @@ for (m, n, k), dt in (((37, 48, 80), torch.float16), ((64, 32, 64), torch.float3
         assert err <= 1e-2 * ref.abs().max().item(), (m, n, k, cfg, err)
 # CPU tensors always take the eager path (the timing choice is CUDA-only)
 x = torch.randn(3, 16).bfloat16(); w = torch.randn(8, 16).bfloat16()
-assert torch.equal(fused.linear_silu(x, w), torch.nn.functional.silu(torch.nn.functional.linear(x, w)))
+from streamsplat_ns.inference.choices import get_choices
+assert torch.equal(fused.linear_silu(x, w, get_choices("cpu", None)),
+                   torch.nn.functional.silu(torch.nn.functional.linear(x, w)))
 print("OK")
 ''')
 
 
 @pytest.mark.gpu
-def test_gpu_fused_linear_silu_bf16():
+def test_gpu_fused_linear_silu_bf16(tmp_path):
     """On CUDA, bf16: every Triton config and the per-shape choice agree with cuBLAS + SiLU."""
     if not torch.cuda.is_available():
         pytest.skip("needs CUDA")
-    from streamsplat_ns.networks import fused
+    from streamsplat_ns.inference import kernels as fused
+    from streamsplat_ns.inference.choices import get_choices
 
     g = torch.Generator(device="cuda").manual_seed(0)
     for m, n, k in ((4608, 3072, 768), (1000, 768, 192)):
@@ -336,7 +340,8 @@ def test_gpu_fused_linear_silu_bf16():
         tol = 2e-2 * ref.abs().max().item()
         for cfg in fused.LINEAR_SILU_CONFIGS:
             assert (fused.linear_silu_triton(x, w, cfg).float() - ref).abs().max().item() <= tol, cfg
-        assert (fused.linear_silu(x, w).float() - ref).abs().max().item() <= tol
+        got = fused.linear_silu(x, w, get_choices(x.device, tmp_path))
+        assert (got.float() - ref).abs().max().item() <= tol
 
 
 def test_fused_norm_mlp_kernel_matches_eager():
@@ -344,7 +349,7 @@ def test_fused_norm_mlp_kernel_matches_eager():
     ragged row counts included; widths split into two power-of-two parts and not."""
     _run_interpreted(r'''
 import torch
-from streamsplat_ns.networks import fused
+from streamsplat_ns.inference import kernels as fused
 g = torch.Generator().manual_seed(0)
 for d, dt, shift in ((48, torch.float16, 3), (96, torch.float32, 0), (64, torch.float16, 5)):
     hid = 4 * d
@@ -371,12 +376,13 @@ print("OK")
 
 
 @pytest.mark.gpu
-def test_gpu_fused_norm_mlp_bf16():
+def test_gpu_fused_norm_mlp_bf16(tmp_path):
     """On CUDA, bf16, at the upsampler's widths: every config of the one-kernel MLP and the per-shape choice
     agree with the eager add + norm + MLP."""
     if not torch.cuda.is_available():
         pytest.skip("needs CUDA")
-    from streamsplat_ns.networks import fused
+    from streamsplat_ns.inference import kernels as fused
+    from streamsplat_ns.inference.choices import get_choices
     from streamsplat_ns.networks.layers import MLP
 
     g = torch.Generator(device="cuda").manual_seed(0)
@@ -399,11 +405,12 @@ def test_gpu_fused_norm_mlp_bf16():
             ran += 1
             assert (out - ref).abs().max().item() <= tol, (d, cfg)
         assert ran >= 2, d
-        res, pending, normed = fused.add_norm_mlp(x, y, nw, 1e-5, mlp, y_shift=shift)
+        ch = get_choices(x.device, tmp_path)
+        res, pending, normed = fused.add_norm_mlp(x, y, nw, 1e-5, mlp, ch, y_shift=shift)
         got = res if pending is None else res + pending.float()
         assert not normed and (got - ref).abs().max().item() <= tol
         fw = torch.rand(d, device="cuda", generator=g) + 0.5
-        res, pending, normed = fused.add_norm_mlp(x, y, nw, 1e-5, mlp, y_shift=shift, final=(fw, 1e-5))
+        res, pending, normed = fused.add_norm_mlp(x, y, nw, 1e-5, mlp, ch, y_shift=shift, final=(fw, 1e-5))
         if not normed:
             res = fused.add_rmsnorm(res, pending, fw, 1e-5, torch.float32)[1]
         fin = torch.nn.functional.rms_norm(ref, (d,), fw, 1e-5)
@@ -415,7 +422,7 @@ def test_fused_dynamic_heads_kernel_matches_eager():
     ``cat(static_proj(feats), dyn)``: ragged widths (padding masks), both frames' rows, order 1 and 2."""
     _run_interpreted(r'''
 import torch
-from streamsplat_ns.networks import fused_heads
+from streamsplat_ns.inference import heads_kernel as fused_heads
 from streamsplat_ns.networks.heads import DynamicHeads
 g = torch.Generator().manual_seed(0)
 for (b, n, cs, cd, h, order) in ((2, 40, 24, 20, 48, 1), (1, 33, 16, 16, 32, 2)):
@@ -444,7 +451,7 @@ def test_gpu_fused_dynamic_heads_paper_shapes():
     heads, with TF32 products, agrees with the eager heads (TF32 too) to TF32 rounding."""
     if not torch.cuda.is_available():
         pytest.skip("needs CUDA")
-    from streamsplat_ns.networks import fused_heads
+    from streamsplat_ns.inference import heads_kernel as fused_heads
     from streamsplat_ns.networks.heads import DynamicHeads
 
     old = torch.backends.cuda.matmul.allow_tf32
@@ -472,7 +479,8 @@ def test_fused_dinov2_matches_eager():
     through the Triton interpreter on CPU) gives the eager patch features; the parameters are untouched."""
     _run_interpreted(r'''
 import torch
-from streamsplat_ns.networks import fused
+from streamsplat_ns.inference import kernels as fused
+from streamsplat_ns.inference import InferenceOptions, prepare
 from streamsplat_ns.networks.config import DinoConfig
 from streamsplat_ns.networks.dinov2 import DinoVisionTransformer
 g = torch.Generator().manual_seed(0)
@@ -489,10 +497,42 @@ before = {k: v.clone() for k, v in m.state_dict().items()}
 img = torch.rand(2, 3, 56, 42, generator=g)
 with torch.no_grad():
     ref = m.forward_features(img)["x_norm_patchtokens"]
-    for blk in m.blocks:
-        blk.fused = True
+    prepare(m, InferenceOptions(fused=True))  # fp32 weights: only the fused path differs
+    assert type(m).__name__ == "FastDino"
     got = m.forward_features(img)["x_norm_patchtokens"]
 assert (got - ref).abs().max().item() < 1e-4 * ref.abs().max().item(), (got - ref).abs().max()
 assert all(torch.equal(v, m.state_dict()[k]) for k, v in before.items())
 print("OK")
 ''')
+
+
+def test_compile_blocks_no_recompile_fallback():
+    """The trainer's ``compile_blocks`` (stage 2: frozen encoder, gradient checkpointing, train + eval steps)
+    compiles each distinct block once and never hits dynamo's recompile limit (which silently ran eager).
+    Dynamo's guards, and so its recompiles, do not depend on the backend: ``eager`` keeps this fast on CPU."""
+    import torch._dynamo
+    from torch._dynamo.utils import counters
+
+    torch._dynamo.reset()
+    counters.clear()
+    torch.manual_seed(0)
+    cfg = ModelConfig.tiny()
+    net = StreamSplat(cfg.encoder, cfg.decoder)
+    net.freeze_static()
+    net.set_grad_checkpointing(True)
+    assert net.compile_blocks(backend="eager") == cfg.decoder.depth + 2 * cfg.decoder.upsampler.depth
+    h, w = cfg.encoder.image_height, cfg.encoder.image_width
+    g = torch.Generator().manual_seed(0)
+    rgb, d = torch.rand(2, 3, h, w, generator=g), torch.rand(2, 1, h, w, generator=g)
+    for _ in range(2):
+        net.train()
+        out = net.predict_pair(rgb, d, rgb.flip(0), d)
+        (out.means.sum() + out.motion.sum()).backward()
+        net.eval()
+        with torch.no_grad():
+            net.predict_pair(rgb, d, rgb, d)
+    frames = dict(counters["frames"])
+    assert not any("recompile" in k.lower() for k in counters["unimplemented"]), dict(counters["unimplemented"])
+    # one graph per distinct block (two cross blocks share one; four upsampler blocks: 2 widths x shifted or not)
+    assert frames.get("ok") == frames.get("total") == 5, frames
+    torch._dynamo.reset()

@@ -17,7 +17,8 @@ from typing import Optional, Tuple
 import torch
 from torch import Tensor
 
-from .fused import choose_fastest, triton, width_split
+from .choices import KernelChoices
+from .kernels import triton, width_split
 
 if triton is not None:
     import triton.language as tl
@@ -160,23 +161,18 @@ def dynamic_heads_triton(heads, static_proj_weight: Tensor, dyn: Tensor, feats0:
     return motion.view(2 * b, n, nv // 3, 3), g0.view(2 * b, n), g1.view(2 * b, n)
 
 
-_CHOICE: dict = {}  # shape key -> None (eager heads) or the Triton config
-
-
-def dynamic_heads(heads, static_proj_weight: Tensor, dyn: Tensor, feats0: Tensor, feats1: Tensor, eager):
+def dynamic_heads(heads, static_proj_weight: Tensor, dyn: Tensor, feats0: Tensor, feats1: Tensor, eager,
+                  choices: KernelChoices):
     """The faster of the one-kernel heads and ``eager()`` for this shape (timed on first use, never during
-    CUDA-graph capture); the kernel only on CUDA, in eval mode, with TF32 allowed (see module doc)."""
+    CUDA-graph capture, remembered in ``choices``); the kernel only on CUDA, in eval mode, with TF32
+    allowed (see module doc)."""
     if not (triton is not None and dyn.is_cuda and not heads.training and tf32_allowed()
             and heads.velocity[4].out_features <= OUT_PAD):
         return eager()
-    key = (tuple(dyn.shape), feats0.shape[-1], heads.velocity[0].out_features, dyn.device.index)
-    if key not in _CHOICE:
-        if torch.cuda.is_current_stream_capturing():
-            return eager()
-        _CHOICE[key] = choose_fastest(eager, {
-            cfg: (lambda c=cfg: dynamic_heads_triton(heads, static_proj_weight, dyn, feats0, feats1, c))
-            for cfg in HEADS_CONFIGS})
-    cfg = _CHOICE[key]
+    key = (tuple(dyn.shape), feats0.shape[-1], heads.velocity[0].out_features)
+    cfg = choices.choose("dynamic_heads", key, eager, {
+        cfg: (lambda c=cfg: dynamic_heads_triton(heads, static_proj_weight, dyn, feats0, feats1, c))
+        for cfg in HEADS_CONFIGS})
     if cfg is None:
         return eager()
     return dynamic_heads_triton(heads, static_proj_weight, dyn, feats0, feats1, cfg)

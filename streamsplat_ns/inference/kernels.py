@@ -1,11 +1,11 @@
-"""Optional fused residual-add + RMSNorm + cast kernel (Triton) for fast bf16 inference.
+"""Fused Triton kernels for fast bf16 inference (installed by :func:`streamsplat_ns.inference.prepare`).
 
-Eager PyTorch spends about a quarter of a streamed frame's GPU time on three memory-bound kernels per
+Residual add + RMSNorm + cast. Eager PyTorch spends about a quarter of a streamed frame's GPU time on three memory-bound kernels per
 sub-layer: the fp32 + bf16 residual add, the fp32 RMSNorm and the cast of its output to bf16. One Triton
 kernel does all three (12 instead of 24 bytes per element, one launch). The maths is unchanged: the
 residual stays fp32, the norm is computed in fp32 and only its output is cast. Used only at inference
-(no autograd) on CUDA when Triton is importable and the model asked for it
-(:meth:`StreamSplat.cast_for_inference(fused=True)`); everything else takes the eager path.
+(no autograd) on CUDA when Triton is importable and the options asked for it; everything else takes the
+eager path. Per-shape choices between a kernel and cuBLAS go through :mod:`.choices` (cached on disk).
 """
 
 from __future__ import annotations
@@ -15,6 +15,8 @@ from typing import Optional, Tuple
 
 import torch
 from torch import Tensor
+
+from .choices import KernelChoices
 
 try:  # Triton ships with CUDA builds of PyTorch; absent on CPU-only installs
     import triton
@@ -188,55 +190,16 @@ def _eager_linear_silu(x: Tensor, weight: Tensor) -> Tensor:
     return torch.nn.functional.silu(torch.nn.functional.linear(x, weight))
 
 
-_CHOICE: dict = {}  # (M, N, K, dtype, device) -> None (cuBLAS + SiLU) or the Triton config to use
-
-
-def gpu_time_ms(fn, iters: int = 20) -> float:
-    """Mean GPU milliseconds of ``fn`` between CUDA events (one untimed call first; syncs the device)."""
-    fn()
-    torch.cuda.synchronize()
-    a, b = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-    a.record()
-    for _ in range(iters):
-        fn()
-    b.record()
-    torch.cuda.synchronize()
-    return a.elapsed_time(b) / iters
-
-
-def choose_fastest(eager, candidates: dict, rounds: int = 3, iters: int = 10):
-    """The key of the fastest of ``candidates`` (config -> zero-argument callable), or None when ``eager()``
-    is at least as fast. Each is run once first (compiles; a config that cannot launch is dropped), then
-    timed ``rounds`` times in turn and judged by its best round, so a clock ramp or a neighbour on the GPU
-    during one measurement does not decide the choice."""
-    fns = {None: eager}
-    for key, fn in candidates.items():
-        try:
-            fn()
-        except Exception:  # e.g. a config that needs more shared memory than there is
-            continue
-        fns[key] = fn
-    best = {key: float("inf") for key in fns}
-    for _ in range(rounds):
-        for key, fn in fns.items():
-            best[key] = min(best[key], gpu_time_ms(fn, iters))
-    return min(best, key=lambda k: (best[k], k is not None))
-
-
-def linear_silu(x: Tensor, weight: Tensor) -> Tensor:
+def linear_silu(x: Tensor, weight: Tensor, choices: KernelChoices) -> Tensor:
     """``silu(linear(x, weight))`` by the faster of cuBLAS + SiLU and the fused Triton GEMM, chosen per
-    shape on first use (timed on the GPU). During CUDA-graph capture an undecided shape takes cuBLAS."""
+    shape on first use (timed on the GPU, remembered in ``choices``). During CUDA-graph capture an
+    undecided shape takes cuBLAS."""
     if not (x.is_cuda and triton is not None and x.dtype in (torch.bfloat16, torch.float16)
             and weight.dtype == x.dtype):
         return _eager_linear_silu(x, weight)
-    m = x.numel() // x.shape[-1]
-    key = (m, weight.shape[0], x.shape[-1], x.dtype, x.device.index)
-    if key not in _CHOICE:
-        if torch.cuda.is_current_stream_capturing():
-            return _eager_linear_silu(x, weight)
-        _CHOICE[key] = choose_fastest(lambda: _eager_linear_silu(x, weight), {
-            cfg: (lambda c=cfg: linear_silu_triton(x, weight, c)) for cfg in LINEAR_SILU_CONFIGS})
-    cfg = _CHOICE[key]
+    key = (x.numel() // x.shape[-1], weight.shape[0], x.shape[-1], str(x.dtype))
+    cfg = choices.choose("linear_silu", key, lambda: _eager_linear_silu(x, weight),
+                         {cfg: (lambda c=cfg: linear_silu_triton(x, weight, c)) for cfg in LINEAR_SILU_CONFIGS})
     return _eager_linear_silu(x, weight) if cfg is None else linear_silu_triton(x, weight, cfg)
 
 
@@ -352,14 +315,12 @@ def norm_mlp_triton(x: Tensor, y: Optional[Tensor], norm_weight: Tensor, eps: fl
     return out
 
 
-_MLP_CHOICE: dict = {}  # (M, D, hidden, dtype, device) -> None (unfused) or the Triton config to use
-
-
-def add_norm_mlp(x: Tensor, y: Optional[Tensor], norm_weight: Tensor, eps: float, mlp, y_shift: int = 0,
-                 final: Optional[Tuple[Tensor, float]] = None) -> Tuple[Tensor, Optional[Tensor], bool]:
+def add_norm_mlp(x: Tensor, y: Optional[Tensor], norm_weight: Tensor, eps: float, mlp, choices: KernelChoices,
+                 y_shift: int = 0, final: Optional[Tuple[Tensor, float]] = None
+                 ) -> Tuple[Tensor, Optional[Tensor], bool]:
     """The second half of a fused block: returns ``(residual, pending, normed)`` like ``add_rmsnorm``
     followed by the MLP. Where the one-kernel :func:`norm_mlp_triton` is faster for this shape (timed on
-    first use, never during CUDA-graph capture) the MLP output is already in the residual, ``pending`` is
+    first use, never during CUDA-graph capture; remembered in ``choices``) the MLP output is already in the residual, ``pending`` is
     None, and with ``final`` the result is already that final RMSNorm's output (``normed`` True)."""
     w1, w2 = mlp.fc1.weight, mlp.fc2.weight
     d, dt = x.shape[-1], w1.dtype
@@ -371,14 +332,10 @@ def add_norm_mlp(x: Tensor, y: Optional[Tensor], norm_weight: Tensor, eps: float
     if not (x.is_cuda and triton is not None and dt in (torch.bfloat16, torch.float16) and d <= 256
             and width_split(d) is not None and y is not None and y.dtype == dt and w1.shape[0] % 32 == 0):
         return unfused()
-    key = (x.numel() // d, d, w1.shape[0], x.shape[-2], dt, x.device.index, final is not None)
-    if key not in _MLP_CHOICE:
-        if torch.cuda.is_current_stream_capturing():
-            return unfused()
-        _MLP_CHOICE[key] = choose_fastest(unfused, {
-            cfg: (lambda c=cfg: norm_mlp_triton(x, y, norm_weight, eps, w1, w2, y_shift, c, final))
-            for cfg in NORM_MLP_CONFIGS})
-    cfg = _MLP_CHOICE[key]
+    key = (x.numel() // d, d, w1.shape[0], x.shape[-2], str(dt), final is not None)
+    cfg = choices.choose("norm_mlp", key, unfused, {
+        cfg: (lambda c=cfg: norm_mlp_triton(x, y, norm_weight, eps, w1, w2, y_shift, c, final))
+        for cfg in NORM_MLP_CONFIGS})
     if cfg is None:
         return unfused()
     return norm_mlp_triton(x, y, norm_weight, eps, w1, w2, y_shift, cfg, final), None, final is not None

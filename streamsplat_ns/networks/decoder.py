@@ -96,13 +96,7 @@ class DynamicDecoder(nn.Module):
 
     def gaussians(self, dyn: Tensor, feats0: Tensor, feats1: Tensor, static0: Gaussians, static1: Gaussians
                   ) -> DynamicGaussians:
-        if self.heads.fused and not torch.is_grad_enabled():  # one Triton kernel where faster (inference)
-            from .fused_heads import dynamic_heads
-
-            motion, g0, g1 = dynamic_heads(self.heads, self.static_proj.weight, dyn, feats0, feats1,
-                                           lambda: self._heads(dyn, feats0, feats1))
-        else:
-            motion, g0, g1 = self._heads(dyn, feats0, feats1)
+        motion, g0, g1 = self._heads(dyn, feats0, feats1)
         return self._assemble(motion, g0, g1, static0, static1)
 
     def _heads(self, dyn: Tensor, feats0: Tensor, feats1: Tensor) -> Tuple[Tensor, Tensor, Tensor]:

@@ -77,34 +77,6 @@ class _Block(nn.Module):
         x = x + self.ls1(self.attn(self.norm1(x)))
         return x + self.ls2(self.mlp(self.norm2(x)))
 
-    fused: bool = False  # set by StreamSplat.cast_for_inference(fused=True): see forward_fused
-
-    def _folded(self) -> Tuple[Tensor, Tensor, Tensor, Tensor]:
-        """The output projections with LayerScale folded in (``(x W^T + b) g = x (g W)^T + g b``), cached
-        while the weights are unchanged. The parameters themselves are left as they are."""
-        src = (self.attn.proj.weight, self.attn.proj.bias, self.ls1.gamma, self.mlp.fc2.weight, self.mlp.fc2.bias,
-               self.ls2.gamma)
-        key = tuple((t.data_ptr(), t._version) for t in src)
-        if getattr(self, "_fold_key", None) != key:
-            pw, pb, g1, fw, fb, g2 = (t.detach().float() for t in src)
-            dt = self.attn.proj.weight.dtype
-            self._fold = ((pw * g1[:, None]).to(dt), (pb * g1).to(dt), (fw * g2[:, None]).to(dt), (fb * g2).to(dt))
-            self._fold_key = key
-        return self._fold
-
-    def forward_fused(self, x: Tensor, pending: Optional[Tensor]) -> Tuple[Tensor, Tensor]:
-        """Inference: LayerScale folded into the projections, each residual add fused with the next
-        LayerNorm; returns (residual, pending MLP output, added by the next block or the final norm)."""
-        from .fused import add_layernorm
-
-        pw, pb, fw, fb = self._folded()
-        x, h = add_layernorm(x, pending, self.norm1.weight, self.norm1.bias, self.norm1.eps)
-        b, n, d = h.shape
-        q, k, v = self.attn.qkv(h).view(b, n, 3, self.attn.heads, d // self.attn.heads).permute(2, 0, 3, 1, 4).unbind(0)
-        o = F.scaled_dot_product_attention(q, k, v).transpose(1, 2).reshape(b, n, d)
-        x, h = add_layernorm(x, F.linear(o, pw, pb), self.norm2.weight, self.norm2.bias, self.norm2.eps)
-        return x, F.linear(F.gelu(self.mlp.fc1(h)), fw, fb)
-
 
 class DinoVisionTransformer(nn.Module):
     """DINOv2 backbone. Token order: [cls, registers, patches]; registers get no position embedding."""
@@ -146,7 +118,9 @@ class DinoVisionTransformer(nn.Module):
             raise FileNotFoundError(
                 f"DINOv2 weights not found at {path!r}. Download dinov2_vitb14_reg4_pretrain.pth from the "
                 "official DINOv2 release on a machine with network access and pass its local path.")
-        sd = torch.load(path, map_location="cpu", weights_only=True)
+        from .checkpoint import torch_load
+
+        sd = torch_load(path, what="DINOv2 weights file", fix="copy dinov2_vitb14_reg4_pretrain.pth again")
         if prefix:
             sd = {k[len(prefix):]: v for k, v in sd.items() if k.startswith(prefix)}
         self.load_state_dict_checked(sd, source=path)
@@ -155,16 +129,11 @@ class DinoVisionTransformer(nn.Module):
         sd = dict(sd)
         if "mask_token" not in sd:
             sd["mask_token"] = self.mask_token.detach().clone()
-        own = self.state_dict()
-        missing = sorted(set(own) - set(sd))
-        unexpected = sorted(set(sd) - set(own))
-        wrong = sorted(k for k in set(own) & set(sd) if tuple(own[k].shape) != tuple(sd[k].shape))
-        if missing or unexpected or wrong:
-            raise ValueError(
-                f"{source} does not match this DINOv2 config {self.cfg}:\n"
-                f"  missing: {missing[:10]}{' ...' if len(missing) > 10 else ''}\n"
-                f"  unexpected: {unexpected[:10]}{' ...' if len(unexpected) > 10 else ''}\n"
-                f"  wrong shape: {[(k, tuple(sd[k].shape), tuple(own[k].shape)) for k in wrong[:10]]}")
+        from .checkpoint import check_finite, check_state_dict
+
+        check_state_dict(self.state_dict(), sd, source=source, what=f"this DINOv2 config {self.cfg}",
+                         fix="pass the DINOv2 weights of this size (e.g. dinov2_vitb14_reg4_pretrain.pth)")
+        check_finite(sd, source=source)
         self.load_state_dict(sd, strict=True)
         self._pe_cache.clear()
 
@@ -214,21 +183,16 @@ class DinoVisionTransformer(nn.Module):
         return t
 
     def forward_features(self, x: Float[Tensor, "B 3 H W"]) -> Dict[str, Tensor]:
-        from . import fused as _f
-
-        t = self.prepare_tokens(x)
-        if len(self.blocks) and self.blocks[0].fused and _f.available(t) and not torch.is_grad_enabled():
-            pending = None
-            for blk in self.blocks:
-                t, pending = blk.forward_fused(t, pending)
-            t, n = _f.add_layernorm(t, pending, self.norm.weight, self.norm.bias, self.norm.eps)
-        else:
-            for blk in self.blocks:
-                t = blk(t)
-            n = self.norm(t)
+        t, n = self.run_blocks(self.prepare_tokens(x))
         r = 1 + self.num_register_tokens
         return {"x_norm_clstoken": n[:, 0], "x_norm_regtokens": n[:, 1:r], "x_norm_patchtokens": n[:, r:],
                 "x_prenorm": t}
+
+    def run_blocks(self, t: Tensor) -> Tuple[Tensor, Tensor]:
+        """Every block, then the final norm: returns (tokens before the norm, normed tokens)."""
+        for blk in self.blocks:
+            t = blk(t)
+        return t, self.norm(t)
 
     def forward(self, x: Float[Tensor, "B 3 H W"]) -> Float[Tensor, "B D"]:
         return self.forward_features(x)["x_norm_clstoken"]

@@ -164,8 +164,6 @@ class DynamicHeads(nn.Module):
         self.lifecycle = _mlp(cin, hidden, 2)
         self.register_buffer("velocity_scale", torch.tensor(velocity_scale, dtype=torch.float32), persistent=True)
 
-    fused: bool = False  # set by StreamSplat.cast_for_inference(fused=True): see fused_heads.py
-
     def forward(self, f: Float[Tensor, "B N C"]) -> Tuple[Tensor, Tensor, Tensor]:
         """Returns motion ``[B, N, order, 3]`` (coefficients of (t - t0)^k), gamma0 ``[B, N]``, gamma1 ``[B, N]``."""
         with torch.autocast(f.device.type, enabled=False):

@@ -8,7 +8,7 @@ contiguous 64-channel heads, SDPA with its default scale, bias-free SiLU MLP.
 from __future__ import annotations
 
 import math
-from typing import Optional, Tuple
+from typing import Optional
 
 import torch
 import torch.nn.functional as F
@@ -99,15 +99,7 @@ class MLP(nn.Module):
         self.fc1 = nn.Linear(dim, hidden, bias=False)
         self.fc2 = nn.Linear(hidden, dim, bias=False)
 
-    fused: bool = False  # set by StreamSplat.cast_for_inference(fused=True): fc1 + SiLU GEMM
-    fused_norm: bool = False  # ... and (fused_mlp) the whole add + norm + MLP kernel, see Block.forward_fused
-
     def forward(self, x: Tensor) -> Tensor:
-        if self.fused and not torch.is_grad_enabled() and not torch.is_autocast_enabled(x.device.type):
-            from . import fused as _f
-
-            if _f.available(x):  # fc1 + SiLU in one GEMM where that is faster (chosen per shape)
-                return _linear(_f.linear_silu(x.to(self.fc1.weight.dtype), self.fc1.weight), self.fc2)
         return _linear(F.silu(_linear(x, self.fc1)), self.fc2)
 
 
@@ -136,17 +128,17 @@ class Block(nn.Module):
             raise ValueError(f"sequence length {l} is not a multiple of the attention window {w}")
         return w // 2 if self.shift else 0
 
-    def _attend(self, h: Tensor, rolled: bool = False) -> Tensor:
-        """Windowed attention; with ``rolled`` the caller has already rolled ``h`` and rolls the output back."""
+    def _attend(self, h: Tensor) -> Tensor:
+        """Attention over the whole sequence, or within (shifted) windows."""
         b, l, d = h.shape
         w = self.window
         s = self._shift_of(l)
         if w is None or w >= l:
             return self.attn(h)
-        if s and not rolled:
+        if s:
             h = torch.roll(h, shifts=s, dims=1)
         o = self.attn(h.reshape(b * (l // w), w, d)).reshape(b, l, d)
-        if s and not rolled:
+        if s:
             o = torch.roll(o, shifts=-s, dims=1)
         return o
 
@@ -154,31 +146,6 @@ class Block(nn.Module):
         x = x.float()  # fp32 residual stream; fp32 + bf16 promotes to fp32 inside the add kernel
         x = x + self._attend(self.norm1(x))
         return x + self.mlp(self.norm2(x))
-
-    def forward_fused(self, x: Tensor, pending: Optional[Tensor], context=None,
-                      final_norm: Optional[RMSNorm] = None) -> Tuple[Tensor, Optional[Tensor]]:
-        """Same maths with fused add + norm + cast; returns (residual, pending MLP output to add). With
-        ``final_norm`` (the stack's last block) returns ``(final_norm(output), None)`` instead."""
-        from .fused import add_rmsnorm
-
-        dt = self.attn.qkv.weight.dtype
-        s = self._shift_of(x.shape[1])  # shifted windows: the rolls live inside the fused kernels
-        x, h = add_rmsnorm(x.float(), pending, self.norm1.weight, self.norm1.eps, dt, h_shift=s)
-        o = self._attend(h, rolled=True)
-        if self.mlp.fused_norm:  # narrow blocks: add + norm + MLP + add in one kernel where that is faster
-            from .fused import add_norm_mlp
-
-            fin = None if final_norm is None else (final_norm.weight, final_norm.eps)
-            x, pending, normed = add_norm_mlp(x, o, self.norm2.weight, self.norm2.eps, self.mlp, y_shift=s,
-                                              final=fin)
-            if normed:
-                return x, None
-        else:
-            x, h = add_rmsnorm(x, o, self.norm2.weight, self.norm2.eps, dt, y_shift=s)
-            pending = self.mlp(h)
-        if final_norm is not None:
-            return add_rmsnorm(x, pending, final_norm.weight, final_norm.eps, torch.float32)[1], None
-        return x, pending
 
 
 class CrossBlock(nn.Module):
@@ -206,40 +173,27 @@ class CrossBlock(nn.Module):
         x = x + self.cross_attn(h, context.reshape(b * g, m, d)).reshape(b, l, d)
         return x + self.mlp(self.mlp_norm(x))
 
-    def forward_fused(self, x: Tensor, pending: Optional[Tensor], context: Tensor) -> Tuple[Tensor, Tensor]:
-        from .fused import add_rmsnorm
 
-        b, l, d = x.shape
-        g, m = context.shape[1], context.shape[2]
-        dt = self.self_attn.qkv.weight.dtype
-        x, h = add_rmsnorm(x.float(), pending, self.self_norm.weight, self.self_norm.eps, dt)
-        x, h = add_rmsnorm(x, self.self_attn(h), self.cross_norm.weight, self.cross_norm.eps, dt)
-        c = self.cross_attn(h.reshape(b * g, l // g, d), context.reshape(b * g, m, d)).reshape(b, l, d)
-        x, h = add_rmsnorm(x, c, self.mlp_norm.weight, self.mlp_norm.eps, dt)
-        return x, self.mlp(h)
+class BlockStack(nn.ModuleList):
+    """A stack of blocks run in order, then an optional final norm. A plain ``nn.ModuleList`` (same
+    state-dict keys); a subclass may run the stack differently (the inference package's fused stack)."""
+
+    def forward(self, x: Tensor, context: Optional[Tensor] = None, final_norm: Optional[RMSNorm] = None) -> Tensor:
+        for blk in self:
+            args = (x,) if context is None else (x, context)
+            if getattr(blk, "grad_checkpoint", False) and torch.is_grad_enabled():
+                from torch.utils.checkpoint import checkpoint
+
+                x = checkpoint(blk, *args, use_reentrant=False)
+            else:
+                x = blk(*args)
+        return x if final_norm is None else final_norm(x)
 
 
 def run_blocks(blocks: nn.ModuleList, x: Tensor, context: Optional[Tensor] = None,
                final_norm: Optional[RMSNorm] = None) -> Tensor:
-    """Run a stack of blocks (then ``final_norm``); with ``fused`` set on the blocks (inference on CUDA),
-    each residual add is fused with the next norm, across block boundaries too."""
-    from . import fused as _f
-
-    if len(blocks) and getattr(blocks[0], "fused", False) and _f.available(x):
-        pending = None
-        for i, blk in enumerate(blocks):
-            if final_norm is not None and i == len(blocks) - 1 and isinstance(blk, Block):
-                return blk.forward_fused(x, pending, context, final_norm=final_norm)[0]
-            x, pending = blk.forward_fused(x, pending, context)
-        if final_norm is not None:
-            return _f.add_rmsnorm(x, pending, final_norm.weight, final_norm.eps, torch.float32)[1]
-        return _f.add_rmsnorm(x, pending, None)[0]
-    for blk in blocks:
-        args = (x,) if context is None else (x, context)
-        if getattr(blk, "grad_checkpoint", False) and torch.is_grad_enabled():
-            from torch.utils.checkpoint import checkpoint
-
-            x = checkpoint(blk, *args, use_reentrant=False)
-        else:
-            x = blk(*args)
-    return x if final_norm is None else final_norm(x)
+    """Run a stack of blocks (then ``final_norm``): ``blocks(...)`` for a :class:`BlockStack`, the same loop
+    for a plain ``nn.ModuleList``."""
+    if isinstance(blocks, BlockStack):
+        return blocks(x, context, final_norm)
+    return BlockStack.forward(blocks, x, context, final_norm)

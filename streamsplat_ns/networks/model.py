@@ -138,40 +138,44 @@ class StreamSplat(nn.Module):
                 m.grad_checkpoint = bool(enabled)
         return self
 
-    def cast_for_inference(self, dtype: torch.dtype = torch.bfloat16, fused: bool = False,
-                           fused_silu: Optional[bool] = None, fused_mlp: Optional[bool] = None,
-                           fused_heads: Optional[bool] = None) -> "StreamSplat":
-        """Store the transformer/upsampler (and DINO) weights in ``dtype`` for fast inference without
-        autocast; norms, position embeddings and all heads stay fp32, the residual stream stays fp32.
-        ``fused``: use the Triton add + RMSNorm + cast kernel on CUDA, and fc1 + SiLU in one GEMM where
-        that is faster than cuBLAS + SiLU (timed per shape on first use; ``fused_silu`` turns that part
-        on or off separately), and for the narrow upsampler blocks residual add + RMSNorm + MLP + add in one
-        kernel where that is faster (``fused_mlp``, likewise), and the dynamic heads in one kernel where
-        TF32 is allowed and that is faster (``fused_heads``); DINOv2 with LayerScale folded into its
-        projections and add + LayerNorm fused (with ``fused``); inference only, same maths."""
-        from .dinov2 import _Block as _DinoBlock
-        from .heads import DynamicHeads
-        from .layers import MLP, Attention, Block, CrossBlock
+    def compile_blocks(self, **compile_kwargs) -> int:
+        """``torch.compile`` the training forward of every trainable transformer block (the trainer's
+        ``compile_blocks`` option); returns how many were compiled.
 
-        for m in self.modules():
-            if isinstance(m, (Block, CrossBlock)):
-                m.fused = bool(fused)
-            if isinstance(m, MLP):
-                m.fused = bool(fused if fused_silu is None else fused_silu)
-                m.fused_norm = bool(fused if fused_mlp is None else fused_mlp)
-            if isinstance(m, _DinoBlock):
-                m.fused = bool(fused)
-            if isinstance(m, DynamicHeads):
-                m.fused = bool(fused if fused_heads is None else fused_heads)
+        Dynamo keeps one cache of compiled graphs per code object (``Block.forward``, ``CrossBlock.forward``),
+        limited to ``torch._dynamo.config.recompile_limit`` (8) entries; past that it silently runs eager.
+        Every distinct (sequence length, width, window shift) of a block class needs its own graph, and grad
+        mode is part of every guard, so compiling evaluation too (no_grad) and the frozen stage-2 encoder as
+        well as training gave more than 8 graphs for ``Block.forward``. Here only calls with grad enabled go
+        through the compiled function (evaluation and frozen blocks run eager: no backward to speed up), so
+        stage 1 needs 5 graphs (encoder, two upsampler stages x shifted / not) and stage 2 four for its
+        upsampler blocks and one for its cross blocks. Should a configuration still need more graphs than the
+        limit, a warning names the count and the limit is raised to fit."""
+        import logging
 
+        from .layers import Block, CrossBlock
+
+        kw = {"dynamic": False, **compile_kwargs}
+        kinds: dict = {}
+        n = 0
         for m in self.modules():
-            if isinstance(m, (Attention, MLP)):
-                m.to(dtype)
-        self.encoder.patch_embed.to(dtype)
-        for up in [self.encoder.upsampler] + ([self.decoder.upsampler] if self.decoder is not None else []):
-            for st in up.stages:
-                st.expand.to(dtype)
-        if self.decoder is not None:
-            self.decoder.cond_proj.to(dtype)
-            self.dino.model.to(dtype)
-        return self
+            if not isinstance(m, (Block, CrossBlock)) or not any(p.requires_grad for p in m.parameters()):
+                continue
+            eager = m.forward
+            compiled = torch.compile(eager, **kw)
+
+            def forward(*args, _c=compiled, _e=eager, **kwargs):
+                return _c(*args, **kwargs) if torch.is_grad_enabled() else _e(*args, **kwargs)
+
+            m.forward = forward  # instance attribute: state-dict keys and the class stay as they are
+            sig = (m.attn.qkv.in_features, m.window, m.shift) if isinstance(m, Block) else (m.self_attn.dim,)
+            kinds.setdefault(type(m), set()).add(sig)
+            n += 1
+        need = max((len(v) for v in kinds.values()), default=0)
+        limit = torch._dynamo.config.recompile_limit
+        if need > limit:
+            logging.getLogger(__name__).warning(
+                "compile_blocks: %d distinct block shapes need %d compiled graphs, more than dynamo's "
+                "recompile_limit %d; raising the limit to %d so no block falls back to eager", need, need, limit, need)
+            torch._dynamo.config.recompile_limit = need
+        return n

@@ -49,7 +49,7 @@ class GaussianUpsampler(nn.Module):
         if tokens.shape[1] != h * w:
             raise ValueError(f"upsampler expects {h * w} tokens ({h}x{w}), got {tokens.shape[1]}")
         x = tokens
-        for i, st in enumerate(self.stages):  # the last stage applies norm_out (fused into its last kernel)
+        for i, st in enumerate(self.stages):  # the last stage applies norm_out (inference fuses it into its last block)
             x = st(x, h, w, self.norm_out if i == len(self.stages) - 1 else None)
             h, w = 2 * h, 2 * w
         return x if len(self.stages) else self.norm_out(x)

@@ -1,0 +1,241 @@
+"""Per-shape kernel choices: timed once per machine, kept on disk, read by every later process.
+
+Several fused kernels are only faster than cuBLAS / eager PyTorch for some shapes, so the first use of a
+shape times the candidates and keeps the fastest. Timing costs seconds per shape, so the decisions are
+written to ``<cache_dir>/kernel_choices-<gpu>-<hash>.json`` (atomically, merged with what is already
+there), keyed by the GPU name and capability, the driver, torch, CUDA and Triton versions (the file
+name's hash and its ``env`` record) and by each shape. A second process reads the file and times nothing.
+A file that cannot be read, has another format or another environment, or names a choice that no longer
+exists is ignored with a warning and rewritten.
+
+The timer is pluggable (:func:`set_timer`), so CPU tests can count timing calls.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import re
+import threading
+import time
+import warnings
+from pathlib import Path
+from typing import Any, Callable, Dict, Hashable, Optional, Tuple, Union
+
+import torch
+
+from ..atomic import atomic_write_text
+from .options import default_cache_dir
+
+logger = logging.getLogger(__name__)
+
+FORMAT = 1
+Timer = Callable[[Callable[[], Any]], float]  # fn -> milliseconds per call
+
+
+def gpu_time_ms(fn: Callable[[], Any], iters: int = 10) -> float:
+    """Mean GPU milliseconds of ``fn`` between CUDA events (one untimed call first; syncs the device)."""
+    fn()
+    torch.cuda.synchronize()
+    a, b = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+    a.record()
+    for _ in range(iters):
+        fn()
+    b.record()
+    torch.cuda.synchronize()
+    return a.elapsed_time(b) / iters
+
+
+def cpu_time_ms(fn: Callable[[], Any], iters: int = 3) -> float:
+    """Mean wall-clock milliseconds of ``fn`` (CPU, e.g. the Triton interpreter)."""
+    fn()
+    t = time.perf_counter()
+    for _ in range(iters):
+        fn()
+    return (time.perf_counter() - t) * 1e3 / iters
+
+
+_TIMER: Optional[Timer] = None
+
+
+def set_timer(timer: Optional[Timer]) -> None:
+    """Replace the timer of every choice made from now on (None: CUDA events on GPU, wall clock on CPU)."""
+    global _TIMER
+    _TIMER = timer
+
+
+def _default_timer(device: torch.device) -> Timer:
+    if _TIMER is not None:
+        return _TIMER
+    return gpu_time_ms if device.type == "cuda" else cpu_time_ms
+
+
+def choose_fastest(eager: Callable[[], Any], candidates: Dict[Hashable, Callable[[], Any]], timer: Timer,
+                   rounds: int = 3):
+    """The key of the fastest of ``candidates`` (config -> zero-argument callable), or None when ``eager()``
+    is at least as fast. Each is run once first (compiles; a config that cannot launch is dropped), then
+    timed ``rounds`` times in turn and judged by its best round, so a clock ramp or a neighbour on the GPU
+    during one measurement does not decide the choice."""
+    fns = {None: eager}
+    for key, fn in candidates.items():
+        try:
+            fn()
+        except Exception:  # e.g. a config that needs more shared memory than there is
+            continue
+        fns[key] = fn
+    best = {key: float("inf") for key in fns}
+    for _ in range(rounds):
+        for key, fn in fns.items():
+            best[key] = min(best[key], float(timer(fn)))
+    return min(best, key=lambda k: (best[k], k is not None))
+
+
+def _driver_version() -> str:
+    try:
+        return str(torch._C._cuda_getDriverVersion())
+    except Exception:
+        pass
+    try:
+        with open("/proc/driver/nvidia/version") as f:
+            return f.readline().strip()
+    except OSError:
+        return "unknown"
+
+
+def environment(device: torch.device) -> Dict[str, str]:
+    """What a kernel choice depends on besides the shape."""
+    try:
+        import triton
+
+        tv = triton.__version__
+    except Exception:  # pragma: no cover
+        tv = "none"
+    env = {"torch": torch.__version__, "cuda": str(torch.version.cuda), "triton": tv}
+    if device.type == "cuda":
+        cap = torch.cuda.get_device_capability(device)
+        env.update(gpu=torch.cuda.get_device_name(device), capability=f"{cap[0]}.{cap[1]}", driver=_driver_version())
+    else:
+        env.update(gpu=device.type, capability="", driver="")
+    return env
+
+
+def _to_json(v):
+    return list(v) if isinstance(v, tuple) else v
+
+
+def _from_json(v):
+    return tuple(_from_json(x) for x in v) if isinstance(v, list) else v
+
+
+def _key_text(kind: str, key: Tuple) -> str:
+    return kind + ":" + ",".join(str(k) for k in key)
+
+
+class KernelChoices:
+    """The decisions of one device, backed by one JSON file (``path`` None: kept in memory only)."""
+
+    def __init__(self, device: torch.device, cache_dir: Optional[Path], timer: Optional[Timer] = None) -> None:
+        self.device = device
+        self.env = environment(device)
+        digest = hashlib.sha1(json.dumps(self.env, sort_keys=True).encode()).hexdigest()[:12]
+        slug = re.sub(r"[^A-Za-z0-9]+", "-", self.env["gpu"]).strip("-").lower() or "device"
+        self.path = None if cache_dir is None else Path(cache_dir) / f"kernel_choices-{slug}-{digest}.json"
+        self.timer = timer
+        self.timed = 0  # choices timed by this process (tests assert a second process times none)
+        self._mem: Dict[str, Any] = {}
+        self._disk: Optional[Dict[str, Any]] = None
+        self._lock = threading.Lock()
+
+    # ------------------------------------------------------------------ file
+    def _read(self, warn: bool) -> Dict[str, Any]:
+        """The choices in the file, or {} (with a warning when ``warn``) if it is missing, corrupt or stale."""
+        if self.path is None or not self.path.is_file():
+            return {}
+        why = None
+        try:
+            data = json.loads(self.path.read_text())
+            if not isinstance(data, dict) or not isinstance(data.get("choices"), dict):
+                why = "it is not a kernel-choice file"
+            elif data.get("format") != FORMAT:
+                why = f"it has format {data.get('format')!r}, this version writes {FORMAT}"
+            elif data.get("env") != self.env:
+                why = f"it was written for {data.get('env')}, this process runs {self.env}"
+        except (OSError, ValueError, UnicodeDecodeError) as e:
+            why = f"it cannot be read ({type(e).__name__}: {e})"
+        if why is not None:
+            if warn:
+                warnings.warn(f"kernel-choice cache {self.path} ignored: {why}; the kernels are timed again and "
+                              "the file rewritten", RuntimeWarning, stacklevel=4)
+            return {}
+        return {k: _from_json(v) for k, v in data["choices"].items()}
+
+    def _load(self) -> Dict[str, Any]:
+        if self._disk is None:
+            self._disk = self._read(warn=True)
+        return self._disk
+
+    def _save(self) -> None:
+        if self.path is None:
+            return
+        merged = self._read(warn=False)  # another process may have added shapes meanwhile
+        merged.update(self._mem)
+        doc = {"format": FORMAT, "env": self.env, "choices": {k: _to_json(v) for k, v in sorted(merged.items())}}
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            atomic_write_text(self.path, json.dumps(doc, indent=1) + "\n")
+        except OSError as e:  # a read-only home must not stop inference
+            logger.warning("could not write the kernel-choice cache %s (%s); set $STREAMSPLAT_CACHE_DIR to a "
+                           "writable folder to keep the choices between runs", self.path, e)
+        self._disk = merged
+
+    # ------------------------------------------------------------------ choices
+    def choose(self, kind: str, key: Tuple, eager: Callable[[], Any], candidates: Dict[Hashable, Callable[[], Any]]):
+        """The remembered choice for ``(kind, key)`` (None = eager, else a key of ``candidates``), timing
+        the candidates on first use. During CUDA-graph capture an undecided shape runs eager (None) and is
+        decided on a later uncaptured call."""
+        k = _key_text(kind, key)
+        with self._lock:
+            if k in self._mem:
+                return self._mem[k]
+            disk = self._load()
+            if k in disk:
+                v = disk[k]
+                if v is None or v in candidates:
+                    self._mem[k] = v
+                    return v
+                warnings.warn(f"kernel-choice cache {self.path}: {k} names {v}, which is no longer a candidate; "
+                              "timing it again", RuntimeWarning, stacklevel=3)
+            if self.device.type == "cuda" and torch.cuda.is_current_stream_capturing():
+                return None
+            v = choose_fastest(eager, candidates, self.timer or _default_timer(self.device))
+            self.timed += 1
+            self._mem[k] = v
+            self._save()
+            return v
+
+
+_REGISTRY: Dict[Tuple[str, str], KernelChoices] = {}
+_REG_LOCK = threading.Lock()
+
+
+def get_choices(device: Union[str, torch.device], cache_dir: Optional[Union[str, os.PathLike]] = None
+                ) -> KernelChoices:
+    """The process-wide :class:`KernelChoices` of ``device`` backed by ``cache_dir`` (default
+    ``$STREAMSPLAT_CACHE_DIR`` or ``~/.cache/streamsplat``)."""
+    device = torch.device(device)
+    if device.type == "cuda" and device.index is None:
+        device = torch.device("cuda", torch.cuda.current_device())
+    d = Path(cache_dir).expanduser() if cache_dir is not None else default_cache_dir()
+    rk = (str(device), str(d))
+    with _REG_LOCK:
+        if rk not in _REGISTRY:
+            _REGISTRY[rk] = KernelChoices(device, d)
+        return _REGISTRY[rk]
+
+
+def clear_registry() -> None:
+    """Forget every in-memory choice (tests; the files stay)."""
+    with _REG_LOCK:
+        _REGISTRY.clear()

@@ -1,0 +1,134 @@
+"""The streaming step captured as one CUDA graph (inference only).
+
+After the first pair, the whole per-frame step (encode the new frame, decode the pair) is captured once
+and replayed; the emitted Gaussians are copies of the graph's static outputs. With ``overlap`` the graph
+has two branches: DINO runs beside the encoder and the new frame's static upsampler beside the decoder,
+because DINO's ~580 tokens and the upsampler's tails leave much of the GPU idle. Same kernels, same
+results; only their order changes. The side and warm-up streams are shared per device, so sessions do not
+each leave cuBLAS workspaces behind.
+"""
+
+from __future__ import annotations
+
+from typing import Dict, Tuple
+
+import torch
+from torch import Tensor
+
+from ..gaussians import DynamicGaussians, Gaussians
+from ..networks.model import FrameState, StreamSplat
+
+_STREAMS: Dict[Tuple[str, int], torch.cuda.Stream] = {}
+
+
+def _stream(device: torch.device, slot: int) -> torch.cuda.Stream:
+    idx = device.index if device.index is not None else torch.cuda.current_device()
+    key = (f"cuda:{idx}", slot)
+    if key not in _STREAMS:
+        _STREAMS[key] = torch.cuda.Stream(device=idx)
+    return _STREAMS[key]
+
+
+def _side_stream(device: torch.device) -> torch.cuda.Stream:
+    return _stream(device, 0)
+
+
+def _warmup_stream(device: torch.device) -> torch.cuda.Stream:
+    return _stream(device, 1)
+
+
+def _tensors(g: Gaussians):
+    return [t for t in (g.means, g.quats, g.scales, g.opacities, g.colours, g.sh) if t is not None]
+
+
+class GraphStep:
+    """One captured CUDA graph of ``(prev state, new frame) -> (interval Gaussians, new state)``."""
+
+    def __init__(self, model: StreamSplat, prev: FrameState, rgb: Tensor, disp: Tensor, warmup: int = 2,
+                 overlap: bool = True) -> None:
+        self.model = model
+        self.overlap = overlap and model.config.depth_norm != "pair"
+        # with the one-kernel dynamic heads the static features go straight into the kernel (no terms)
+        self.terms = self.overlap and not getattr(model.decoder, "fused_heads", False)
+        self.side = _side_stream(rgb.device)
+        self.rgb, self.disp = rgb.clone(), disp.clone()
+        terms = None
+        if self.terms:  # the overlapped body reads the previous frame's head terms from the cache
+            terms = (model.decoder.static_terms(prev.features) if prev.head_terms is None
+                     else prev.head_terms.clone())
+        self.prev = FrameState(prev.tokens.clone(), prev.features.clone(), prev.gaussians.map(torch.clone),
+                               prev.condition.clone(), terms)
+        s = _warmup_stream(rgb.device)
+        s.wait_stream(torch.cuda.current_stream())
+        with torch.cuda.stream(s):
+            for _ in range(warmup):
+                self._body()
+        torch.cuda.current_stream().wait_stream(s)
+        self.graph = torch.cuda.CUDAGraph()
+        with torch.cuda.graph(self.graph):
+            self.out, self.new = self._body()
+            # the new frame becomes the cached previous frame, inside the graph
+            self.prev.tokens.copy_(self.new.tokens)
+            self.prev.features.copy_(self.new.features)
+            self.prev.condition.copy_(self.new.condition)
+            if self.prev.head_terms is not None:
+                self.prev.head_terms.copy_(self.new.head_terms)
+            for a, b in zip(_tensors(self.prev.gaussians), _tensors(self.new.gaussians)):
+                a.copy_(b)
+
+    def _body(self) -> Tuple[DynamicGaussians, FrameState]:
+        if self.overlap:
+            return self._body_overlap()
+        new = self.model.encode_frame(self.rgb, self.model.prepare_disparity(self.disp))
+        return self.model.decode_pair(self.prev, new), new
+
+    def _body_overlap(self) -> Tuple[DynamicGaussians, FrameState]:
+        """``encode_frame`` + ``decode_pair`` on two streams: main = encoder tokens -> decoder -> dynamic
+        upsampler -> heads; side = DINO + condition, then the new frame's static upsampler, heads and its
+        share of the dynamic heads' first layer (:meth:`DynamicDecoder.static_terms`, cached for the next
+        pair), so that main only runs the dynamic columns of that layer."""
+        m, enc, dec = self.model, self.model.encoder, self.model.decoder
+        main, side = torch.cuda.current_stream(), self.side
+        side.wait_stream(main)  # the new frame's inputs are in place
+        with torch.cuda.stream(side):
+            cond = dec.condition(m.dino(self.rgb))
+            cond_ready = torch.cuda.Event()
+            cond_ready.record(side)
+        tokens = enc.encode_tokens(self.rgb, m.prepare_disparity(self.disp))
+        side.wait_stream(main)  # tokens ready
+        with torch.cuda.stream(side):
+            feats = enc.upsample(tokens)
+            g = enc.heads(feats)
+            terms = dec.static_terms(feats) if self.terms else None
+        main.wait_event(cond_ready)
+        p = self.prev
+        dyn = dec.dynamic_features(dec.joint_tokens(p.tokens, tokens, p.condition, cond))
+        main.wait_stream(side)  # static features, Gaussians and head terms of the new frame
+        if self.terms:
+            out = dec.gaussians_from_terms(dyn, p.head_terms, terms, p.gaussians, g)
+        else:
+            out = dec.gaussians(dyn, p.features, feats, p.gaussians, g)
+        return out, FrameState(tokens, feats, g, cond, terms)
+
+    def __call__(self, rgb: Tensor, disp: Tensor) -> DynamicGaussians:
+        if self.graph is None:
+            raise RuntimeError("this CUDA-graph step was closed")
+        self.rgb.copy_(rgb)
+        self.disp.copy_(disp)
+        self.graph.replay()
+        return self.out.map(torch.clone)
+
+    def close(self) -> None:
+        """Release the graph, its private memory pool and every static buffer."""
+        if self.graph is None:
+            return
+        torch.cuda.current_stream().synchronize()
+        self.graph.reset()
+        self.graph = None
+        self.out = self.new = self.prev = self.rgb = self.disp = None
+        # cuBLAS keeps one workspace per (handle, stream); those first used during capture were allocated in
+        # the graph's private pool and would keep it alive (66-169 MiB per session); later calls reallocate
+        clear = getattr(torch._C, "_cuda_clearCublasWorkspaces", None)
+        if clear is not None:
+            clear()
+
