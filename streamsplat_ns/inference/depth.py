@@ -145,7 +145,8 @@ class DepthInference:
             h, w = self.network_size(*rgb.shape[-2:])
             keep = (vit.interpolate_pos_encoding(h // vit.patch_size, w // vit.patch_size, self.dtype),)
         graph = torch.cuda.CUDAGraph()
-        with torch.cuda.graph(graph):
+        # thread_local: the engine's decode / prefetch (pinned memory) / encode threads keep running meanwhile
+        with torch.cuda.graph(graph, capture_error_mode="thread_local"):
             static_out = self._forward(static_in)
         return _Graph(graph, static_in, static_out, keep)
 
