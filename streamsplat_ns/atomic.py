@@ -15,7 +15,7 @@ import os
 import tempfile
 import time
 from pathlib import Path
-from typing import Iterator, Union
+from typing import Iterator, Optional, Union
 
 PathLike = Union[str, os.PathLike]
 TMP_TAG = ".tmp"
@@ -40,21 +40,26 @@ def is_disk_full(exc: BaseException) -> bool:
                                               or "No space left" in msg)
 
 
-def temp_name(path: PathLike) -> Path:
-    """A unique hidden name in the target's folder that keeps the suffix (encoders pick formats by it)."""
+def temp_name(path: PathLike, tmp_dir: Optional[PathLike] = None) -> Path:
+    """A unique hidden name in the target's folder (or ``tmp_dir``, on the same file system) that keeps the
+    suffix (encoders pick formats by it)."""
     path = Path(path)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.{os.getpid()}.", suffix=TMP_TAG + path.suffix)
+    folder = path.parent if tmp_dir is None else Path(tmp_dir)
+    fd, tmp = tempfile.mkstemp(dir=folder, prefix=f".{path.name}.{os.getpid()}.", suffix=TMP_TAG + path.suffix)
     os.close(fd)
     return Path(tmp)
 
 
 @contextlib.contextmanager
-def atomic_path(path: PathLike) -> Iterator[Path]:
+def atomic_path(path: PathLike, tmp_dir: Optional[PathLike] = None) -> Iterator[Path]:
     """Yield a temporary path; on success fsync it and rename it to ``path``; on failure remove it.
-    A full disk is re-raised as :class:`OutOfSpaceError` naming ``path``."""
+    A full disk is re-raised as :class:`OutOfSpaceError` naming ``path``. ``tmp_dir`` (same file system)
+    keeps the temporary file out of a folder that other tools list, e.g. nerfstudio's checkpoint folder."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = temp_name(path)
+    if tmp_dir is not None:
+        Path(tmp_dir).mkdir(parents=True, exist_ok=True)
+    tmp = temp_name(path, tmp_dir)
     try:
         yield tmp
         with open(tmp, "rb+") as f:

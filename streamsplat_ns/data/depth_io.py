@@ -9,14 +9,13 @@ Loaders accept both, and always re-normalise per frame after resizing, as traini
 from __future__ import annotations
 
 import json
-import os
-import tempfile
 from pathlib import Path
 from typing import Any, Dict, Optional, Union
 
 import numpy as np
 from jaxtyping import Float, UInt16
 
+from streamsplat_ns.atomic import atomic_write_bytes  # noqa: F401  (one home; re-exported for callers)
 from streamsplat_ns.data.errors import DataError
 
 SIDECAR_NAME = "depth_meta.json"
@@ -84,21 +83,6 @@ def minmax(d: np.ndarray, eps: float = 1e-8) -> np.ndarray:
     if hi - lo < eps:
         return np.zeros_like(d, dtype=np.float32)
     return ((d - lo) / (hi - lo)).astype(np.float32)
-
-
-def atomic_write_bytes(path: Union[str, Path], data: bytes) -> None:
-    """Write via a temp file + rename so an interrupted run never leaves a half-written map."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix="." + path.name, suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
 
 
 def encode_png16(arr: UInt16[np.ndarray, "H W"]) -> bytes:

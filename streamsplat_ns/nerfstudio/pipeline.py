@@ -40,6 +40,9 @@ class StreamSplatPipeline(VanillaPipeline):
                  test_mode: Literal["test", "val", "inference"] = "val", world_size: int = 1, local_rank: int = 0,
                  grad_scaler: Optional[GradScaler] = None) -> None:
         torch.nn.Module.__init__(self)
+        from .trainer import install_eval_hook
+
+        install_eval_hook()  # ns-eval / ns-render / exports then validate our checkpoints before loading them
         self.config = config
         self.test_mode = test_mode
         enc = config.model.encoder

@@ -14,10 +14,11 @@ from __future__ import annotations
 import functools
 import math
 import os
+import re
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Tuple, Type
+from typing import Any, Dict, List, Literal, Optional, Tuple, Type
 
 import torch
 from nerfstudio.engine.optimizers import OptimizerConfig
@@ -27,6 +28,8 @@ from nerfstudio.utils.decorators import check_main_thread
 from nerfstudio.utils.rich_utils import CONSOLE
 from torch.optim import Optimizer
 from torch.optim.lr_scheduler import LambdaLR, LRScheduler
+
+from ..atomic import atomic_path, clean_stale_temps
 
 
 @dataclass
@@ -69,15 +72,115 @@ class StreamSplatTrainerConfig(TrainerConfig):
     """Also save when this much wall time has passed since the last checkpoint."""
 
 
-def _atomic_write(path: Path, tmp_dir: Path, write) -> None:
-    """Write to a temp file in ``tmp_dir`` (never the folder --load-dir lists), then rename into place."""
-    tmp = tmp_dir / f".{path.name}.{os.getpid()}.tmp"
-    try:
-        write(tmp)
-        os.replace(tmp, path)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
+FAULT_PAUSE_ENV = "STREAMSPLAT_FAULT_PAUSE_IN_SAVE"
+"""Fault-injection hook (tests only): seconds to pause in the middle of writing a ``.ckpt``, so that a
+kill lands inside the write."""
+_STEP_CKPT = re.compile(r"step-(\d+)\.ckpt")
+
+
+class _PausingWriter:
+    """A file object that pauses once, after its first write (see :data:`FAULT_PAUSE_ENV`)."""
+
+    def __init__(self, f, pause: float) -> None:
+        self.f, self.pause, self.paused = f, pause, False
+
+    def write(self, b) -> int:
+        n = self.f.write(b)
+        if not self.paused:
+            self.paused = True
+            self.f.flush()
+            time.sleep(self.pause)
+        return n
+
+    def flush(self) -> None:
+        self.f.flush()
+
+
+def _write_state(state: Dict[str, Any], path: Path) -> None:
+    pause = float(os.environ.get(FAULT_PAUSE_ENV, "0") or 0)
+    if pause <= 0:
+        torch.save(state, path)
+        return
+    with open(path, "wb") as f:
+        torch.save(state, _PausingWriter(f, pause))
+
+
+def step_checkpoints(load_dir: Path) -> List[Tuple[int, Path]]:
+    """``(step, path)`` of the complete ``step-N.ckpt`` files in ``load_dir``, oldest first (anything else
+    there, e.g. a stray temporary file, is ignored instead of breaking the step parsing)."""
+    out = []
+    for p in Path(load_dir).iterdir():
+        m = _STEP_CKPT.fullmatch(p.name)
+        if m and p.is_file():
+            out.append((int(m[1]), p))
+    return sorted(out)
+
+
+def find_step_checkpoint(load_dir: Path, load_step: Optional[int] = None) -> Path:
+    """The checkpoint a ``--load-dir`` (and ``--load-step``) run resumes from, or a clear error."""
+    load_dir = Path(load_dir)
+    if not load_dir.is_dir():
+        raise FileNotFoundError(f"{load_dir}: no such checkpoint folder (--load-dir takes a run's "
+                                f"nerfstudio_models/ folder)")
+    found = step_checkpoints(load_dir)
+    if not found:
+        raise FileNotFoundError(f"{load_dir}: no step-<N>.ckpt checkpoints in this folder (--load-dir takes a run's "
+                                f"nerfstudio_models/ folder; checkpoints are written every --steps-per-save steps)")
+    if load_step is None:
+        return found[-1][1]
+    path = load_dir / f"step-{load_step:09d}.ckpt"
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: no checkpoint for --load-step {load_step}; available steps: "
+                                f"{[s for s, _ in found]}")
+    return path
+
+
+def read_training_checkpoint(path: Path) -> Dict[str, Any]:
+    """Load a nerfstudio ``step-N.ckpt`` of ours safely (weights only) and validate it before any use:
+    complete file, the expected entries, finite network weights. Errors name the file and the fix."""
+    from ..networks.checkpoint import CheckpointError, check_finite, torch_load
+
+    path = Path(path)
+    earlier = [p.name for _, p in step_checkpoints(path.parent) if p != path] if path.parent.is_dir() else []
+    fix = (f"delete it (or pass --load-step) to use the previous checkpoint {earlier[-1]}" if earlier
+           else "train again; no earlier checkpoint is in this folder")
+    state = torch_load(path, what="training checkpoint", fix=fix)
+    need = ("step", "pipeline", "optimizers", "scalers")
+    if not isinstance(state, dict) or any(k not in state for k in need):
+        have = sorted(state) if isinstance(state, dict) else type(state).__name__
+        raise CheckpointError(path, f"not a nerfstudio training checkpoint (expected entries {list(need)}, "
+                                    f"found {have})", fix)
+    check_finite(state["pipeline"], source=path, fix=fix)
+    return state
+
+
+def _checked_eval_load_checkpoint(config, pipeline):
+    """nerfstudio's ``eval_load_checkpoint`` (ns-eval, ns-render, ns-viewer, streamsplat-export) for our
+    pipelines: pick the checkpoint robustly and validate it first; other methods use the original."""
+    from .pipeline import StreamSplatPipeline
+
+    if not isinstance(pipeline, StreamSplatPipeline):
+        return _original_eval_load_checkpoint(config, pipeline)
+    path = find_step_checkpoint(config.load_dir, config.load_step)
+    state = read_training_checkpoint(path)
+    pipeline.load_pipeline(state["pipeline"], state["step"])
+    CONSOLE.print(f":white_check_mark: Done loading checkpoint from {path}")
+    return path, int(state["step"])
+
+
+_original_eval_load_checkpoint = None
+
+
+def install_eval_hook() -> None:
+    """Route nerfstudio's ``eval_load_checkpoint`` through :func:`_checked_eval_load_checkpoint` (idempotent).
+    Called when a StreamSplat pipeline is built, i.e. before ``eval_setup`` loads its checkpoint; importing
+    ``eval_utils`` at module level would be circular (it discovers the methods, which import this module)."""
+    global _original_eval_load_checkpoint
+    from nerfstudio.utils import eval_utils
+
+    if eval_utils.eval_load_checkpoint is not _checked_eval_load_checkpoint:
+        _original_eval_load_checkpoint = eval_utils.eval_load_checkpoint
+        eval_utils.eval_load_checkpoint = _checked_eval_load_checkpoint
 
 
 class StreamSplatTrainer(Trainer):
@@ -87,9 +190,46 @@ class StreamSplatTrainer(Trainer):
         super().__init__(config, local_rank, world_size)
         self._last_save = time.time()
         self.nonfinite_skips = 0
+        self._resume_state: Optional[Dict[str, Any]] = None
+        self._resume_path: Optional[Path] = None
+
+    def setup(self, test_mode: Literal["test", "val", "inference"] = "val") -> None:
+        """Clean temporary files a killed run left behind, and validate the checkpoint to resume from before
+        building anything (a damaged file fails in seconds, not after data and model set-up)."""
+        if self.local_rank == 0:
+            folders = {self.base_dir, self.checkpoint_dir}
+            if self.config.load_dir is not None:
+                folders |= {Path(self.config.load_dir), Path(self.config.load_dir).parent}
+            removed = sum(clean_stale_temps(f) for f in folders)
+            if removed:
+                CONSOLE.print(f"removed {removed} temporary file(s) left by an interrupted checkpoint write")
+        if self.config.load_dir is not None:
+            self._resume_path = find_step_checkpoint(self.config.load_dir, self.config.load_step)
+        elif self.config.load_checkpoint is not None:
+            self._resume_path = Path(self.config.load_checkpoint)
+        if self._resume_path is not None:
+            self._resume_state = read_training_checkpoint(self._resume_path)
+        super().setup(test_mode)
+
+    def _load_checkpoint(self) -> None:
+        state, path = self._resume_state, self._resume_path
+        if state is None:
+            CONSOLE.print("No Nerfstudio checkpoint to load, so training from scratch.")
+            return
+        self._resume_state = None
+        self._start_step = int(state["step"]) + 1
+        self.pipeline.load_pipeline(state["pipeline"], state["step"])
+        self.optimizers.load_optimizers(state["optimizers"])
+        if "schedulers" in state and self.config.load_scheduler:
+            self.optimizers.load_schedulers(state["schedulers"])
+        self.grad_scaler.load_state_dict(state["scalers"])
+        CONSOLE.print(f"Done loading Nerfstudio checkpoint from {path} (step {state['step']})")
 
     @check_main_thread
     def save_checkpoint(self, step: int) -> None:
+        """Atomic: the ``.ckpt`` is written under a temporary name in the run folder (never in the folder
+        ``--load-dir`` lists) and renamed; a full disk raises :class:`OutOfSpaceError` naming the file and
+        leaves the previous checkpoint in place."""
         self.checkpoint_dir.mkdir(parents=True, exist_ok=True)
         ckpt_path = self.checkpoint_dir / f"step-{step:09d}.ckpt"
         pipeline = self.pipeline.module if hasattr(self.pipeline, "module") else self.pipeline
@@ -100,15 +240,15 @@ class StreamSplatTrainer(Trainer):
             "schedulers": {k: v.state_dict() for (k, v) in self.optimizers.schedulers.items()},
             "scalers": self.grad_scaler.state_dict(),
         }
-        _atomic_write(ckpt_path, self.base_dir, lambda p: torch.save(state, p))
+        with atomic_path(ckpt_path, tmp_dir=self.base_dir) as tmp:
+            _write_state(state, tmp)
         if self.config.save_only_latest_checkpoint:
-            for f in self.checkpoint_dir.glob("*.ckpt"):
+            for _, f in step_checkpoints(self.checkpoint_dir):
                 if f != ckpt_path:
                     f.unlink()
-        from ..api import save_checkpoint
+        from ..networks.checkpoint import save_checkpoint
 
-        net = pipeline.model.net
-        _atomic_write(self.base_dir / "model.safetensors", self.base_dir, lambda p: save_checkpoint(net, p))
+        save_checkpoint(pipeline.model.net, self.base_dir / "model.safetensors")  # atomic itself
         self._last_save = time.time()
 
     def train_iteration(self, step: int):

@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import math
 import re
-from typing import Dict, List, Optional, Tuple
+from typing import Dict, Optional, Tuple
 
 import torch
 from torch import Tensor
@@ -153,6 +153,14 @@ def _grid_for(tokens: int, image_size: Optional[Tuple[int, int]], div: int) -> T
     return h, tokens // h
 
 
+def _velocity_scale(sd: Dict[str, Tensor]) -> Tuple[float, float, float]:
+    """The file's ``dynamic_scalar`` buffer (what its outputs use); the code default when unreadable."""
+    v = sd.get("model.gs_dynamic_predictor.dynamic_scalar")
+    if v is None or v.device.type == "meta" or v.numel() != 3:
+        return DecoderConfig.velocity_scale
+    return tuple(float(f"{x:.7g}") for x in v.detach().float().cpu().tolist())
+
+
 def infer_config(sd: Dict[str, Tensor], layout: str, image_size: Optional[Tuple[int, int]] = None) -> ModelConfig:
     """Paper config with sizes read from the tensor shapes (head_dim 64 and window 2304 as in the paper)."""
     e = "model." if layout == "stage1" else "model.gs_predictor."
@@ -186,6 +194,7 @@ def infer_config(sd: Dict[str, Tensor], layout: str, image_size: Optional[Tuple[
         upsampler=UpsamplerConfig(stages=stages, depth=ups_depth, window_size=2304, min_width=min(64, min(dwidths))),
         head_hidden=sd[g + "xyz_dynamic.layers.1.weight"].shape[0],
         motion_order=sd[g + "xyz_dynamic.layers.7.weight"].shape[0] // 3,
+        velocity_scale=_velocity_scale(sd),
         dino=DinoConfig.vit({384: "s", 768: "b", 1024: "l"}.get(sd[d + "condition_proj.weight"].shape[1], "b"),
                             registers=4, interpolate_offset=0.0, interpolate_antialias=True),
         dino_grid=dg,
@@ -219,17 +228,10 @@ def from_official(sd: Dict[str, Tensor], model_sd_template: Dict[str, Tensor], l
         o = official_key(k, layout)
         if o is not None:
             mapping[k] = o
-    wanted = set(mapping.values())
-    ignorable = set(UNUSED_STAGE2_KEYS) if layout == "stage2" else set()
-    missing = sorted(o for o in wanted if o not in sd)
-    unexpected = sorted(k for k in sd if k not in wanted and k not in ignorable)
-    wrong = sorted((o, tuple(sd[o].shape), tuple(model_sd_template[k].shape))
-                   for k, o in mapping.items() if o in sd and tuple(sd[o].shape) != tuple(model_sd_template[k].shape))
-    if missing or unexpected or wrong:
-        def _fmt(xs: List) -> str:
-            return "\n    ".join(map(str, xs[:20])) + (f"\n    ... ({len(xs)} in all)" if len(xs) > 20 else "")
-        raise ValueError(
-            f"{source}: does not match the official {layout!r} layout of this model config\n"
-            f"  missing keys:\n    {_fmt(missing)}\n  unexpected keys:\n    {_fmt(unexpected)}\n"
-            f"  shape mismatches (key, file, expected):\n    {_fmt(wrong)}")
+    from .checkpoint import check_state_dict
+
+    expected = {o: model_sd_template[k] for k, o in mapping.items()}
+    ignorable = UNUSED_STAGE2_KEYS if layout == "stage2" else ()
+    check_state_dict(expected, sd, source=source, what=f"the official {layout!r} layout of this model config",
+                     ignore=ignorable, fix="pass config=/image_size= matching the file, or the right checkpoint")
     return {k: sd[o] for k, o in mapping.items()}
