@@ -5,7 +5,7 @@
 1. attention: each SDPA backend at the encoder, decoder (self / cross) and upsampler window shapes,
    with the achieved TFLOP/s;
 2. the second half of an upsampler block (residual add + RMSNorm + MLP): eager cuBLAS path against
-   each config of the one-kernel Triton version (:func:`streamsplat_ns.networks.fused.norm_mlp_triton`);
+   each config of the one-kernel Triton version (:func:`streamsplat_ns.inference.kernels.norm_mlp_triton`);
 3. the dynamic heads of one pair: eager (TF32) against each config of the one-kernel version.
 Prints a short table last.
 """
@@ -23,7 +23,7 @@ import torch.nn.functional as F  # noqa: E402
 
 def _timed(rows: list, name: str, fn, flops: float = float("nan")) -> None:
     """Time ``fn`` (GPU ms, CUDA events) and add a row; a kernel that cannot run is reported and skipped."""
-    from streamsplat_ns.networks.fused import gpu_time_ms
+    from streamsplat_ns.inference.choices import gpu_time_ms
 
     try:
         ms = gpu_time_ms(fn, 20)
@@ -65,14 +65,15 @@ def attention_rows():
 
 
 def mlp_rows():
-    from streamsplat_ns.networks import fused
+    from streamsplat_ns.inference import InferenceOptions, prepare
+    from streamsplat_ns.inference import kernels as fused
     from streamsplat_ns.networks.layers import MLP
 
     rows = []
     g = torch.Generator(device="cuda").manual_seed(0)
     for d, m, shift in ((192, 73728, 1152), (192, 36864, 0), (384, 18432, 1152), (384, 9216, 0)):
-        mlp = MLP(d, 4 * d).cuda().bfloat16()
-        mlp.fused = True
+        # the eager path as inference runs it: fc1 + SiLU GEMM where faster (choice cached on disk)
+        mlp = prepare(MLP(d, 4 * d).cuda().bfloat16(), InferenceOptions(fused_silu=True))
         x = torch.randn(1, m, d, device="cuda", generator=g)
         y = torch.randn(1, m, d, device="cuda", generator=g).bfloat16()
         nw = torch.rand(d, device="cuda", generator=g) + 0.5
@@ -97,7 +98,7 @@ def mlp_rows():
 
 
 def heads_rows():
-    from streamsplat_ns.networks import fused_heads
+    from streamsplat_ns.inference import heads_kernel as fused_heads
     from streamsplat_ns.networks.heads import DynamicHeads
 
     torch.backends.cuda.matmul.allow_tf32 = True

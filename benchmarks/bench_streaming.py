@@ -12,6 +12,7 @@ Prints a short table last. bf16 weights / SDPA flash attention; heads in fp32 (a
 from __future__ import annotations
 
 import argparse
+import copy
 import os
 import sys
 import time
@@ -34,8 +35,15 @@ except ImportError:  # pragma: no cover
 
 import torch  # noqa: E402
 
+from streamsplat_ns.inference import InferenceOptions, prepare  # noqa: E402
 from streamsplat_ns.networks import ModelConfig, StreamSplat  # noqa: E402
 from streamsplat_ns.streaming import StreamingSession  # noqa: E402
+
+
+def apply(model: StreamSplat, dtype: str, fused=False, silu=False, mlp=False, heads=False) -> None:
+    """One benchmark variant's inference options (bf16 or fp32 weights, which fused kernels)."""
+    prepare(model, InferenceOptions(dtype=torch.bfloat16 if dtype == "bf16" else None, fused=fused,
+                                    fused_silu=silu, fused_mlp=mlp, fused_heads=heads))
 
 
 def _time_fn(fn, iters: int, graph: bool) -> float:
@@ -52,7 +60,7 @@ def _time_fn(fn, iters: int, graph: bool) -> float:
         with torch.cuda.graph(g):
             fn()
         run = g.replay
-    from streamsplat_ns.networks.fused import gpu_time_ms
+    from streamsplat_ns.inference.choices import gpu_time_ms
 
     return gpu_time_ms(run, iters)
 
@@ -140,7 +148,7 @@ def profile_top(model: StreamSplat, frames, k: int = 40, cuda_graph: bool = Fals
     for ms, cnt, name in rows[:k]:
         print(f"  {ms:7.3f} ms  x{cnt:<4d} {name}")
     # which operators (with their input shapes) those kernels belong to: eager steps, same model settings
-    e = StreamingSession(model)
+    e = StreamingSession(model, cuda_graph=False)
     for i in range(2):
         e.push(*frames[i % len(frames)])
     torch.cuda.synchronize()
@@ -222,8 +230,8 @@ def main() -> None:
     dev = torch.device("cuda")
     torch.manual_seed(0)
     model = StreamSplat.from_config(ModelConfig.paper()).to(dev).eval()
-    if args.dtype == "bf16":
-        model.cast_for_inference(torch.bfloat16)
+    oracle = copy.deepcopy(model)  # fp32, plain modules: InferenceOptions.eager(), the test oracle
+    apply(model, args.dtype)
     g = torch.Generator(device=dev).manual_seed(0)
     frames = [(torch.rand(1, 3, 288, 512, device=dev, generator=g), torch.rand(1, 1, 288, 512, device=dev, generator=g))
               for _ in range(8)]
@@ -231,7 +239,8 @@ def main() -> None:
           f"{model.config.encoder.gaussians_per_frame * 2} Gaussians per interval")
     rows = []
     with torch.no_grad():
-        ms_eager, _, _, _ = stream_run(model, frames, args.eager_frames, cuda_graph=False)
+        ms_eager, _, _, sess = stream_run(model, frames, args.eager_frames, cuda_graph=False)
+        sess.close()
         rows.append(("stream, eager, unfused", ms_eager))
         sdpas = [k.strip() for k in args.sdpa.split(",") if k.strip()]
         variants = [dict(fused=False, overlap=False, silu=False, mlp=False, sdpa=k) for k in sdpas]
@@ -247,11 +256,10 @@ def main() -> None:
             for v in variants:
                 try:
                     t = time.perf_counter()
-                    if args.dtype == "bf16":
-                        model.cast_for_inference(torch.bfloat16, fused=v["fused"], fused_silu=v["silu"],
-                                                 fused_mlp=v["mlp"], fused_heads=v.get("heads", False))
+                    apply(model, args.dtype, v["fused"], v["silu"], v["mlp"], v.get("heads", False))
                     with sdpa_context(v["sdpa"]):
-                        ms, _, _, _ = stream_run(model, frames, 300, cuda_graph=True, overlap=v["overlap"])
+                        ms, _, _, sess = stream_run(model, frames, 300, cuda_graph=True, overlap=v["overlap"])
+                        sess.close()  # its graph and pool go back before the next variant
                     rows.append((variant_name(v), ms))
                     print(f"{variant_name(v)}: {ms:.3f} ms/frame (variant took {time.perf_counter() - t:.0f}s)",
                           flush=True)
@@ -260,20 +268,26 @@ def main() -> None:
                 except Exception as e:  # pragma: no cover
                     print(f"{variant_name(v)} failed ({type(e).__name__}: {str(e)[:300]})")
         graph = not args.no_cuda_graph and best_ms < float("inf")
-        if args.dtype == "bf16":
-            model.cast_for_inference(torch.bfloat16, fused=best["fused"], fused_silu=best["silu"],
-                                     fused_mlp=best["mlp"], fused_heads=best.get("heads", False))
-        if graph:  # the chosen variant must give the plain eager session's Gaussians
-            ref_s, got_s = StreamingSession(model), StreamingSession(model, cuda_graph=True, overlap=best["overlap"])
+        fl = (best["fused"], best["silu"], best["mlp"], best.get("heads", False))
+        apply(model, args.dtype, *fl)
+        if graph:  # the chosen variant against the plain session with the same weights, and the fp32 oracle
+            ref_s = StreamingSession(model, cuda_graph=False)
+            got_s = StreamingSession(model, cuda_graph=True, overlap=best["overlap"])
             with sdpa_context(best["sdpa"]):
                 got = [got_s.push(*frames[i]) for i in range(5)][-1]
-            fl = (best["fused"], best["silu"], best["mlp"], best.get("heads", False))
-            model.cast_for_inference(torch.bfloat16 if args.dtype == "bf16" else torch.float32)
+            got_s.close()
+            apply(model, args.dtype)
             ref = [ref_s.push(*frames[i]) for i in range(5)][-1]
-            model.cast_for_inference(torch.bfloat16 if args.dtype == "bf16" else torch.float32, fused=fl[0],
-                                     fused_silu=fl[1], fused_mlp=fl[2], fused_heads=fl[3])
-            diff = {k: float((getattr(got, k) - getattr(ref, k)).abs().max()) for k in ("means", "motion", "gamma0")}
-            print(f"chosen variant vs eager unfused session, max |diff| (bf16 rounding expected): {diff}")
+            apply(model, args.dtype, *fl)
+            with StreamingSession(oracle, InferenceOptions.eager()) as o:
+                orc = [o.push(*frames[i]) for i in range(5)][-1]
+            keys = ("means", "motion", "gamma0", "gamma1", "opacities", "colours")
+            diff = {k: float((getattr(got, k) - getattr(ref, k)).abs().max()) for k in keys}
+            print(f"chosen variant vs the unfused session (same {args.dtype} weights), max |diff|: {diff}")
+            diff = {k: float((getattr(got, k) - getattr(orc, k)).abs().max()) for k in keys}
+            print(f"chosen variant vs InferenceOptions.eager() (fp32 oracle), max |diff| (bf16 rounding): {diff}")
+        del oracle
+        torch.cuda.empty_cache()
         with sdpa_context(best["sdpa"]):
             if args.profile:
                 profile_top(model, frames, cuda_graph=graph, overlap=best["overlap"])

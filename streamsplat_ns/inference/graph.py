@@ -94,10 +94,14 @@ class GraphStep:
             cond = dec.condition(m.dino(self.rgb))
             cond_ready = torch.cuda.Event()
             cond_ready.record(side)
-        tokens = enc.encode_tokens(self.rgb, m.prepare_disparity(self.disp))
+        dn = m.prepare_disparity(self.disp)
+        tokens = enc.encode_tokens(self.rgb, dn)
         side.wait_stream(main)  # tokens ready
         with torch.cuda.stream(side):
-            feats = enc.upsample(tokens)
+            if getattr(enc, "pixel_skip", None) is None:
+                feats = enc.upsample(tokens)
+            else:  # a pixel-skip encoder (EncoderConfig.pixel_skip) also reads the frame itself
+                feats = enc.upsample(tokens, self.rgb, dn)
             g = enc.heads(feats)
             terms = dec.static_terms(feats) if self.terms else None
         main.wait_event(cond_ready)

@@ -1,11 +1,12 @@
 """Fused Triton kernels for fast bf16 inference (installed by :func:`streamsplat_ns.inference.prepare`).
 
-Residual add + RMSNorm + cast. Eager PyTorch spends about a quarter of a streamed frame's GPU time on three memory-bound kernels per
-sub-layer: the fp32 + bf16 residual add, the fp32 RMSNorm and the cast of its output to bf16. One Triton
-kernel does all three (12 instead of 24 bytes per element, one launch). The maths is unchanged: the
-residual stays fp32, the norm is computed in fp32 and only its output is cast. Used only at inference
-(no autograd) on CUDA when Triton is importable and the options asked for it; everything else takes the
-eager path. Per-shape choices between a kernel and cuBLAS go through :mod:`.choices` (cached on disk).
+Residual add + RMSNorm + cast. Eager PyTorch spends about a quarter of a streamed frame's GPU time on three
+memory-bound kernels per sub-layer: the fp32 + bf16 residual add, the fp32 RMSNorm and the cast of its
+output to bf16. One Triton kernel does all three (12 instead of 24 bytes per element, one launch). The maths
+is unchanged: the residual stays fp32, the norm is computed in fp32 and only its output is cast. Used only
+at inference (no autograd) on CUDA when Triton is importable and the options asked for it; everything else
+takes the eager path. Per-shape choices between a kernel and cuBLAS go through :mod:`.choices` (cached on
+disk).
 """
 
 from __future__ import annotations
@@ -318,9 +319,9 @@ def norm_mlp_triton(x: Tensor, y: Optional[Tensor], norm_weight: Tensor, eps: fl
 def add_norm_mlp(x: Tensor, y: Optional[Tensor], norm_weight: Tensor, eps: float, mlp, choices: KernelChoices,
                  y_shift: int = 0, final: Optional[Tuple[Tensor, float]] = None
                  ) -> Tuple[Tensor, Optional[Tensor], bool]:
-    """The second half of a fused block: returns ``(residual, pending, normed)`` like ``add_rmsnorm``
-    followed by the MLP. Where the one-kernel :func:`norm_mlp_triton` is faster for this shape (timed on
-    first use, never during CUDA-graph capture; remembered in ``choices``) the MLP output is already in the residual, ``pending`` is
+    """The second half of a fused block: returns ``(residual, pending, normed)`` like ``add_rmsnorm`` followed by the
+    MLP. Where the one-kernel :func:`norm_mlp_triton` is faster for this shape (timed on first use, never during
+    CUDA-graph capture; remembered in ``choices``) the MLP output is already in the residual, ``pending`` is
     None, and with ``final`` the result is already that final RMSNorm's output (``normed`` True)."""
     w1, w2 = mlp.fc1.weight, mlp.fc2.weight
     d, dt = x.shape[-1], w1.dtype
