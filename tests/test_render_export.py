@@ -139,7 +139,10 @@ def test_export_cli_ply_round_trip(pipeline, config_path, tmp_path, monkeypatch)
     monkeypatch.setattr("nerfstudio.utils.eval_utils.eval_setup", lambda *a, **k: (None, pipeline, None, 2))
     paths = ex.main(ex.Export(load_config=config_path, times=[0.0, 1.0], clip=1, output_dir=tmp_path / "ply",
                               frame="world", min_opacity=0.0))
-    assert [p.name for p in paths] == ["synth-01_t0.000.ply", "synth-01_t1.000.ply"]
+    from streamsplat_ns.export import ply_name
+
+    n = pipeline.model.clip_provider(1, None)[2]  # times 0 and 1 are the clip's first and last source frames
+    assert [p.name for p in paths] == [ply_name("synth-01", 0), ply_name("synth-01", n - 1)]
     props, v0 = read_ply_independently(paths[0])
     assert props == INRIA_FIELDS
     g, _ = pipeline.model.clip_gaussians(1, 0.0)

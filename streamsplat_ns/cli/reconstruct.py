@@ -53,6 +53,8 @@ class ReconstructArgs:
     depth_checkpoint: Optional[Path] = None
     """depth_anything_v2_<enc>.pth for --depth compute (default: $STREAMSPLAT_DA2_CKPT)"""
     depth_preprocess: Literal["streamsplat", "official"] = "streamsplat"
+    depth_short_side: int = 518
+    """Depth Anything V2 input short side, a multiple of 14 (518 as trained; lower is faster, e.g. 266 on CPU)"""
     frame_step: int = 1
     """key frames every k-th frame, plus the last (the authors' inference uses a gap of 3)"""
     max_frames: Optional[int] = None
@@ -127,10 +129,9 @@ def main(args: ReconstructArgs) -> Dict:
     try:
         model = load_checkpoint(args.checkpoint, device=dev, dino_weights=args.dino_weights)
         model._require_decoder()
-        dtype = options.dtype if dev.type == "cuda" else None
         disparity = DisparitySource.resolve(args.input, source.first_stem, args.depth, args.depth_dir,
                                             args.depth_checkpoint, device=dev, preprocess=args.depth_preprocess,
-                                            dtype=dtype)
+                                            short_side=args.depth_short_side)
         engine = ReconstructionEngine(model, options=options, disparity=disparity, device=dev,
                                       background=args.background, overlap_depth=not args.eager)
     except BaseException:

@@ -28,7 +28,7 @@ class DisparitySource:
 
     def __init__(self, mode: Literal["file", "compute"], *, depth_dir: Optional[Path] = None,
                  model: Optional[torch.nn.Module] = None, preprocess: str = "streamsplat",
-                 dtype: Optional[torch.dtype] = None, command: Optional[str] = None,
+                 command: Optional[str] = None,
                  checkpoint: Optional[Path] = None, short_side: int = 518) -> None:
         if mode not in ("file", "compute"):
             raise ValueError(f"DisparitySource: mode must be 'file' or 'compute', got {mode!r}")
@@ -37,8 +37,10 @@ class DisparitySource:
         if mode == "compute" and model is None:
             raise ValueError("DisparitySource('compute') needs a Depth Anything V2 model")
         self.mode, self.depth_dir, self.model = mode, depth_dir, model
-        self.preprocess, self.dtype, self.command, self.checkpoint = preprocess, dtype, command, checkpoint
+        self.preprocess, self.command, self.checkpoint = preprocess, command, checkpoint
         self.short_side = short_side  # DA-V2's input: shorter side (multiple of 14; 518 as trained)
+        self._bound: Tuple = (None, None)  # (engine options, model size) the fast path is built for
+        self._infer = None
 
     # ------------------------------------------------------------------ constructors
     @classmethod
@@ -47,9 +49,9 @@ class DisparitySource:
 
     @classmethod
     def depth_anything(cls, checkpoint_or_model: Union[str, Path, torch.nn.Module], device="cpu",
-                       preprocess: str = "streamsplat", dtype: Optional[torch.dtype] = None,
-                       short_side: int = 518) -> "DisparitySource":
-        """Depth Anything V2 from an official ``depth_anything_v2_<enc>.pth`` (or an already built model)."""
+                       preprocess: str = "streamsplat", short_side: int = 518) -> "DisparitySource":
+        """Depth Anything V2 from an official ``depth_anything_v2_<enc>.pth`` (or an already built model); its
+        precision and CUDA graph follow the engine's options (:meth:`bind`)."""
         ckpt = None
         if isinstance(checkpoint_or_model, torch.nn.Module):
             model = checkpoint_or_model
@@ -58,13 +60,12 @@ class DisparitySource:
 
             ckpt = Path(checkpoint_or_model)
             model = load_depth_anything(ckpt, device=device)
-        return cls("compute", model=model.eval(), preprocess=preprocess, dtype=dtype, checkpoint=ckpt,
-                   short_side=short_side)
+        return cls("compute", model=model.eval(), preprocess=preprocess, checkpoint=ckpt, short_side=short_side)
 
     @classmethod
     def resolve(cls, input: Union[str, Path], first_stem: Optional[str], mode: Literal["auto", "file", "compute"],
                 depth_dir: Optional[Path] = None, checkpoint: Optional[Path] = None, device="cpu",
-                preprocess: str = "streamsplat", dtype: Optional[torch.dtype] = None) -> "DisparitySource":
+                preprocess: str = "streamsplat", short_side: int = 518) -> "DisparitySource":
         """The CLI rule: 'file' reads maps, 'compute' runs DA-V2, 'auto' reads maps if the first frame has one."""
         from ..data.depth_io import default_depth_dir, depth_command, folder_depth_path
 
@@ -85,7 +86,7 @@ class DisparitySource:
                 f"no disparity maps at {where} and no Depth Anything V2 checkpoint: pass --depth-checkpoint "
                 f"depth_anything_v2_vits.pth (or _vitl; or set {DA2_ENV}), or precompute maps with: {cmd}")
         log.info("disparity: Depth Anything V2 (%s) on the device", ckpt)
-        return cls.depth_anything(ckpt, device=device, preprocess=preprocess, dtype=dtype)
+        return cls.depth_anything(ckpt, device=device, preprocess=preprocess, short_side=short_side)
 
     # ------------------------------------------------------------------ per frame
     def path_of(self, stem: str) -> Path:
@@ -116,17 +117,36 @@ class DisparitySource:
             raise DataError(f"{p}: the disparity map holds NaN/Inf; re-create it with: {self.command}")
         return np.ascontiguousarray(d, dtype=np.float32)
 
-    @torch.no_grad()
-    def compute(self, rgb: Float[Tensor, "1 3 H W"], size: Tuple[int, int]) -> Float[Tensor, "1 1 h w"]:
-        """Device part: Depth Anything V2 on the uploaded frame (RGB in [0, 1]) -> raw disparity at ``size``."""
-        from ..depth.depth_anything import predict_disparity
+    def bind(self, options, size: Tuple[int, int]) -> None:
+        """Run Depth Anything V2 with the engine's ``options`` (eager: the fp32 oracle; fastest: bf16 + CUDA
+        graph) at the model's ``size``; the fast path is built lazily on the first frame."""
+        if (options, size) != self._bound:
+            self._bound = (options, size)
+            self._infer = None
 
-        d = predict_disparity(self.model, rgb, preprocess=self.preprocess, short_side=self.short_side, out_size=size,
-                              dtype=self.dtype)
-        return d[:, None].float()
+    @torch.no_grad()
+    def compute(self, rgb: Tensor, size: Tuple[int, int]) -> Float[Tensor, "1 1 h w"]:
+        """Device part: Depth Anything V2 on the uploaded frame (uint8 0-255 or float 0-1, [1, 3, H, W]) ->
+        raw disparity at ``size``, queued on the current stream (no host synchronisation)."""
+        from ..inference.depth import DepthInference
+
+        options, bound_size = self._bound
+        if self._infer is None or bound_size != size:
+            from ..inference import InferenceOptions
+
+            self._bound = (options, size)
+            self._infer = DepthInference.from_options(self.model, options or InferenceOptions.eager(), out_size=size,
+                                                      preprocess=self.preprocess, short_side=self.short_side)
+        return self._infer(rgb)
+
+    def close(self) -> None:
+        if self._infer is not None:
+            self._infer.close()
+        self._infer = None
 
     def describe(self) -> dict:
         if self.mode == "file":
-            return {"mode": "file", "depth_dir": str(self.depth_dir)}
-        return {"mode": "compute", "model": "depth_anything_v2", "checkpoint": None if self.checkpoint is None
-                else str(self.checkpoint), "preprocess": self.preprocess, "dtype": str(self.dtype)}
+            return {"mode": "file", "depth_dir": str(Path(self.depth_dir).resolve())}
+        return {"mode": "compute", "model": "depth_anything_v2",
+                "checkpoint": None if self.checkpoint is None else str(Path(self.checkpoint).resolve()),
+                "preprocess": self.preprocess, "short_side": self.short_side}

@@ -53,17 +53,19 @@ class StreamSplatViewerMixin:
                                         hint="extra zoom on top of the viewer camera's (1 = canonical framing)")
         self.viewer_control = _CanonicalViewControl()
 
-    def clip_gaussians(self, clip: int, t: float) -> Tuple[Any, float]:
+    def clip_gaussians(self, clip: int, t: float, frame: Optional[float] = None) -> Tuple[Any, float]:
         """Gaussians that render clip ``clip`` at normalised time ``t`` in [0, 1], and their local time.
 
         Stage 1: the static Gaussians of the nearest frame. Stage 2: the dynamic Gaussians of the key
-        pair that contains ``t`` (pairs every ``viewer_key_gap`` frames) and the time inside it. Cached per
+        pair that contains ``t`` (``engine.key_frames(n, viewer_key_gap)``: the rule every command uses) and
+        the time inside it, reconstructed by ``ReconstructionEngine.reconstruct_clip``. Cached per
         training step, so the viewer during training shows the current weights.
         """
         if self.clip_provider is None:
             raise RuntimeError("no clip source attached to the model (the pipeline attaches the datamanager's)")
         n = self.clip_provider(clip, None)[2]
-        f = float(min(max(t, 0.0), 1.0)) * (n - 1)
+        # ``frame`` (source frame, as streamsplat-export --frames) avoids the round trip through t
+        f = float(min(max(t, 0.0), 1.0)) * (n - 1) if frame is None else float(min(max(frame, 0.0), n - 1))
         step = int(self._step)  # new weights during training -> new Gaussians
         if self.config.stage == "encoder":
             k = int(round(f))
@@ -74,18 +76,23 @@ class StreamSplatViewerMixin:
                     self._cache[key] = self.net.predict_static(rgb.to(self.device), disp.to(self.device)).map(
                         lambda x: x.float())
             out, local = self._cache[key], 0.0
-        else:
-            gap = max(1, min(self.config.viewer_key_gap, n - 1))
-            k = min(int(f // gap), max((n - 1) // gap - 1, 0))
-            a, b = k * gap, min((k + 1) * gap, n - 1)
+        else:  # the engine's pairing rule and reconstruction, as streamsplat-reconstruct / -export / live
+            from ..engine import ReconstructionEngine, key_frames, locate
+            from ..inference import InferenceOptions
+
+            keys = key_frames(n, max(1, min(self.config.viewer_key_gap, n - 1)))
+            j, local = locate(keys, f) if len(keys) > 1 else (0, 0.0)
+            a, b = (keys[j], keys[j + 1]) if len(keys) > 1 else (0, 0)
             key = ("pair", clip, a, b, step)
             if key not in self._cache:
                 rgb, disp, _ = self.clip_provider(clip, [a, b])
-                rgb, disp = rgb.to(self.device), disp.to(self.device)
+                # eager options: the training model is used as it is (no casts), under the viewer's autocast
+                engine = ReconstructionEngine(self.net, options=InferenceOptions.eager(), device=self.device,
+                                              overlap_depth=False)
                 with self._autocast():
-                    self._cache[key] = self.net.predict_pair(rgb[:1], disp[:1], rgb[1:], disp[1:]).map(
-                        lambda x: x.float())
-            out, local = self._cache[key], (f - a) / max(b - a, 1)
+                    iv = engine.reconstruct_clip(rgb, disp, max(b - a, 1), frames=[a, b] if b > a else None)[0]
+                self._cache[key] = iv.gaussians.map(lambda x: x.float())
+            out = self._cache[key]
         self._cache.move_to_end(key)
         while len(self._cache) > self.config.viewer_max_cached_pairs:
             self._cache.popitem(last=False)
