@@ -1,0 +1,176 @@
+"""``streamsplat-compare``: StreamSplat, per-scene nerfstudio methods and two baselines on the same frames.
+
+One clip, one protocol (:mod:`.protocol`), one table. See docs/compare.md.
+"""
+
+from __future__ import annotations
+
+import logging
+import shlex
+import sys
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Dict, List, Literal, Optional, Tuple
+
+import numpy as np
+import torch
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class CompareConfig:
+    data: Optional[Path] = None
+    """dataset root, video file or frame folder (default: the embedded synthetic sample)"""
+    dataparser: Literal["auto", "davis", "video", "youtube-vos", "co3d", "re10k"] = "auto"
+    """how to read --data (auto: a DAVIS root -> davis, else a video file / frame folder -> video)"""
+    sequence: Optional[str] = None
+    """sequence name inside a dataset (default: the split's first)"""
+    split: str = "val"
+    start: int = 0
+    """first frame of the clip"""
+    max_frames: Optional[int] = 21
+    """clip length in frames (None: the whole sequence)"""
+    key_gap: int = 5
+    """a key frame every this many frames (what every method sees); the rest are held out"""
+    image_size: Optional[Tuple[int, int]] = None
+    """evaluation size H W (default: the checkpoint's, else 288 512)"""
+    checkpoint: Optional[Path] = None
+    """StreamSplat weights (ours .safetensors or the authors'); without it StreamSplat's row says skipped"""
+    dino_weights: Optional[Path] = None
+    """local dinov2_vitb14_reg4_pretrain.pth if the checkpoint needs it"""
+    fast: bool = True
+    """StreamSplat through the engine's fastest options on CUDA (bf16, fused, CUDA graph); False: eager fp32"""
+    methods: Tuple[str, ...] = ("splatfacto", "nerfacto", "dnerf")
+    """nerfstudio methods to train per scene (any name of nerfstudio's method_configs)"""
+    steps: Tuple[str, ...] = ()
+    """training steps: one number for all, or METHOD=N entries (default: 2000 each)"""
+    default_steps: int = 2000
+    rays_per_batch: Optional[int] = None
+    """override the ray-based methods' training rays per batch"""
+    tiny: bool = False
+    """CPU smoke tests: shrink the nerfstudio models (their numbers are then not the methods')"""
+    depth: Literal["auto", "file", "compute", "zeros"] = "auto"
+    """disparity for StreamSplat (and splatfacto's seed points): files, Depth Anything V2, or flat"""
+    depth_checkpoint: Optional[Path] = None
+    """depth_anything_v2_<enc>.pth for --depth compute (default: $STREAMSPLAT_DA2_CKPT)"""
+    lpips_vgg: Optional[Path] = None
+    """torchvision vgg16-397923af.pth (LPIPS-VGG; default $STREAMSPLAT_LPIPS_VGG; skipped with a note if absent)"""
+    lpips_lin: Optional[Path] = None
+    """the lpips package's weights/v0.1/vgg.pth (default $STREAMSPLAT_LPIPS_LIN)"""
+    baselines: bool = True
+    output: Path = Path("outputs/compare")
+    cache_dir: Optional[Path] = None
+    """where the dataparsers put extracted frames / the sample (default ~/.cache/streamsplat_ns)"""
+    device: str = "cuda" if torch.cuda.is_available() else "cpu"
+    grid_frames: int = 8
+    seed: int = 42
+
+
+def steps_for(cfg: CompareConfig) -> Dict[str, int]:
+    out = {m: cfg.default_steps for m in cfg.methods}
+    for entry in cfg.steps:
+        if "=" in entry:
+            k, v = entry.split("=", 1)
+            if k not in out:
+                raise ValueError(f"--steps {entry}: {k!r} is not in --methods {' '.join(cfg.methods)}")
+            out[k] = int(v)
+        else:
+            out = {m: int(entry) for m in out}
+    bad = {k: v for k, v in out.items() if v < 1}
+    if bad:
+        raise ValueError(f"--steps must be >= 1, got {bad}")
+    return out
+
+
+def _lpips(cfg: CompareConfig):
+    import os
+
+    from ..lpips import LPIPSVGG
+
+    vgg = cfg.lpips_vgg or os.environ.get("STREAMSPLAT_LPIPS_VGG")
+    lin = cfg.lpips_lin or os.environ.get("STREAMSPLAT_LPIPS_LIN")
+    if not vgg or not lin or not Path(vgg).is_file() or not Path(lin).is_file():
+        note = ("LPIPS skipped: no local LPIPS-VGG weights (pass --lpips-vgg vgg16-397923af.pth and --lpips-lin "
+                "lpips/weights/v0.1/vgg.pth; nothing is downloaded)")
+        print(note)
+        return None, note
+    return LPIPSVGG.from_files(Path(vgg), Path(lin)).to(cfg.device), None
+
+
+def run_comparison(cfg: CompareConfig, argv: Optional[List[str]] = None) -> dict:
+    from .methods import MethodRun, run_nerfstudio_method
+    from .nsdata import seed_points, write_dataset
+    from .protocol import baseline_frames, frame_metrics, group_metrics, load_clip
+    from .report import grid_frames, grid_scale, safe_name, summary_line, to_row, write_grid, write_table
+    from .streamsplat import run_streamsplat
+
+    steps = steps_for(cfg)
+    if cfg.checkpoint is not None and not Path(cfg.checkpoint).is_file():
+        raise FileNotFoundError(f"--checkpoint {cfg.checkpoint}: no such file")
+    size = cfg.image_size
+    if size is None and cfg.checkpoint is not None:
+        from ..api import load_checkpoint
+
+        m = load_checkpoint(cfg.checkpoint, device="cpu", dino_weights=cfg.dino_weights, allow_random_dino=True)
+        size = (int(m.height), int(m.width))
+        del m
+    size = tuple(size or (288, 512))
+    out = Path(cfg.output)
+    out.mkdir(parents=True, exist_ok=True)
+    clip = load_clip(cfg.data, cfg.dataparser, cfg.sequence, cfg.split, size, cfg.start, cfg.max_frames,
+                     cfg.key_gap, cfg.depth, cfg.depth_checkpoint, cfg.cache_dir, cfg.device)
+    print(f"clip {clip.name}: {clip.num_frames} frames at {size[0]}x{size[1]}, key frames {clip.key}, "
+          f"{len(clip.middle)} middle frames; disparity: {clip.depth_source}")
+    lpips_net, lpips_note = _lpips(cfg)
+    gt = clip.frames_hwc(clip.held_out)
+
+    # the clip as a nerfstudio dataset: key frames to train on, held-out frames to render
+    frames_u8 = (clip.rgb.permute(0, 2, 3, 1).numpy() * 255 + 0.5).astype(np.uint8)
+    data_dir = out / "dataset"
+    datasets = {}
+    need = {"ortho"} | ({"pinhole"} if any(m.startswith("splatfacto") for m in cfg.methods) else set())
+    for cam in sorted(need):
+        k0 = clip.key[0]
+        seed = seed_points(frames_u8[k0], clip.disparity[k0, 0].numpy(), cam)
+        datasets[cam] = write_dataset(data_dir, frames_u8, clip.times.tolist(), clip.key, clip.held_out, cam, seed)
+
+    runs: List[MethodRun] = []
+    runs.append(run_streamsplat(clip, cfg.checkpoint, cfg.device, cfg.dino_weights, cfg.fast))
+    for name in cfg.methods:
+        print(f"--- {name}: {steps[name]} steps on {len(clip.key)} key frames")
+        runs.append(run_nerfstudio_method(name, clip, datasets, steps[name], cfg.device, out / "runs",
+                                          cfg.rays_per_batch, cfg.tiny, cfg.seed))
+    if cfg.baselines:
+        for kind, label in (("nearest", "nearest key frame"), ("blend", "linear blend")):
+            r = MethodRun(name=f"baseline: {label}", kind="baseline")
+            t = time.perf_counter()
+            r.preds = baseline_frames(clip, kind)
+            r.timings["compute_s"] = r.timings["total_s"] = time.perf_counter() - t
+            r.notes.append("repeats the nearer key frame" if kind == "nearest" else
+                           "cross-fades the two key frames by time")
+            runs.append(r)
+
+    rows, frames_for_grid = [], grid_frames(clip, cfg.grid_frames)
+    grids_dir = out / "grids"
+    scale = grid_scale(size)
+    for r in runs:
+        metrics: Dict[str, Optional[float]] = {}
+        if r.preds is not None:
+            if tuple(r.preds.shape) != tuple(gt.shape):
+                r.status = f"failed: rendered {tuple(r.preds.shape)}, expected {tuple(gt.shape)}"
+            else:
+                pf = frame_metrics(r.preds, gt, lpips_net)
+                metrics = group_metrics(clip, pf, clip.held_out, skip_key=r.kind == "baseline")
+                r.details["grid"] = str(write_grid(grids_dir / f"{safe_name(r.name)}.png", clip, r,
+                                                   frames_for_grid, scale))
+        rows.append(to_row(r, metrics))
+    command = "streamsplat-compare " + " ".join(shlex.quote(a) for a in (argv if argv is not None else sys.argv[1:]))
+    config = {k: (str(v) if isinstance(v, Path) else v) for k, v in asdict(cfg).items()}
+    config.update(command=command, steps_per_method=steps, torch=torch.__version__,
+                  device_name=(torch.cuda.get_device_name() if str(cfg.device).startswith("cuda") else "cpu"))
+    paths = write_table(out, clip, rows, lpips_note, config)
+    print("\n".join(summary_line(r) for r in rows))
+    print(f"table: {paths['markdown']} and {paths['json']}; grids in {grids_dir}")
+    return {"rows": rows, "paths": paths, "clip": clip}
