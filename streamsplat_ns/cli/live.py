@@ -74,6 +74,8 @@ class LiveArgs:
     device: str = "cuda" if torch.cuda.is_available() else "cpu"
     eager: bool = False
     """fp32 without fused kernels or CUDA graphs (debugging); default: the fastest path on CUDA"""
+    wait_for_viewer: bool = False
+    """start reading the source only once a browser is connected (a file then plays from its first frame)"""
     exit_when_done: bool = False
     """exit when the source ends (default: keep the viewer open on the last window until Ctrl-C)"""
     allow_random_dino: bool = False
@@ -142,6 +144,10 @@ def main(args: LiveArgs, *, model=None, ready: Optional[threading.Event] = None,
     if ready is not None:
         ready.set()
     try:
+        if args.wait_for_viewer:
+            print("streamsplat-live: waiting for a browser to connect", flush=True)
+            while not session.viewer.server.get_clients() and not session.stop_event.wait(0.1):
+                pass
         res = session.run(engine.stream(source), source=source)
         print(f"streamsplat-live: {res.message}", file=sys.stderr if not res.ok else sys.stdout, flush=True)
         if not args.exit_when_done:

@@ -121,6 +121,9 @@ class _ClientThread:
         self.wake = threading.Event()
         self.stop = threading.Event()
         self.renders = 0
+        self.last_image: Optional[np.ndarray] = None
+        self.last_sent = 0.0
+        self.busy = False
         self._last_key = None
         self.thread = threading.Thread(target=self._run, daemon=True,
                                        name=f"streamsplat-view-{client.client_id if client else 'headless'}")
@@ -150,6 +153,7 @@ class _ClientThread:
                        round(view.fov, 5), round(view.aspect, 4), zoom)
                 if key == self._last_key:
                     continue
+                self.busy = True
                 img = v.renderer.render(item, local, view, zoom)
                 t_render = now()
                 api = self.client.scene if self.client is not None else v.server.scene
@@ -157,8 +161,10 @@ class _ClientThread:
                 t_sent = now()
                 self._last_key = key
                 self.renders += 1
+                self.last_image, self.last_sent, self.busy = img, t_sent, False
                 v._sent(item, t_render, t_sent, img)
             except Exception as e:  # noqa: BLE001 - a failed render must not kill the viewer
+                self.busy = False
                 if not self.stop.is_set():
                     log.exception("render failed: %s", e)
                     v.set_message(f"render failed: {e}")
