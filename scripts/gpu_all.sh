@@ -66,9 +66,9 @@ echo "extension built in $(( $(date +%s) - t ))s"
 echo "| build CUDA extension | done | $(( $(date +%s) - t )) |" >> "$SUMMARY"
 
 GPU_TESTS=${GPU_TESTS:-"tests/test_cuda_rasterizer.py tests/test_streaming.py tests/test_networks.py tests/test_depth.py $(ls tests/test_inference*.py tests/test_engine*.py 2>/dev/null | tr '\n' ' ')"}
-stage "GPU tests" "${SKIP_TESTS:-0}" "${TESTS_TIMEOUT:-150}" python3 -m pytest -q -p no:cacheprovider -m gpu -rs $GPU_TESTS \
+stage "GPU tests" "${SKIP_TESTS:-0}" "${TESTS_TIMEOUT:-150}" python3 -m pytest -q -p no:cacheprovider -m gpu -rsP $GPU_TESTS \
     -k "not gsplat" > "$OUT/pytest.log" 2>&1
-tail -4 "$OUT/pytest.log" 2>/dev/null
+grep "^DA-V2" "$OUT/pytest.log" 2>/dev/null; tail -4 "$OUT/pytest.log" 2>/dev/null
 # issue 11: streamsplat-reconstruct end to end with default flags, DA-V2 ViT-S and ViT-L
 RECON_TIMEOUT=${RECON_TIMEOUT:-240}
 stage "bench_reconstruct" "${SKIP_RECON:-0}" "$RECON_TIMEOUT" python3 benchmarks/bench_reconstruct.py --work /tmp/bench_recon \
@@ -103,7 +103,7 @@ if [ -n "${SHORT_RUN:-}" ]; then
 fi
 
 echo "=== summary ($(( $(date +%s) - T0 ))s in all)"
-[ -f "$OUT/pytest.log" ] && tail -1 "$OUT/pytest.log"
+[ -f "$OUT/pytest.log" ] && grep "^DA-V2" "$OUT/pytest.log"; [ -f "$OUT/pytest.log" ] && tail -1 "$OUT/pytest.log"
 grep -A9 "^| stage" "$OUT/training.log" 2>/dev/null; grep "^loader" "$OUT/training.log" 2>/dev/null
 grep -v "^W1\|Warn\|warn" "$OUT/streaming.log" 2>/dev/null | tail -12
 grep "^|" "$OUT/live.log" 2>/dev/null | tail -8

@@ -150,6 +150,41 @@ def test_fast_depth_bf16_sdpa_matches_fp32_on_cpu():
     assert _rel(f(x.flip(-1))[:, 0], ref)[0] > 0.1  # the comparison can tell a different input apart
 
 
+def test_fast_depth_fused_dino_blocks_interpreted():
+    """The fused DINOv2 path of the fast depth (Triton, run on CPU by TRITON_INTERPRET=1) against the
+    unfused bf16 path and the fp32 oracle; the fused kernels must actually run."""
+    import os
+    import subprocess
+    import sys
+
+    pytest.importorskip("triton")
+    code = r'''
+import copy, torch
+from test_depth import _varied, _rel
+from streamsplat_ns.depth.depth_anything import predict_disparity
+from streamsplat_ns.inference import kernels as K
+from streamsplat_ns.inference.depth import DepthInference
+m = _varied("tiny")
+x = torch.randint(0, 256, (1, 3, 30, 40), dtype=torch.uint8)
+ref = predict_disparity(m, x, short_side=28, out_size=(16, 20))
+plain = DepthInference(copy.deepcopy(m), fused=False, short_side=28, out_size=(16, 20))(x)[:, 0]
+f = DepthInference(copy.deepcopy(m), fused=True, short_side=28, out_size=(16, 20))
+calls = []
+orig = K.add_layernorm
+K.add_layernorm = lambda *a, **k: calls.append(1) or orig(*a, **k)
+fused = f(x)[:, 0]
+assert len(calls) == 2 * 4 + 4, len(calls)  # 2 per block + 1 per wanted layer (tiny: 4 blocks, 4 layers)
+worst, spread = _rel(fused, plain)
+assert worst < 0.03 and spread < 0.03, ("vs plain bf16", worst, spread)
+worst, spread = _rel(fused, ref)
+assert worst < 0.03 and spread < 0.03, ("vs fp32", worst, spread)
+print("OK")
+'''
+    env = dict(os.environ, TRITON_INTERPRET="1", PYTHONPATH=os.pathsep.join([str(Path(__file__).parent), os.getcwd()]))
+    r = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0 and "OK" in r.stdout, r.stderr[-3000:]
+
+
 @pytest.mark.gpu
 @pytest.mark.parametrize("enc", ["vits", "vitl"])
 def test_fast_depth_graph_matches_eager_gpu(enc):
@@ -162,23 +197,27 @@ def test_fast_depth_graph_matches_eager_gpu(enc):
     m = _varied(enc).cuda()
     frames = [torch.randint(0, 256, (1, 480, 640, 3), dtype=torch.uint8, device="cuda").permute(0, 3, 1, 2)
               for _ in range(2)]
-    f = DepthInference(copy.deepcopy(m), out_size=(288, 512))
-    assert f.cuda_graph and f.dtype == torch.bfloat16
-    for x in frames + frames[::-1]:  # replays see the new input each time
-        ref = predict_disparity(m, x, out_size=(288, 512))
-        worst, spread = _rel(f(x)[:, 0], ref)
-        assert worst < 0.08 and spread < 0.08, (enc, worst, spread)
-    assert len(f._graphs) == 1
-    buf = torch.empty(1, 1, 288, 512, device="cuda")
-    f(frames[0], out=buf)
-    torch.cuda.synchronize()
-    before = torch.cuda.memory_allocated()
-    t = time.perf_counter()
-    for _ in range(20):
-        f(frames[1], out=buf)
-    torch.cuda.synchronize()
-    ms = (time.perf_counter() - t) / 20 * 1e3
-    assert torch.cuda.memory_allocated() == before  # replays allocate nothing
-    print(f"DA-V2 {enc} bf16 graph, 480x640 -> 518x686 -> 288x512: {ms:.2f} ms/frame")
-    f.close()
-    assert not f._graphs
+    timings = {}
+    for fused in (True, False):
+        f = DepthInference(copy.deepcopy(m), out_size=(288, 512), fused=fused)
+        assert f.cuda_graph and f.dtype == torch.bfloat16
+        for x in frames + frames[::-1]:  # replays see the new input each time
+            ref = predict_disparity(m, x, out_size=(288, 512))
+            worst, spread = _rel(f(x)[:, 0], ref)
+            assert worst < 0.08 and spread < 0.08, (enc, fused, worst, spread)
+        assert len(f._graphs) == 1
+        buf = torch.empty(1, 1, 288, 512, device="cuda")
+        f(frames[0], out=buf)
+        torch.cuda.synchronize()
+        before = torch.cuda.memory_allocated()
+        t = time.perf_counter()
+        for _ in range(20):
+            f(frames[1], out=buf)
+        torch.cuda.synchronize()
+        timings[fused] = (time.perf_counter() - t) / 20 * 1e3
+        assert torch.cuda.memory_allocated() == before  # replays allocate nothing
+        f.close()
+        assert not f._graphs
+        del f
+    print(f"DA-V2 {enc} bf16 graph, 480x640 -> 518x686 -> 288x512: {timings[True]:.2f} ms/frame fused DINOv2 "
+          f"blocks, {timings[False]:.2f} ms/frame unfused")

@@ -71,9 +71,13 @@ class DepthAnythingV2(nn.Module):
         """``x`` preprocessed (H, W multiples of 14) -> relative inverse depth at the same size, in the
         weights' dtype (the input is cast to it, so a model cast with :meth:`cast_for_inference` needs no
         autocast)."""
-        ph, pw = x.shape[-2] // 14, x.shape[-1] // 14
         feats = self.pretrained.get_intermediate_layers(x, list(self.cfg.layers), return_class_token=True)
-        return F.relu(self.depth_head(list(feats), ph, pw)).squeeze(1)
+        return self.decode(feats, (x.shape[-2], x.shape[-1]))
+
+    def decode(self, feats, size: Tuple[int, int]) -> Float[Tensor, "B H W"]:
+        """DPT head on the four normed intermediate ViT outputs (``(patch tokens, cls)`` pairs, as
+        ``get_intermediate_layers(..., return_class_token=True)`` gives) of an input of ``size``."""
+        return F.relu(self.depth_head(list(feats), size[0] // 14, size[1] // 14)).squeeze(1)
 
     def cast_for_inference(self, dtype: torch.dtype = torch.bfloat16, channels_last: bool = True) -> "DepthAnythingV2":
         """Store every weight in ``dtype`` (inference only; attention is PyTorch SDPA, which picks the fused

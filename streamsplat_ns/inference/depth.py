@@ -14,6 +14,7 @@ graph) runs.
 
 from __future__ import annotations
 
+import logging
 from collections import OrderedDict
 from dataclasses import dataclass
 from typing import Any, Optional, Tuple
@@ -26,6 +27,7 @@ from streamsplat_ns.depth.depth_anything import (DepthAnythingV2, preprocess, re
                                                  target_size)
 
 __all__ = ["DepthInference"]
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -45,12 +47,14 @@ class DepthInference:
     shapes are kept (least recently used dropped), so memory stays bounded when sizes vary.
     ``out_size``: size of the returned map (default: the network's own input size, ``target_size(H, W)``).
     ``preprocess`` and ``short_side``: as :func:`~streamsplat_ns.depth.depth_anything.predict_disparity`.
+    ``fused`` (with a reduced ``dtype``, where Triton runs): DINOv2 through the fused inference blocks of
+    :func:`streamsplat_ns.inference.prepare` (same maths, fewer kernels).
     """
 
     def __init__(self, model: DepthAnythingV2, *, dtype: Optional[torch.dtype] = torch.bfloat16,
                  cuda_graph: bool = True, preprocess: str = "streamsplat", short_side: int = 518,
-                 out_size: Optional[Tuple[int, int]] = None, channels_last: bool = True, max_graphs: int = 4,
-                 warmup: int = 2) -> None:
+                 out_size: Optional[Tuple[int, int]] = None, fused: bool = True, channels_last: bool = True,
+                 max_graphs: int = 4, warmup: int = 2) -> None:
         if not isinstance(model, DepthAnythingV2):
             raise TypeError(f"DepthInference: model must be a DepthAnythingV2 (load_depth_anything(path)), "
                             f"got {type(model).__name__}")
@@ -61,8 +65,16 @@ class DepthInference:
         self.device = next(model.parameters()).device
         if dtype is not None and dtype != torch.float32 and next(model.parameters()).dtype != dtype:
             model.cast_for_inference(dtype, channels_last=channels_last and self.device.type == "cuda")
+        self.fused = bool(fused) and dtype is not None and dtype != torch.float32
+        if self.fused:  # DINOv2 blocks gain their fused forward (LayerScale folded, add + LayerNorm in one kernel)
+            from . import InferenceOptions, prepare
+
+            prepare(model, InferenceOptions(dtype=dtype, fused=True))
         self.model = model.eval()
         self.dtype = next(model.parameters()).dtype
+        if (dtype is None or dtype == torch.float32) and self.dtype != torch.float32:
+            log.warning("DepthInference: fp32 (eager) requested but the Depth Anything V2 weights are already %s "
+                        "(cast by an earlier fast-path use); load the checkpoint again for the fp32 oracle", self.dtype)
         self.cuda_graph = bool(cuda_graph) and self.device.type == "cuda"
         self.preprocess, self.short_side = preprocess, short_side
         self.out_size = None if out_size is None else (int(out_size[0]), int(out_size[1]))
@@ -73,6 +85,7 @@ class DepthInference:
     def from_options(cls, model: DepthAnythingV2, options: Any, **kw) -> "DepthInference":
         """Take ``dtype`` and ``cuda_graph`` from an :class:`~streamsplat_ns.inference.InferenceOptions`
         (``eager()`` -> the fp32 oracle path, ``fastest()`` -> bf16 + graph); ``kw`` as the constructor."""
+        kw.setdefault("fused", bool(getattr(options, "fused", False)))
         return cls(model, dtype=getattr(options, "dtype", None), cuda_graph=bool(getattr(options, "cuda_graph", False)),
                    **kw)
 
@@ -88,7 +101,31 @@ class DepthInference:
     def _forward(self, rgb: Tensor) -> Tensor:
         h, w = rgb.shape[-2:]
         x = preprocess(rgb, self.network_size(h, w), self.preprocess)
-        return resize_disparity(self.model(x), self.output_size(h, w))
+        from . import kernels as K
+
+        if self.fused and K.available(x):
+            d = self.model.decode(self._features_fused(x), (x.shape[-2], x.shape[-1]))
+        else:
+            d = self.model(x)
+        return resize_disparity(d, self.output_size(h, w))
+
+    def _features_fused(self, x: Tensor):
+        """``get_intermediate_layers(x, cfg.layers, return_class_token=True)`` through the fused DINOv2
+        blocks: each block hands its MLP output on unadded; where a block's output is wanted, one kernel
+        adds it and applies the final norm."""
+        from . import kernels as K
+
+        vit = self.model.pretrained
+        wanted = set(self.model.cfg.layers)
+        t, pending, outs = vit.prepare_tokens(x), None, []
+        for i, blk in enumerate(vit.blocks[:max(wanted) + 1]):
+            t, pending = blk.forward_fused(t, pending)
+            if i in wanted:
+                t, normed = K.add_layernorm(t, pending, vit.norm.weight, vit.norm.bias, vit.norm.eps)
+                pending = None
+                outs.append(normed)
+        r = 1 + vit.num_register_tokens
+        return [(o[:, r:], o[:, 0]) for o in outs]
 
     def _check(self, rgb: Tensor) -> None:
         """Metadata only (no device synchronisation)."""
