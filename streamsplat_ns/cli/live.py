@@ -90,8 +90,10 @@ def open_source(args: LiveArgs):
                        fps=args.fps, queue_size=max(1, args.queue), drop_late=realtime)
 
 
-def build_engine(args: LiveArgs, model, source):
-    """Disparity + engine for live use: no depth look-ahead (it would make frame N wait for frame N + 1)."""
+def build_engine(args: LiveArgs, model, source, *, sync_timings: bool = False):
+    """Disparity + engine for live use: no depth look-ahead (it would make frame N wait for frame N + 1 to
+    arrive) and one prefetched frame (a lagging engine then drops old frames at the source instead of
+    working through a backlog). ``sync_timings``: true depth/model-done stamps (benchmarks)."""
     from streamsplat_ns.engine import DisparitySource, ReconstructionEngine
     from streamsplat_ns.inference import InferenceOptions
 
@@ -102,7 +104,7 @@ def build_engine(args: LiveArgs, model, source):
                                         device=dev, preprocess=args.depth_preprocess,
                                         short_side=args.depth_short_side)
     return ReconstructionEngine(model, options=options, disparity=disparity, device=dev, background=args.background,
-                                overlap_depth=False)
+                                lookahead=0, prefetch_depth=1, sync_timings=sync_timings)
 
 
 def main(args: LiveArgs, *, model=None, ready: Optional[threading.Event] = None, session_out: Optional[list] = None):
