@@ -11,7 +11,7 @@ import torch
 import torch.nn.functional as F
 
 from streamsplat_ns.data.errors import DataError
-from streamsplat_ns.engine import (DisparitySource, Frame, ReconstructionEngine, key_frames, locate, open_frames)
+from streamsplat_ns.engine import DisparitySource, Frame, ReconstructionEngine, key_frames, locate, open_frames
 from streamsplat_ns.inference import InferenceOptions
 from streamsplat_ns.networks import StreamSplat
 from streamsplat_ns.streaming import StreamingSession
@@ -187,3 +187,21 @@ def test_engine_with_depth_anything(tmp_path, model):
         if i:
             assert torch.equal(g.means, ivs[i - 1].gaussians.means)
     assert engine.stats["stages_s"]["depth"] > 0
+
+
+def test_late_decoding_failure_stops_the_source_and_names_it(tmp_path):
+    """A decoder error after some frames (a corrupt packet late in a file): iteration ends cleanly with the
+    frames before it, and .error names the input and how far decoding got."""
+    from streamsplat_ns.engine.frames import FrameSource
+
+    class Late(FrameSource):
+        def _items(self):
+            for i in range(6):
+                if i == 3:
+                    raise RuntimeError("Invalid data found when processing input")
+                yield i, f"{i:05d}", (lambda: np.zeros((4, 4, 3), np.uint8))
+
+    src = Late(tmp_path / "clip.mp4")
+    assert [f.index for f in src] == [0, 1, 2]
+    assert isinstance(src.error, DataError)
+    assert "clip.mp4: decoding stopped after 3 frames" in str(src.error) and "Invalid data" in str(src.error)

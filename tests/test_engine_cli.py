@@ -57,7 +57,7 @@ def test_cli_folder_end_to_end(tmp_path, ckpt):
     write_clip(tmp_path / "clip", n=8)
     out = tmp_path / "out"
     res = main(ReconstructArgs(input=str(tmp_path / "clip"), checkpoint=ckpt, output=out, frame_step=2, interp=2,
-                               ply_frames=(3.0, 6.5), device="cpu", progress=False))
+                               ply_frames=(3.0, 6.5), device="cpu", progress=False, save_gaussians=True))
     assert res["key_frame_indices"] == [0, 2, 4, 6, 7]
     assert (res["reconstruction_frames"], res["interpolated_frames"]) == (5, 8)  # one per source frame
     assert count_frames(out / "reconstruction.mp4") == 5 and count_frames(out / "interpolated_2x.mp4") == 8
@@ -66,6 +66,7 @@ def test_cli_folder_end_to_end(tmp_path, ckpt):
     assert m["status"] == "complete" and m["key_frames"] == [0, 2, 4, 6, 7] and m["num_source_frames"] == 8
     assert m["model"]["height"] == 32 and m["outputs"]["ply"][0]["frame"] == 3.0
     assert m["options"]["cuda_graph"] is False and m["disparity"]["mode"] == "file"
+    assert m["gaussians"] == "gaussians" and len(list((out / "gaussians" / "intervals").iterdir())) == 4
     assert set(res["stats"]["stages_s"]) >= {"decode", "depth", "model", "render", "encode"}
     assert res["stats"]["stages_s"]["encode"] > 0 and res["stats"]["stages_s"]["render"] > 0
     # the same Gaussians through reconstruct_clip (pair of key frames 2 and 4, frame 3 = local time 0.5)

@@ -65,7 +65,8 @@ def main(args: Export) -> List[Path]:
     frames = list(args.frames) if args.frames is not None else [t * (n - 1) for t in args.times]
     out_of = [f for f in frames if not 0.0 <= f <= n - 1]
     if out_of:
-        raise ValueError(f"--frames {out_of} outside [0, {n - 1}] (clip {args.clip} '{names[args.clip]}' has {n} frames)")
+        raise ValueError(f"--frames {out_of} outside [0, {n - 1}] (clip {args.clip} '{names[args.clip]}' "
+                         f"has {n} frames)")
     args.output_dir.mkdir(parents=True, exist_ok=True)
     written = []
     for f in frames:

@@ -71,6 +71,11 @@ class ReconstructArgs:
     """'opencv': canonical camera frame (x right, y down, z forward); 'world': the renderer's (y = depth, z up)"""
     background: float = 0.5
     device: str = "cuda" if torch.cuda.is_available() else "cpu"
+    save_gaussians: bool = False
+    """also keep every interval's Gaussians (fp16, OUT/gaussians/, the streamsplat-live --record format), so
+    streamsplat-view OUT opens without reconstructing again"""
+    save_gaussians_budget_mb: float = 4096.0
+    """size limit of OUT/gaussians/ (oldest intervals are dropped beyond it)"""
     eager: bool = False
     """debugging: fp32, no fused kernels, no CUDA graph, no depth overlap (the test oracle)"""
     progress: bool = True
@@ -120,7 +125,8 @@ def main(args: ReconstructArgs) -> Dict:
         if len(keys) < 2:
             source.close()
             raise ValueError(f"{args.input}: need at least two key frames, got {len(keys)} "
-                             f"({source.num_frames} frames, --frame-step {args.frame_step}, --max-frames {args.max_frames})")
+                             f"({source.num_frames} frames, --frame-step {args.frame_step}, "
+                             f"--max-frames {args.max_frames})")
         out_of = [f for f in args.ply_frames if f > keys[-1]]
         if out_of:
             source.close()
@@ -159,6 +165,14 @@ def main(args: ReconstructArgs) -> Dict:
                     "ply": [], "ply_convention": {"frame": args.ply_frame, "min_opacity": args.ply_min_opacity,
                                                   "time": "source frame index", "name": "<name>_frame<f:09.3f>.ply"}},
     }
+    recorder = None
+    if args.save_gaussians:
+        from ..live.record import RecordConfig, Recorder
+
+        recorder = Recorder(out / "gaussians", source=str(args.input), model_size=(H, W), fps=source.fps,
+                            config=RecordConfig(budget_mb=args.save_gaussians_budget_mb), background=args.background,
+                            kind="reconstruct")
+        manifest["gaussians"] = "gaussians"
     write_manifest(out, manifest)
     recon = engine.open_video(out / "reconstruction.mp4", fps)
     interp = engine.open_video(out / f"interpolated_{args.interp}x.mp4", fps * args.interp)
@@ -195,6 +209,8 @@ def main(args: ReconstructArgs) -> Dict:
             recon.write(frames, [0])
             interp.write(frames, range(0 if on_grid else 1, len(times)))
             export_in(iv, final=False)
+            if recorder is not None:
+                recorder.add(iv.k, iv.frames, iv.gaussians, iv.t_arrival, block=True)
             last = iv
             if bar is not None:
                 bar.update(1 if iv.k else 2)
@@ -210,6 +226,9 @@ def main(args: ReconstructArgs) -> Dict:
             bar.close()
         err_close = close_all(writers)
         error = error or err_close
+        if recorder is not None:
+            problem = error or source.error
+            recorder.close("error" if problem else "complete", str(problem or ""))
     summary = _summary(out, args, engine, source, recon, interp, key_done, plys)
     manifest.update(status="complete", key_frames=key_done, stats=summary["stats"])
     manifest["outputs"]["ply"] = plys

@@ -159,12 +159,18 @@ class FrameSource:
     def close(self) -> None:
         """Stop decoding and release the decoder (safe to call twice)."""
         self._stop.set()
+        never_started = self._thread is None
+        if never_started:  # the decoder is still ours to release; a later iteration ends at once
+            self._thread = threading.current_thread()
+            self._close_decoder()
         while True:  # unblock a producer waiting on a full queue
             try:
                 self._queue.get_nowait()
             except queue.Empty:
                 break
-        if self._thread is not None and self._thread is not threading.current_thread():
+        if never_started:
+            self._queue.put_nowait(_END)
+        elif self._thread is not threading.current_thread():
             self._thread.join(timeout=10)
 
     def __enter__(self) -> "FrameSource":

@@ -1,0 +1,81 @@
+"""GPU checks of the engine (run by the lead on the device: ``pytest -q -m gpu tests/test_engine_gpu.py``):
+the fastest path equals the eager oracle to bf16 rounding, end to end (depth included); device memory is
+flat over a long stream; the steady-state loop never synchronises the host."""
+
+from __future__ import annotations
+
+import sys
+import warnings
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+sys.path.insert(0, str(Path(__file__).parent))
+from test_engine import _tiny_da, write_clip  # noqa: E402
+
+from streamsplat_ns.engine import DisparitySource, Frame, HostFrames, ReconstructionEngine, open_frames  # noqa: E402
+from streamsplat_ns.inference import InferenceOptions  # noqa: E402
+from streamsplat_ns.networks import ModelConfig, StreamSplat  # noqa: E402
+
+pytestmark = pytest.mark.gpu
+
+
+def tiny_cuda(seed=0):
+    torch.manual_seed(seed)
+    return StreamSplat.from_config(ModelConfig.tiny()).cuda().eval()
+
+
+@pytest.mark.parametrize("depth", ["file", "compute"])
+def test_gpu_fastest_engine_matches_eager(tmp_path, depth):
+    write_clip(tmp_path / "clip", n=10, size=(60, 100))
+
+    def run(options):
+        disp = (DisparitySource.files(tmp_path / "clip_depth") if depth == "file"
+                else DisparitySource.depth_anything(_tiny_da().cuda(), short_side=56))
+        eng = ReconstructionEngine(tiny_cuda(), options=options, disparity=disp)
+        out = []
+        for iv in eng.stream(open_frames(tmp_path / "clip")):
+            out.append((iv.frames, iv.gaussians, eng.render(iv, [0.0, 0.5, 1.0])))
+        return out, eng.stats
+
+    eager, _ = run(InferenceOptions.eager())
+    fast, stats = run(InferenceOptions.fastest())
+    assert [a[0] for a in eager] == [b[0] for b in fast] == [(i, i + 1) for i in range(9)]
+    dm = max(float((a[1].means - b[1].means).abs().max()) for a, b in zip(eager, fast))
+    dr = max(float((a[2] - b[2]).abs().max()) for a, b in zip(eager, fast))
+    print(f"fastest vs eager ({depth} depth): max |means| diff {dm:.2e}, max |render| diff {dr:.2e}; stats {stats}")
+    assert dm < 5e-2 and dr < 0.1, (dm, dr)
+    assert stats["stages_s"]["model"] > 0
+
+
+def test_gpu_memory_flat_and_no_host_sync(tmp_path):
+    """400 frames through depth (DA-V2 tiny), the graph step, batched renders and the mp4 writer: allocated
+    memory after interval 50 equals that after 399; in the steady state nothing synchronises the host."""
+    model = tiny_cuda()
+    eng = ReconstructionEngine(model, options=InferenceOptions.fastest(),
+                               disparity=DisparitySource.depth_anything(_tiny_da().cuda(), short_side=56))
+    rng = np.random.default_rng(0)
+    base = rng.integers(0, 255, (60, 300, 3), dtype=np.uint8)
+    frames = (Frame(i, f"{i:05d}", np.ascontiguousarray(np.roll(base, i, 1)[:, :100]), 0.0) for i in range(400))
+    writer = eng.open_video(tmp_path / "v.mp4", 30.0)
+    mem = {}
+    caught = []
+    with warnings.catch_warnings(record=True) as w:
+        warnings.simplefilter("always")
+        for iv in eng.stream(frames):
+            writer.write(HostFrames(eng.render(iv, [0.0, 0.25, 0.5, 0.75])))
+            if iv.k == 20:
+                torch.cuda.set_sync_debug_mode("warn")  # warm-up (graph capture, kernel choice) is over
+            if iv.k in (50, 398):
+                torch.cuda.set_sync_debug_mode(0)
+                torch.cuda.synchronize()
+                mem[iv.k] = torch.cuda.memory_allocated()
+                torch.cuda.set_sync_debug_mode("warn")
+        torch.cuda.set_sync_debug_mode(0)
+        caught = [str(x.message) for x in w if "synchroniz" in str(x.message).lower()]
+    assert writer.close() == 399 * 4
+    assert not caught, f"{len(caught)} host synchronisations in the steady state, e.g. {caught[:3]}"
+    assert abs(mem[398] - mem[50]) < 2 ** 20, mem
+    print("engine stats:", eng.stats)
