@@ -60,8 +60,8 @@ class DepthInference:
                             f"got {type(model).__name__}")
         if preprocess not in ("streamsplat", "official"):
             raise ValueError(f"DepthInference: preprocess must be 'streamsplat' or 'official', got {preprocess!r}")
-        if short_side < 14 or short_side % 14:
-            raise ValueError(f"DepthInference: short_side must be a positive multiple of 14, got {short_side}")
+        if short_side < 14:
+            raise ValueError(f"DepthInference: short_side must be >= 14 (518 as trained), got {short_side}")
         self.device = next(model.parameters()).device
         if dtype is not None and dtype != torch.float32 and next(model.parameters()).dtype != dtype:
             model.cast_for_inference(dtype, channels_last=channels_last and self.device.type == "cuda")
@@ -70,6 +70,7 @@ class DepthInference:
             from . import InferenceOptions, prepare
 
             prepare(model, InferenceOptions(dtype=dtype, fused=True))
+            self.fused = all(hasattr(b, "forward_fused") for b in model.pretrained.blocks)
         self.model = model.eval()
         self.dtype = next(model.parameters()).dtype
         if (dtype is None or dtype == torch.float32) and self.dtype != torch.float32:
