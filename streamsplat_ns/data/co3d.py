@@ -79,18 +79,28 @@ def discover(root: Path, split: str = "train", depth_mode: DepthMode = "file", c
     lists = ["train"] if "test" in subset else ["train", "val"]
     cmd = depth_command("co3d", root, split)
     seqs: Dict[str, Dict[int, str]] = {}
+    # frame numbers of each sequence over EVERY set list (all subsets, all splits): times are normalised over
+    # the whole sequence, so a frame has the same time in train and test
+    extent: Dict[str, Tuple[int, int]] = {}
     for cat in cats:
         cat_dir = root / cat
-        files = sorted((cat_dir / "set_lists").glob(f"set_lists_*{subset}*.json")) if (cat_dir / "set_lists").is_dir() else []
+        all_files = sorted((cat_dir / "set_lists").glob("set_lists_*.json")) if (cat_dir / "set_lists").is_dir() else []
+        files = [f for f in all_files if subset in f.name]
         entries: Dict[str, Dict[int, str]] = defaultdict(dict)
         if files:
-            for f in files:
+            for f in all_files:
                 d = _read_set_list(f)
-                for lst in lists:
-                    for row in d.get(lst, []):
+                for lst, rows in d.items():
+                    if not isinstance(rows, list):
+                        continue
+                    for row in rows:
                         if not (isinstance(row, (list, tuple)) and len(row) >= 3):
                             raise DataError(f"{f}: malformed row {row!r} in '{lst}' (expected [seq, frame_number, path])")
-                        entries[str(row[0])][int(row[1])] = str(row[2])
+                        name, fn = f"{cat}/{row[0]}", int(row[1])
+                        lo, hi = extent.get(name, (fn, fn))
+                        extent[name] = (min(lo, fn), max(hi, fn))
+                        if f in files and lst in lists:
+                            entries[str(row[0])][fn] = str(row[2])
         elif (cat_dir / "frame_annotations.jgz").is_file():
             log.info("CO3D %s: no set_lists matching '%s'; using all frames of frame_annotations.jgz", cat, subset)
             known = sequence_names(cat_dir)
@@ -104,7 +114,9 @@ def discover(root: Path, split: str = "train", depth_mode: DepthMode = "file", c
         order = sorted(frames)
         images = [root / frames[k] for k in order]
         depths = [co3d_depth_path(p) for p in images]
-        out.append(FrameListSequence(name, "co3d", images, depths, None, NEARBY_RANGE, depth_mode, cmd))
+        lo, hi = extent.get(name, (order[0], order[-1]))
+        out.append(FrameListSequence(name, "co3d", images, depths, None, NEARBY_RANGE, depth_mode, cmd,
+                                     positions=order, extent=(min(lo, order[0]), max(hi, order[-1]))))
     if not out:
         raise DataError(f"{root}: no CO3Dv2 sequences for subset '{subset}' (set lists {lists})")
     return out

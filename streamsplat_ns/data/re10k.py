@@ -103,12 +103,23 @@ class RE10KChunkSequence(Sequence):
 
     def __init__(self, chunk: Path, key: str, position: int, num_frames: int, depth_mode: DepthMode = "file"):
         self.chunk, self.key, self.position, self._n = Path(chunk), key, int(position), int(num_frames)
+        self._ts: Optional[np.ndarray] = None
         self.name, self.dataset, self.nearby_range, self.depth_mode = key, "re10k", NEARBY_RANGE, depth_mode
         self.depth_file = re10k_depth_path(self.chunk)
 
     @property
     def num_frames(self) -> int:
         return self._n
+
+    def frame_positions(self) -> np.ndarray:
+        """The clip's timestamps (µs) when the chunk has usable ones (read on first use, not at discovery):
+        times follow the video's clock; otherwise frames are spaced by index."""
+        if self._ts is None:
+            ts = self._example().get("timestamps")
+            ts = None if ts is None else to_numpy(ts).astype(np.float64).reshape(-1)
+            ok = ts is not None and len(ts) == self._n and bool(np.all(np.diff(ts) > 0))
+            self._ts = ts if ok else super().frame_positions()
+        return self._ts
 
     def _example(self) -> Dict[str, Any]:
         examples = _CHUNKS.get(str(self.chunk), lambda: _load_chunk_examples(self.chunk))
@@ -231,6 +242,13 @@ def parse_camera_txt(path: Path) -> Tuple[str, np.ndarray, np.ndarray]:
     return url, arr[:, 0].astype(np.int64), arr[:, 1:].astype(np.float32)
 
 
+def _txt_positions(ts: np.ndarray) -> Dict[str, Any]:
+    """Frame times from the txt's timestamps (the whole clip's first and last) when they increase."""
+    if len(ts) > 1 and np.all(np.diff(ts) > 0):
+        return {"positions": [int(x) for x in ts], "extent": (int(ts[0]), int(ts[-1]))}
+    return {}
+
+
 def discover_txt(root: Path, split: str = "train", frames_dir: Optional[Path] = None, depth_dir: Optional[Path] = None,
                  depth_mode: DepthMode = "file") -> List[FrameListSequence]:
     """Clips ``<root>/<split>/<clip>.txt`` with frames in ``<frames_dir>/<clip>/`` (default ``<root>/frames/<split>``).
@@ -263,7 +281,8 @@ def discover_txt(root: Path, split: str = "train", frames_dir: Optional[Path] = 
                             f"not the timestamps; re-extract the frames named <timestamp_us>.jpg")
         depths = [folder_depth_path(depth_dir / t.stem, p.stem) for p in images]
         cmd = depth_command("re10k", root, split, "--re10k-format txt")
-        out.append(FrameListSequence(t.stem, "re10k", images, depths, None, NEARBY_RANGE, depth_mode, cmd))
+        out.append(FrameListSequence(t.stem, "re10k", images, depths, None, NEARBY_RANGE, depth_mode, cmd,
+                                     **_txt_positions(ts)))
     if skipped:
         log.info("RE10K txt: %d of %d clips have no extracted frames in %s (skipped)", skipped, len(txts), frames_dir)
     if not out:

@@ -169,6 +169,23 @@ class Sequence:
     def check(self) -> None:
         """Cheap validation at discovery time (e.g. the first depth map exists)."""
 
+    def frame_positions(self) -> np.ndarray:
+        """Where each frame lies in the source video (frame number, timestamp, ...; any monotone unit).
+        Default: the frame index."""
+        return np.arange(self.num_frames, dtype=np.float64)
+
+    def position_extent(self) -> Tuple[float, float]:
+        """First and last position of the WHOLE source sequence (every split), so that a frame gets the same
+        time whichever split lists it. Default: this sequence's own frames."""
+        pos = self.frame_positions()
+        return float(pos[0]), float(pos[-1])
+
+    def frame_times(self) -> np.ndarray:
+        """Time of each frame in [0, 1], normalised over the whole sequence (not over this split's frames)."""
+        pos = self.frame_positions()
+        lo, hi = self.position_extent()
+        return (pos - lo) / max(hi - lo, 1e-12) if hi > lo else np.zeros(len(pos))
+
     def _check_indices(self, indices: Seq[int]) -> List[int]:
         idx = [int(i) for i in indices]
         n = self.num_frames
@@ -189,7 +206,8 @@ class FrameListSequence(Sequence):
 
     def __init__(self, name: str, dataset: str, images: List[Path], depths: Optional[List[Path]],
                  masks: Optional[List[Optional[Path]]] = None, nearby_range: int = 5,
-                 depth_mode: DepthMode = "file", depth_command: str = "", mask_fill: float = 0.0):
+                 depth_mode: DepthMode = "file", depth_command: str = "", mask_fill: float = 0.0,
+                 positions: Optional[Seq[float]] = None, extent: Optional[Tuple[float, float]] = None):
         if not images:
             raise DataError(f"{dataset}/{name}: sequence has no frames")
         if depths is not None and len(depths) != len(images):
@@ -202,10 +220,22 @@ class FrameListSequence(Sequence):
         self.masks = masks
         self.depth_mode, self.depth_command, self.mask_fill = depth_mode, depth_command, float(mask_fill)
         self._native: Optional[Tuple[int, int]] = None
+        if positions is not None and len(positions) != len(images):
+            raise DataError(f"{dataset}/{name}: {len(images)} frames but {len(positions)} frame positions")
+        self._positions = None if positions is None else np.asarray(positions, dtype=np.float64)
+        if self._positions is not None and len(self._positions) > 1 and np.any(np.diff(self._positions) <= 0):
+            raise DataError(f"{dataset}/{name}: frame positions (numbers/timestamps) are not increasing")
+        self._extent = None if extent is None else (float(extent[0]), float(extent[1]))
 
     @property
     def num_frames(self) -> int:
         return len(self.images)
+
+    def frame_positions(self) -> np.ndarray:
+        return super().frame_positions() if self._positions is None else self._positions
+
+    def position_extent(self) -> Tuple[float, float]:
+        return super().position_extent() if self._extent is None else self._extent
 
     def image_path(self, index: int) -> Optional[Path]:
         return self.images[index]
@@ -262,3 +292,13 @@ def numeric_sort_key(p: Path):
 def list_images(folder: Path) -> List[Path]:
     return sorted((p for p in Path(folder).iterdir() if p.suffix.lower() in IMAGE_EXTS and not p.name.startswith(".")),
                   key=numeric_sort_key)
+
+
+def stem_numbers(images: Seq[Path]) -> Optional[List[int]]:
+    """Frame numbers from all-digit file stems (``00005.jpg`` -> 5) when they strictly increase, else None
+    (then frames are spaced by index). Gaps in the numbering then show in the frame times."""
+    stems = [Path(p).stem for p in images]
+    if not stems or not all(s.isdigit() for s in stems):
+        return None
+    nums = [int(s) for s in stems]
+    return nums if all(b > a for a, b in zip(nums, nums[1:])) else None

@@ -18,7 +18,7 @@ import numpy as np
 from streamsplat_ns.data.depth_io import VIDEO_EXTS, default_depth_dir, depth_command, folder_depth_path
 from streamsplat_ns.data.errors import DataError, MissingDepthError
 from streamsplat_ns.data.sequences import (DepthMode, FrameBatch, FrameListSequence, Sequence, depth_to_disparity,
-                                           list_images, stack_batch)
+                                           list_images, stack_batch, stem_numbers)
 from streamsplat_ns.data.depth_io import read_depth_png
 
 log = logging.getLogger(__name__)
@@ -83,6 +83,10 @@ class VideoFileSequence(Sequence):
 
     def native_size(self) -> Tuple[int, int]:
         return self._size
+
+    def frame_positions(self) -> np.ndarray:
+        """Presentation timestamps: times follow the video's clock (variable frame rate included)."""
+        return np.asarray(self._pts, dtype=np.float64)
 
     def stem(self, index: int) -> str:
         return f"{index:05d}"
@@ -192,7 +196,8 @@ def discover(path: Path, depth_dir: Optional[Path] = None, depth_mode: DepthMode
         ddir = Path(depth_dir) if depth_dir else default_depth_dir(path)
         cmd = depth_command("video", path, None, f"--output {ddir}")
         depths = [folder_depth_path(ddir, p.stem) for p in images]
-        return [FrameListSequence(path.name, "video", images, depths, None, NEARBY_RANGE, depth_mode, cmd)]
+        return [FrameListSequence(path.name, "video", images, depths, None, NEARBY_RANGE, depth_mode, cmd,
+                                  positions=stem_numbers(images))]
     if path.suffix.lower() not in VIDEO_EXTS:
         raise DataError(f"{path}: unsupported video extension (supported: {', '.join(VIDEO_EXTS)})")
     video = VideoFileSequence(path, depth_dir, depth_mode)
@@ -200,4 +205,5 @@ def discover(path: Path, depth_dir: Optional[Path] = None, depth_mode: DepthMode
         return [video]
     images = extract_frames(video, cache_dir_for(path, extract_to))
     depths = [video.depth_path(i) for i in range(video.num_frames)]
-    return [FrameListSequence(video.name, "video", images, depths, None, NEARBY_RANGE, depth_mode, video.depth_command)]
+    return [FrameListSequence(video.name, "video", images, depths, None, NEARBY_RANGE, depth_mode, video.depth_command,
+                              positions=video.frame_positions())]

@@ -9,7 +9,7 @@ from typing import List, Optional
 
 from streamsplat_ns.data.depth_io import depth_command, ytvos_depth_path
 from streamsplat_ns.data.errors import DataError
-from streamsplat_ns.data.sequences import DepthMode, FrameListSequence, list_images
+from streamsplat_ns.data.sequences import DepthMode, FrameListSequence, list_images, stem_numbers
 
 log = logging.getLogger(__name__)
 NEARBY_RANGE = 5  # official 3, raised to 5; one step = 5 source frames (6 fps folders)
@@ -53,5 +53,5 @@ def discover(root: Path, split: str = "train", depth_mode: DepthMode = "file",
             masks, fill = None, 1.0
         depths = [ytvos_depth_path(root, split, vid, p.stem) for p in images]
         seqs.append(FrameListSequence(vid, "ytvos", images, depths, masks, NEARBY_RANGE, depth_mode, cmd,
-                                      mask_fill=fill))
+                                      mask_fill=fill, positions=stem_numbers(images)))
     return seqs

@@ -2,7 +2,8 @@
 
 Every parser returns ORTHOPHOTO cameras on StreamSplat's canonical image plane (fx=W/2, fy=H/2,
 cx=W/2, cy=H/2, c2w = data_formats.md §5.5), one per frame of the first ``num_camera_sequences``
-sequences, with ``times`` = frame / (n-1) per sequence (the viewer's time slider) and
+sequences, with ``times`` in [0, 1] normalised over the whole sequence (``Sequence.frame_times``: the
+same frame has the same time in every split; the viewer's time slider) and
 ``Cameras.metadata = {clip_id, frame_id}``. Training uses ``metadata["sequences"]`` (every sequence),
 ``metadata["weights"]`` (per-dataset mixture) and ``metadata["image_size"]``.
 """
@@ -15,7 +16,6 @@ from pathlib import Path
 from typing import Dict, List, Optional, Tuple
 
 import torch
-
 from nerfstudio.cameras.cameras import Cameras, CameraType
 from nerfstudio.data.dataparsers.base_dataparser import DataParser, DataparserOutputs
 from nerfstudio.data.scene_box import SceneBox
@@ -28,10 +28,17 @@ from streamsplat_ns.data import ytvos as ytvos_reader
 from streamsplat_ns.data.errors import DataError
 from streamsplat_ns.data.sample import ensure_sample
 from streamsplat_ns.data.sequences import FrameListSequence, Sequence
-from streamsplat_ns.dataparsers.specs import (EMBEDDED_SAMPLE, CombinedDataParserConfig, Co3dDataParserConfig,
-                                              DavisDataParserConfig, Re10kDataParserConfig,
-                                              StreamSplatDataParserConfig, VideoDataParserConfig,
-                                              YtvosDataParserConfig)
+from streamsplat_ns.dataparsers.specs import (
+    EMBEDDED_SAMPLE,
+    Co3dDataParserConfig,
+    CombinedDataParserConfig,
+    DavisDataParserConfig,
+    Re10kDataParserConfig,
+    StreamSplatDataParserConfig,
+    VideoDataParserConfig,
+    YtvosDataParserConfig,
+    dataparser_config,
+)
 
 log = logging.getLogger(__name__)
 
@@ -123,13 +130,13 @@ class StreamSplatDataParser(DataParser):
         images, masks, sizes, times, clip_ids, frame_ids = [], [], [], [], [], []
         for k, seq in enumerate(seqs[: max(1, cfg.num_camera_sequences)]):
             paths = display_frames(seq, cache_root(cfg))
-            n = len(paths)
             size = seq.native_size()
+            seq_times = seq.frame_times()  # over the whole sequence: a frame's time is the same in every split
             for i, p in enumerate(paths):
                 images.append(p)
                 masks.append(seq.mask_path(i))
                 sizes.append(size)
-                times.append(i / max(n - 1, 1))
+                times.append(float(seq_times[i]))
                 clip_ids.append(k)
                 frame_ids.append(i)
         mask_filenames = masks if all(m is not None and Path(m).is_file() for m in masks) else None
@@ -218,17 +225,11 @@ class CombinedDataParser(StreamSplatDataParser):
         c = self.config
         common = dict(depth_mode=c.depth_mode, max_sequences=c.max_sequences, num_camera_sequences=1,
                       image_height=c.image_height, image_width=c.image_width, cache_dir=c.cache_dir)
-        subs = {
-            "davis": lambda p: DavisDataParser(DavisDataParserConfig(data=p, resolution=c.davis_resolution, **common)),
-            "ytvos": lambda p: YtvosDataParser(YtvosDataParserConfig(data=p, **common)),
-            "co3d": lambda p: Co3dDataParser(Co3dDataParserConfig(data=p, **common)),
-            "re10k": lambda p: Re10kDataParser(Re10kDataParserConfig(data=p, **common)),
-            "video": lambda p: VideoDataParser(VideoDataParserConfig(data=p, **common)),
-        }
         seqs: List[Sequence] = []
         per: Dict[str, List[Sequence]] = {}
         for name, path in self._parts().items():
-            got = subs[name](Path(path)).sequences(split)
+            extra = {"resolution": c.davis_resolution} if name == "davis" else {}
+            got = dataparser_config(name, Path(path), **common, **extra).setup().sequences(split)
             per[name] = got[: c.max_sequences] if c.max_sequences else got
         # interleave so the camera sequences cover every dataset
         while any(per.values()):

@@ -16,9 +16,8 @@ from jaxtyping import Float
 from torch import Tensor
 
 from ..gaussians import DynamicGaussians, Gaussians
-# the depth mapping lives with the camera maths; re-exported here for existing callers
-from .camera import DEPTH_A, DEPTH_B, DEPTH_EPS, canonical_camera, canonical_to_world, inverse_depth_to_depth  # noqa: F401,E501
-from .rasterizer import Backend, RenderOutput, check_finite, rasterize, resolve_backend
+from .camera import DEPTH_A, DEPTH_B, canonical_camera, canonical_to_world
+from .rasterizer import Backend, RenderOutput, check_device, check_finite, rasterize, resolve_backend
 from .sh import eval_sh_ortho
 
 
@@ -42,8 +41,36 @@ def opacities_at(g: DynamicGaussians, times: Float[Tensor, "B T"]) -> Float[Tens
     return g.opacities[:, None] * lifecycle(g.gamma0[:, None], g.gamma1[:, None], dt)
 
 
+def _check_gaussians(where: str, g: Gaussians) -> Tuple[int, int]:
+    """Shapes of every field against ``means`` [B, N, 3] (host-side metadata only, no sync) -> (B, N)."""
+    if not isinstance(g, Gaussians):
+        raise TypeError(f"{where}: expected Gaussians/DynamicGaussians, got {type(g).__name__}")
+    if g.means.dim() != 3 or g.means.shape[-1] != 3:
+        raise ValueError(f"{where}: means has shape {tuple(g.means.shape)}; expected [B, N, 3]")
+    B, N = g.means.shape[:2]
+    want = {"quats": (B, N, 4), "scales": (B, N, 3), "opacities": (B, N), "colours": (B, N, 3)}
+    if isinstance(g, DynamicGaussians):
+        want.update(t0=(B, N), gamma0=(B, N), gamma1=(B, N))
+        m = g.motion
+        if m.dim() != 4 or tuple(m.shape[:2]) != (B, N) or m.shape[-1] != 3 or m.shape[2] < 1:
+            raise ValueError(f"{where}: motion has shape {tuple(m.shape)}; expected [{B}, {N}, K, 3] "
+                             f"(K >= 1 polynomial terms) to match means {tuple(g.means.shape)}")
+    for name, shape in want.items():
+        t = getattr(g, name)
+        if tuple(t.shape) != shape:
+            raise ValueError(f"{where}: {name} has shape {tuple(t.shape)}; expected {list(shape)} to match means "
+                             f"{tuple(g.means.shape)}")
+    if g.sh is not None and (g.sh.dim() != 4 or tuple(g.sh.shape[:2]) != (B, N) or g.sh.shape[-1] != 3
+                             or g.sh.shape[2] not in (1, 4, 9, 16)):
+        raise ValueError(f"{where}: sh has shape {tuple(g.sh.shape)}; expected [{B}, {N}, K, 3], K in (1, 4, 9, 16)")
+    return B, N
+
+
 def _cameras(n_img: int, height: int, width: int, viewmats: Optional[Tensor], Ks: Optional[Tensor],
-             ref: Tensor) -> Tuple[Tensor, Tensor]:
+             ref: Tensor, where: str = "render_dynamic", counts: str = "B*T") -> Tuple[Tensor, Tensor]:
+    for name, t, tail in (("viewmats", viewmats, (4, 4)), ("Ks", Ks, (3, 3))):
+        if t is not None and (t.dim() < 2 or tuple(t.shape[-2:]) != tail):
+            raise ValueError(f"{where}: {name} has shape {tuple(t.shape)}; expected [..., {tail[0]}, {tail[1]}]")
     if viewmats is None or Ks is None:
         vm, K = canonical_camera(height, width, device=ref.device, dtype=ref.dtype)
         viewmats = vm if viewmats is None else viewmats
@@ -55,19 +82,21 @@ def _cameras(n_img: int, height: int, width: int, viewmats: Optional[Tensor], Ks
     if Ks.shape[0] == 1:
         Ks = Ks.expand(n_img, 3, 3)
     if viewmats.shape[0] != n_img or Ks.shape[0] != n_img:
-        raise ValueError(f"render_dynamic: need 1 or {n_img} (= B*T) cameras, got {viewmats.shape[0]} viewmats "
-                         f"and {Ks.shape[0]} intrinsics")
+        raise ValueError(f"{where}: need 1 or {n_img} (= {counts}) cameras, got {viewmats.shape[0]} viewmats "
+                         f"and {Ks.shape[0]} intrinsics (Ks)")
     return viewmats.contiguous(), Ks.contiguous()
 
 
-def _backgrounds(n_img: int, backgrounds: Optional[Tensor], ref: Tensor) -> Tensor:
+def _backgrounds(n_img: int, backgrounds: Optional[Tensor], ref: Tensor, where: str = "render_dynamic",
+                 shapes: str = "[3], [B, 3], [B, T, 3] or [B*T, 3]") -> Tensor:
     if backgrounds is None:
         return torch.zeros(n_img, 3, device=ref.device, dtype=ref.dtype)
+    if backgrounds.shape[-1:] != (3,) or backgrounds.numel() // 3 not in (1, n_img):
+        raise ValueError(f"{where}: backgrounds has shape {tuple(backgrounds.shape)}; expected {shapes} "
+                         f"(one RGB colour for all, per batch item or per image)")
     backgrounds = backgrounds.reshape(-1, 3)
     if backgrounds.shape[0] == 1:
         backgrounds = backgrounds.expand(n_img, 3)
-    if backgrounds.shape[0] != n_img:
-        raise ValueError(f"render_dynamic: need 1, B or B*T backgrounds, got {backgrounds.shape[0]}")
     return backgrounds.contiguous()
 
 
@@ -77,35 +106,56 @@ def render_dynamic(g: DynamicGaussians, times: Float[Tensor, "B T"], height: int
                    far_plane: float = 1e4, backend: Backend = "auto", check_inputs: bool = True) -> RenderOutput:
     """Render every batch item at each of its T query times in one batched call -> [B, T, H, W, C].
 
-    ``backgrounds`` is [3], [B, 3] or [B, T, 3]; cameras default to the canonical one and may be
-    given as one camera or one per image ([B, T, 4, 4] / [B, T, 3, 3]).
+    ``times`` is [T] or [B, T]; ``backgrounds`` is [3], [B, 3] or [B, T, 3]; cameras default to the
+    canonical one and may be given as one camera or one per image ([B, T, 4, 4] / [B, T, 3, 3]).
+
+    Every input is validated here, once: shapes always (metadata, free); with ``check_inputs=True`` (the
+    default) also devices and finiteness of every tensor (Gaussians, times, cameras, backgrounds) in one
+    fused reduction with ONE host synchronisation. ``check_inputs=False`` is the fast path (zero
+    synchronisations) for callers whose tensors come from a validated model, e.g. the inference engine.
+    The inner ``rasterize`` call never re-validates.
     """
-    B, N = g.means.shape[:2]
+    if not isinstance(g, DynamicGaussians):
+        raise TypeError(f"render_dynamic: expected DynamicGaussians, got {type(g).__name__} (use render_static)")
+    B, N = _check_gaussians("render_dynamic", g)
+    if not isinstance(times, Tensor):
+        raise TypeError(f"render_dynamic: times must be a tensor [T] or [B, T], got {type(times).__name__}")
     if times.dim() == 1:
         times = times[None].expand(B, -1)
-    if times.shape[0] != B:
-        raise ValueError(f"render_dynamic: times has batch {times.shape[0]}, Gaussians have {B}")
+    if times.dim() != 2 or times.shape[0] != B or times.shape[1] < 1:
+        raise ValueError(f"render_dynamic: times has shape {tuple(times.shape)}; expected [T] or [{B}, T] "
+                         f"(the Gaussians have batch {B})")
+    if int(width) != width or int(height) != height or width <= 0 or height <= 0:
+        raise ValueError(f"render_dynamic: width and height must be positive integers, got {width}x{height}")
+    if check_inputs:
+        check_device("render_dynamic", g.means, motion=g.motion, t0=g.t0, gamma0=g.gamma0, gamma1=g.gamma1,
+                     quats=g.quats, scales=g.scales, opacities=g.opacities, colours=g.colours, sh=g.sh, times=times,
+                     backgrounds=backgrounds, viewmats=viewmats, Ks=Ks)
+        check_finite("render_dynamic", means=g.means, motion=g.motion, t0=g.t0, gamma0=g.gamma0, gamma1=g.gamma1,
+                     quats=g.quats, scales=g.scales, opacities=g.opacities,
+                     colours=g.colours if g.sh is None else None, sh=g.sh, times=times, backgrounds=backgrounds,
+                     viewmats=viewmats, Ks=Ks)
     T = times.shape[1]
     times = times.to(g.means.dtype)
     n_img = B * T
-    if backgrounds is not None and backgrounds.dim() == 2 and backgrounds.shape[0] == B and T > 1:
+    if backgrounds is not None and backgrounds.dim() == 2 and backgrounds.shape[0] == B and B > 1 and T > 1:
         backgrounds = backgrounds[:, None].expand(B, T, 3)
+    elif backgrounds is not None and backgrounds.dim() == 2 and backgrounds.shape[0] == B == 1:
+        backgrounds = backgrounds.reshape(3)
     bgs = _backgrounds(n_img, backgrounds, g.means)
+    one_camera = viewmats is None or viewmats.numel() == 16
     viewmats, Ks = _cameras(n_img, height, width, viewmats, Ks, g.means)
     colours = g.colours
     per_image_colours = None
     if g.sh is not None:
-        # orthographic SH: the view direction is each camera's forward axis. When every time of a batch
-        # item uses the same direction (the canonical camera), one colour per Gaussian serves all times.
-        fwd = viewmats[:, 2, :3].reshape(B, T, 3)
-        if bool((fwd == fwd[:, :1]).all()):
-            colours = eval_sh_ortho(g.sh, viewmats.reshape(B, T, 4, 4)[:, 0], shared=False)
+        # orthographic SH: the view direction is each camera's forward axis. With one camera for every image
+        # (the canonical one by default), one colour per Gaussian serves all times; per-image cameras get
+        # per-image colours (deciding that from the values would cost a host synchronisation).
+        if one_camera:
+            colours = eval_sh_ortho(g.sh, viewmats[:1].expand(B, 4, 4), shared=False)
         else:
             sh_img = g.sh[:, None].expand(B, T, *g.sh.shape[1:]).reshape(n_img, *g.sh.shape[1:])
             per_image_colours = eval_sh_ortho(sh_img, viewmats, shared=False)
-    if check_inputs:
-        check_finite(means=g.means, motion=g.motion, gamma0=g.gamma0, gamma1=g.gamma1, quats=g.quats,
-                     scales=g.scales, opacities=g.opacities, colours=g.colours, times=times)
     which = resolve_backend(backend, g.means.device)
     if which == "cuda" and per_image_colours is None:
         from . import _cuda
@@ -132,9 +182,16 @@ def render_dynamic(g: DynamicGaussians, times: Float[Tensor, "B T"], height: int
 def render_static(g: Gaussians, height: int, width: int, backgrounds: Optional[Tensor] = None,
                   viewmats: Optional[Tensor] = None, Ks: Optional[Tensor] = None, **kw) -> RenderOutput:
     """Render each batch item's static Gaussians from the canonical (or a given) camera -> [B, H, W, C]."""
-    B, N = g.means.shape[:2]
+    B, N = _check_gaussians("render_static", g)
+    if kw.get("check_inputs", True):
+        check_device("render_static", g.means, quats=g.quats, scales=g.scales, opacities=g.opacities,
+                     colours=g.colours, sh=g.sh, backgrounds=backgrounds, viewmats=viewmats, Ks=Ks)
+        check_finite("render_static", means=g.means, quats=g.quats, scales=g.scales, opacities=g.opacities,
+                     colours=g.colours if g.sh is None else None, sh=g.sh, backgrounds=backgrounds,
+                     viewmats=viewmats, Ks=Ks)
+    kw["check_inputs"] = False  # validated above, on the caller's tensors
     world, valid = canonical_to_world(g.means)
-    viewmats, Ks = _cameras(B, height, width, viewmats, Ks, g.means)
-    bgs = _backgrounds(B, backgrounds, g.means)
+    viewmats, Ks = _cameras(B, height, width, viewmats, Ks, g.means, "render_static", "B")
+    bgs = _backgrounds(B, backgrounds, g.means, "render_static", "[3] or [B, 3]")
     return rasterize(world, g.quats, g.scales, g.opacities * valid.to(world.dtype),
                      None if g.sh is not None else g.colours, viewmats, Ks, width, height, bgs, sh=g.sh, **kw)

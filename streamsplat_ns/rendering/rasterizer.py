@@ -64,22 +64,45 @@ def resolve_backend(backend: Backend, device: torch.device) -> str:
     return "torch"
 
 
-def check_finite(**tensors: Optional[Tensor]) -> None:
-    """NaN/Inf inputs would silently poison every pixel they touch: fail loudly with the name."""
+def check_finite(where: str = "rasterize", **tensors: Optional[Tensor]) -> None:
+    """NaN/Inf inputs would silently poison every pixel they touch (or make Gaussians vanish): fail loudly
+    with the argument's name. One fused reduction and ONE host synchronisation for all inputs."""
+    names = [n for n, t in tensors.items() if t is not None and t.is_floating_point() and t.numel()]
+    if not names:
+        return
+    flags = torch.stack([torch.isfinite(tensors[n]).all() for n in names]).cpu()  # the one sync
+    if not bool(flags.all()):
+        bad = names[int((~flags).nonzero()[0, 0])]
+        raise ValueError(f"{where}: input {bad!r} contains NaN or Inf values (check what produced it; a model "
+                         f"loaded from a checkpoint is validated at load)")
+
+
+def check_device(where: str, ref: Tensor, **tensors: Optional[Tensor]) -> None:
+    """Every input on the device of the Gaussians, floating point (host-side metadata only, no sync)."""
     for name, t in tensors.items():
-        if t is not None and t.is_floating_point() and not bool(torch.isfinite(t).all()):
-            raise ValueError(f"rasterize: input {name!r} contains NaN or Inf values")
+        if t is None:
+            continue
+        if not isinstance(t, Tensor):
+            raise TypeError(f"{where}: {name} must be a torch.Tensor, got {type(t).__name__}")
+        if t.device != ref.device:
+            raise ValueError(f"{where}: {name} is on {t.device} but the Gaussians are on {ref.device}; "
+                             f"move it with .to({str(ref.device)!r})")
+        if not t.is_floating_point():
+            raise TypeError(f"{where}: {name} must be a floating-point tensor, got {t.dtype}")
 
 
 def _lead(x: Tensor, name: str, n_feat: int) -> Tensor:
     """Normalise Gaussian attributes to [Ib, N, ...]."""
+    tail = f", {n_feat}" if n_feat else ""
+    if n_feat and (x.dim() == 0 or x.shape[-1] != n_feat):
+        raise ValueError(f"rasterize: {name} has shape {tuple(x.shape)}; expected [N{tail}] or [C, N{tail}] "
+                         f"(its last dimension must be {n_feat})")
     want = x.dim() - (0 if n_feat == 0 else 1)
     if want == 1:
         return x[None]
     if want == 2:
         return x
-    raise ValueError(f"rasterize: {name} has shape {tuple(x.shape)}; expected [N{', ' + str(n_feat) if n_feat else ''}]"
-                     f" or [C, N{', ' + str(n_feat) if n_feat else ''}]")
+    raise ValueError(f"rasterize: {name} has shape {tuple(x.shape)}; expected [N{tail}] or [C, N{tail}]")
 
 
 def rasterize(
@@ -104,17 +127,29 @@ def rasterize(
 ) -> RenderOutput:
     """Render C orthographic cameras; Gaussians are shared ([N, ...]) or per camera ([C, N, ...]).
 
+    Inputs are validated at this boundary: shapes always (host-side metadata, free), and with
+    ``check_inputs=True`` (the default) also devices and finiteness with one fused reduction and ONE host
+    synchronisation per call. ``check_inputs=False`` is the fast path with zero synchronisations, for
+    callers that validated already (``render_dynamic``, the inference engine).
+
     ``sh`` (degree <= 3, K = (deg+1)^2 coefficients) replaces ``colours``: it is evaluated with the
     orthographic view direction (the camera's forward axis, identical for every Gaussian) and mapped
     to colour as ``max(sh(dir) + 0.5, 0)``, gsplat's convention.
     """
+    if check_inputs:
+        check_device("rasterize", means, means=means, quats=quats, scales=scales, opacities=opacities,
+                     colours=colours, viewmats=viewmats, Ks=Ks, backgrounds=backgrounds, sh=sh)
     if viewmats.dim() == 2:
         viewmats = viewmats[None]
+    if viewmats.dim() != 3 or tuple(viewmats.shape[1:]) != (4, 4):
+        raise ValueError(f"rasterize: viewmats has shape {tuple(viewmats.shape)}; expected [C, 4, 4] or [4, 4]")
     C = viewmats.shape[0]
     if Ks.dim() == 2:
-        Ks = Ks[None].expand(C, 3, 3)
+        Ks = Ks[None].expand(C, *Ks.shape)
+    if Ks.dim() != 3 or tuple(Ks.shape[1:]) != (3, 3):
+        raise ValueError(f"rasterize: Ks has shape {tuple(Ks.shape)}; expected [C, 3, 3] or [3, 3]")
     if Ks.shape[0] != C:
-        raise ValueError(f"rasterize: got {C} viewmats but {Ks.shape[0]} intrinsics")
+        raise ValueError(f"rasterize: got {C} viewmats but {Ks.shape[0]} intrinsics (Ks)")
     means = _lead(means, "means", 3)
     quats = _lead(quats, "quats", 4)
     scales = _lead(scales, "scales", 3)
@@ -124,6 +159,9 @@ def rasterize(
         raise ValueError(f"rasterize: per-camera Gaussians need a leading dim of {C} (cameras), got {Ib}")
     if sh is not None:
         sh = sh if sh.dim() == 4 else sh[None]
+        if sh.dim() != 4 or sh.shape[-1] != 3 or sh.shape[-2] not in (1, 4, 9, 16) or sh.shape[0] not in (1, C):
+            raise ValueError(f"rasterize: sh has shape {tuple(sh.shape)}; expected [N, K, 3] or [C, N, K, 3] with "
+                             f"K in (1, 4, 9, 16)")
         colours = eval_sh_ortho(sh, viewmats, shared=(sh.shape[0] == 1 and C > 1))
     elif colours is None:
         raise ValueError("rasterize: pass colours [.., N, 3] or sh [.., N, K, 3]")
@@ -143,12 +181,15 @@ def rasterize(
                              f"[{Ib}, {N}{''.join(', ' + str(x) for x in tail)}] to match means {tuple(means.shape)}")
     if backgrounds is None:
         backgrounds = torch.zeros(C, 3, device=means.device, dtype=means.dtype)
-    elif backgrounds.dim() == 1:
+    elif backgrounds.dim() == 1 and backgrounds.shape[0] == 3:
         backgrounds = backgrounds[None].expand(C, 3)
-    if width <= 0 or height <= 0:
-        raise ValueError(f"rasterize: image size must be positive, got {width}x{height}")
+    if tuple(backgrounds.shape) != (C, 3):
+        raise ValueError(f"rasterize: backgrounds has shape {tuple(backgrounds.shape)}; expected [3] or [{C}, 3] "
+                         f"(one RGB colour per camera)")
+    if int(width) != width or int(height) != height or width <= 0 or height <= 0:
+        raise ValueError(f"rasterize: width and height must be positive integers, got {width}x{height}")
     if check_inputs:
-        check_finite(means=means, quats=quats, scales=scales, opacities=opacities, colours=colours,
+        check_finite("rasterize", means=means, quats=quats, scales=scales, opacities=opacities, colours=colours,
                      viewmats=viewmats, Ks=Ks, backgrounds=backgrounds)
     which = resolve_backend(backend, means.device)
     args = (means, quats, scales, opacities, colours, viewmats, Ks, int(width), int(height), backgrounds,
