@@ -53,15 +53,27 @@ class EncoderConfig:
     # Beyond the paper (off by default: the authors' checkpoints have no weights for them)
     learned_rotation: bool = False
     sh_degree: int = 0
+    pixel_skip: int = 0
+    """Width of a small full-resolution conv path on the RGB-D input whose features are added to the
+    per-Gaussian features before the heads: detail finer than a token, cheaply (0 = off, the paper)."""
 
     def __post_init__(self) -> None:
         p = self.patch_size
         if self.image_height % p or self.image_width % p:
-            raise ValueError(f"image size {self.image_height}x{self.image_width} must be a multiple of the patch size {p}")
-        if self.width % self.head_dim:
-            raise ValueError(f"width {self.width} must be a multiple of head_dim {self.head_dim}")
+            raise ValueError(f"image size {self.image_height}x{self.image_width} must be a multiple of the "
+                             f"patch size {p}")
         if isinstance(self.upsampler, dict):
             self.upsampler = UpsamplerConfig(**self.upsampler)
+        if self.pixel_skip < 0:
+            raise ValueError(f"pixel_skip must be >= 0 (0 = off), got {self.pixel_skip}")
+        if self.pixel_skip:
+            gh, gw = self.gaussian_grid
+            if self.image_height % gh or self.image_width % gw or self.image_height // gh != self.image_width // gw:
+                raise ValueError(f"pixel_skip needs a whole number of pixels per Gaussian: image "
+                                 f"{self.image_height}x{self.image_width}, Gaussian grid {gh}x{gw}; change "
+                                 "patch_size or upsampler.stages")
+        if self.width % self.head_dim:
+            raise ValueError(f"width {self.width} must be a multiple of head_dim {self.head_dim}")
 
     @property
     def token_grid(self) -> Tuple[int, int]:
