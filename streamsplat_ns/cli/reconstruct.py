@@ -69,6 +69,8 @@ class ReconstructArgs:
     """leave out Gaussians fainter than this at the exported time (1/255: the renderer's own cut-off)"""
     ply_frame: Literal["opencv", "world"] = "opencv"
     """'opencv': canonical camera frame (x right, y down, z forward); 'world': the renderer's (y = depth, z up)"""
+    video_preset: str = "veryfast"
+    """x264 preset of the mp4s (ultrafast ... veryslow): faster presets keep encoding off the critical path"""
     background: float = 0.5
     device: str = "cuda" if torch.cuda.is_available() else "cpu"
     save_gaussians: bool = False
@@ -174,8 +176,8 @@ def main(args: ReconstructArgs) -> Dict:
                             kind="reconstruct")
         manifest["gaussians"] = "gaussians"
     write_manifest(out, manifest)
-    recon = engine.open_video(out / "reconstruction.mp4", fps)
-    interp = engine.open_video(out / f"interpolated_{args.interp}x.mp4", fps * args.interp)
+    recon = engine.open_video(out / "reconstruction.mp4", fps, preset=args.video_preset)
+    interp = engine.open_video(out / f"interpolated_{args.interp}x.mp4", fps * args.interp, preset=args.video_preset)
     writers = [recon, interp]
     step = args.frame_step / args.interp  # source frames between interpolated renders
     bar = None

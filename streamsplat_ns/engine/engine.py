@@ -151,12 +151,17 @@ class _Prefetch:
                 close()
 
     def _put(self, item) -> bool:
+        # a source that drops late frames (live, realtime) wants the newest frame here too, not a backlog
+        drop = item is not None and bool(getattr(self.frames, "drops_late", False))
         while not self.stop.is_set():
             try:
-                self.q.put(item, timeout=0.05)
+                self.q.put(item, timeout=0.05) if not drop else self.q.put_nowait(item)
                 return True
             except queue.Full:
-                pass
+                if drop:
+                    with contextlib.suppress(queue.Empty):
+                        self.q.get_nowait()
+                        self.frames.dropped += 1
         return False
 
     def __iter__(self):
@@ -409,11 +414,12 @@ class ReconstructionEngine:
         self.close()
 
     # ------------------------------------------------------------------ outputs and statistics
-    def open_video(self, path, fps: float, height: Optional[int] = None, width: Optional[int] = None):
+    def open_video(self, path, fps: float, height: Optional[int] = None, width: Optional[int] = None,
+                   preset: str = "veryfast"):
         """A background-thread mp4 writer whose encode time shows in :attr:`stats`."""
         from .outputs import VideoWriter
 
-        w = VideoWriter(path, fps, height or self.size[0], width or self.size[1])
+        w = VideoWriter(path, fps, height or self.size[0], width or self.size[1], preset=preset)
         self._writers.append(w)
         return w
 

@@ -184,9 +184,13 @@ class FrameSource:
         return f"{self.decoded}{total} source frames decoded, {self.emitted} used"
 
     # ------------------------------------------------------------------ thread
+    @property
+    def drops_late(self) -> bool:
+        """Whether late frames are dropped (newest kept) rather than waited for."""
+        return bool(self._drop if self._drop is not None else (self.realtime or self.live))
+
     def _put(self, item) -> bool:
-        drop = self._drop if self._drop is not None else (self.realtime or self.live)
-        drop = drop and item is not _END
+        drop = self.drops_late and item is not _END
         while not self._stop.is_set():
             try:
                 self._queue.put(item, timeout=0.05) if not drop else self._queue.put_nowait(item)

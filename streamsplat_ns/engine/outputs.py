@@ -58,7 +58,8 @@ class VideoWriter:
     the encoder falls behind). ``close()`` flushes, renames to ``path`` and returns the frame count; an
     error inside the thread (e.g. a full disk) is raised by the next ``write``/``close``."""
 
-    def __init__(self, path: Union[str, Path], fps: float, height: int, width: int, queue_size: int = 8) -> None:
+    def __init__(self, path: Union[str, Path], fps: float, height: int, width: int, queue_size: int = 8,
+                 preset: str = "veryfast") -> None:
         import av
 
         self.path = Path(path)
@@ -74,6 +75,8 @@ class VideoWriter:
             for codec in ("libx264", "h264", "mpeg4"):
                 try:
                     self.stream = self.container.add_stream(codec, rate=rate)
+                    if codec == "libx264":  # 'veryfast': ~4x the frames/s of x264's default, slightly larger files
+                        self.stream.options = {"preset": preset}
                     break
                 except Exception:  # noqa: BLE001 - codec availability depends on the FFmpeg build
                     continue
