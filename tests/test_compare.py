@@ -115,6 +115,24 @@ def test_checkpoint_errors_name_the_file(tmp_path):
     assert all(getattr(g, "__module__", "").startswith("numpy") for g in safe_globals())
 
 
+def test_training_budget_stops_the_trainer():
+    import time
+    from types import SimpleNamespace
+
+    from nerfstudio.engine.callbacks import TrainingCallbackLocation
+
+    from streamsplat_ns.compare.methods import stop_after
+
+    trainer = SimpleNamespace(callbacks=[], stop_training=False)
+    t0 = [time.perf_counter()]
+    stop_after(trainer, 60.0, t0)
+    trainer.callbacks[0].run_callback_at_location(0, TrainingCallbackLocation.AFTER_TRAIN_ITERATION)
+    assert not trainer.stop_training
+    t0[0] -= 61.0
+    trainer.callbacks[0].run_callback_at_location(1, TrainingCallbackLocation.AFTER_TRAIN_ITERATION)
+    assert trainer.stop_training
+
+
 def pathlib_obj():
     return Path("/x")
 
@@ -141,6 +159,7 @@ def compare_run(tmp_path_factory):
     return RUN
 
 
+@pytest.mark.slow
 def test_compare_end_to_end_cpu(compare_run):
     out = compare_run["out"]
     doc = json.loads((out / "table.json").read_text())
@@ -160,12 +179,13 @@ def test_compare_end_to_end_cpu(compare_run):
     for name in ("StreamSplat", "nerfacto", "dnerf"):
         assert math.isfinite(rows[name]["metrics"]["psnr_key"])
     assert rows["nerfacto"]["timings"]["train_s"] > 0 and rows["nerfacto"]["timings"]["render_s"] > 0
-    assert rows["nerfacto"]["details"]["checkpoint_step"] == 2  # 3 steps: 0, 1, 2
+    assert rows["nerfacto"]["details"]["checkpoint_step"] == 2 and rows["dnerf"]["details"]["steps_done"] == 3
     assert "ignores time" in " ".join(rows["nerfacto"]["notes"]) and "uses the clip's times" in rows["dnerf"]["notes"]
     assert rows["baseline: linear blend"]["metrics"]["psnr_key"] is None and "(input)" in md
     assert "LPIPS" in md  # either reported or skipped with a note, never silently
 
 
+@pytest.mark.slow
 def test_nerfacto_checkpoint_loads_safely(compare_run):
     """A real nerfacto checkpoint: plain weights-only loading refuses its numpy scalars; ours loads it,
     and eval_setup rebuilds the pipeline from config.yml with those weights."""
@@ -190,3 +210,24 @@ def test_nerfacto_checkpoint_loads_safely(compare_run):
     k = next(k for k in state["pipeline"] if k.startswith("_model.field") and state["pipeline"][k].numel() > 1)
     assert torch.equal(sd[k.replace("_model.", "model.", 1)] if k not in sd else sd[k], state["pipeline"][k])
     print("plain torch.load(weights_only=True) of a nerfacto checkpoint works:", plain_ok)
+
+
+@pytest.mark.gpu
+def test_compare_splatfacto_on_gpu(tmp_path):
+    """On CUDA every row runs: splatfacto (gsplat JIT on first use, untimed), nerfacto, dnerf, StreamSplat."""
+    from streamsplat_ns.api import save_checkpoint
+    from streamsplat_ns.compare.run import CompareConfig, run_comparison
+    from streamsplat_ns.networks.config import ModelConfig
+    from streamsplat_ns.networks.model import StreamSplat
+
+    torch.manual_seed(0)
+    ckpt = tmp_path / "tiny.safetensors"
+    save_checkpoint(StreamSplat.from_config(ModelConfig.tiny()), ckpt)
+    cfg = CompareConfig(checkpoint=ckpt, methods=("splatfacto", "nerfacto", "dnerf"), steps=("30",),
+                        max_frames=11, key_gap=5, image_size=(64, 112), output=tmp_path / "out", device="cuda")
+    rows = {r["method"]: r for r in run_comparison(cfg, argv=[])["rows"]}
+    for name in ("StreamSplat", "splatfacto", "nerfacto", "dnerf"):
+        assert rows[name]["status"] == "ok", (name, rows[name]["status"])
+        assert math.isfinite(rows[name]["metrics"]["psnr_middle"])
+    assert rows["splatfacto"]["details"]["steps_done"] == 30 and rows["splatfacto"]["details"]["camera"] == "pinhole"
+    assert "gsplat_warmup_s" in rows["splatfacto"]["timings"]

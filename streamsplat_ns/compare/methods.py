@@ -99,7 +99,8 @@ def _sync(device: str) -> None:
 
 
 def warm_up_gsplat(device: str) -> float:
-    """Compile / load gsplat's CUDA kernels outside the timed region (JIT: minutes on first use)."""
+    """Compile / load gsplat's CUDA kernels (JIT: minutes on first use) and splatfacto's compiled view-matrix
+    helper outside the timed region."""
     t = time.perf_counter()
     import gsplat
 
@@ -109,12 +110,16 @@ def warm_up_gsplat(device: str) -> float:
     K = torch.tensor([[[8.0, 0, 8], [0, 8.0, 8], [0, 0, 1]]], device=device)
     gsplat.rasterization(means, quats, torch.full((1, 3), 0.1, device=device), torch.ones(1, device=device),
                          torch.ones(1, 3, device=device), torch.eye(4, device=device)[None], K, 16, 16)
+    from nerfstudio.models.splatfacto import get_viewmat  # torch.compile'd: compiles on its first call
+
+    get_viewmat(torch.eye(4, device=device)[None, :3])
     _sync(device)
     return time.perf_counter() - t
 
 
 def build_config(name: str, dataset_json: Path, steps: int, device: str, output_dir: Path,
-                 experiment: str, rays_per_batch: Optional[int] = None, tiny: bool = False):
+                 experiment: str, rays_per_batch: Optional[int] = None, tiny: bool = False,
+                 scale_schedules: bool = True):
     """nerfstudio's TrainerConfig for ``name``, adapted to the clip (see the module docstring)."""
     from nerfstudio.configs.method_configs import method_configs
     from nerfstudio.data.datamanagers.base_datamanager import VanillaDataManagerConfig
@@ -141,6 +146,8 @@ def build_config(name: str, dataset_json: Path, steps: int, device: str, output_
         model.camera_optimizer.mode = "off"
     if tiny:
         _shrink(model)
+    if scale_schedules and int(steps) < cfg.max_num_iterations:
+        compress_schedules(cfg, int(steps))
     cfg.max_num_iterations = int(steps)
     cfg.steps_per_save = max(int(steps), 1)
     cfg.save_only_latest_checkpoint = True
@@ -154,6 +161,33 @@ def build_config(name: str, dataset_json: Path, steps: int, device: str, output_
     return cfg
 
 
+#: splatfacto's step-based schedules (defined for its 30,000 default iterations)
+_SPLAT_SCHEDULES = ("warmup_length", "resolution_schedule", "stop_split_at", "stop_screen_size_at",
+                    "sh_degree_interval")
+
+
+def compress_schedules(cfg, steps: int) -> List[str]:
+    """Fit schedules written for the method's default iteration count into ``steps``: splatfacto's
+    resolution warm-up, densification stop, SH-degree interval, and any learning-rate decay that ends at
+    the default count (nerfacto's decays run over 200,000 steps and dnerf has none: unchanged). Without
+    this, splatfacto under 3,000 steps would never train at full resolution. Returns what changed."""
+    f = steps / float(cfg.max_num_iterations)
+    changed = []
+    model = cfg.pipeline.model
+    for attr in _SPLAT_SCHEDULES:
+        if hasattr(model, attr) and type(model).__name__.startswith("Splatfacto"):
+            setattr(model, attr, max(1, int(round(getattr(model, attr) * f))))
+            changed.append(attr)
+    for group, opt in cfg.optimizers.items():
+        sched = opt.get("scheduler")
+        if sched is not None and getattr(sched, "max_steps", None) == cfg.max_num_iterations:
+            sched.max_steps = steps
+            if getattr(sched, "warmup_steps", 0):
+                sched.warmup_steps = max(0, int(round(sched.warmup_steps * f)))
+            changed.append(f"{group} lr schedule")
+    return changed
+
+
 def _shrink(model) -> None:
     """CPU smoke tests only: far fewer samples and smaller grids/MLPs (results are not the method's)."""
     for attr, value in (("num_proposal_samples_per_ray", (8, 8)), ("num_nerf_samples_per_ray", 8),
@@ -164,6 +198,12 @@ def _shrink(model) -> None:
     if hasattr(model, "proposal_net_args_list"):
         model.proposal_net_args_list = [dict(a, num_levels=2, log2_hashmap_size=10, max_res=64)
                                         for a in model.proposal_net_args_list]
+
+
+def _default_iterations(name: str) -> int:
+    from nerfstudio.configs.method_configs import method_configs
+
+    return int(method_configs[name].max_num_iterations) if name in method_configs else 0
 
 
 def render_held_out(pipeline, dataset_json: Path, clip: Clip, device: str) -> Tensor:
@@ -191,10 +231,24 @@ def render_held_out(pipeline, dataset_json: Path, clip: Clip, device: str) -> Te
     return torch.stack(frames)
 
 
+def stop_after(trainer, seconds: float, t_start: List[float]) -> None:
+    """Stop ``trainer`` once its optimisation has run ``seconds`` (checked after every iteration; the loop
+    then ends and nerfstudio saves the checkpoint of the last finished step as usual)."""
+    from nerfstudio.engine.callbacks import TrainingCallback, TrainingCallbackLocation
+
+    def check(step: int) -> None:
+        if time.perf_counter() - t_start[0] > seconds:
+            trainer.stop_training = True
+
+    trainer.callbacks.append(TrainingCallback([TrainingCallbackLocation.AFTER_TRAIN_ITERATION], check))
+
+
 def run_nerfstudio_method(name: str, clip: Clip, datasets: Dict[str, Path], steps: int, device: str,
                           output_dir: Path, rays_per_batch: Optional[int] = None, tiny: bool = False,
-                          seed: int = 42) -> MethodRun:
-    """Train ``name`` on the key frames, reload its checkpoint safely, render the held-out frames."""
+                          seed: int = 42, max_train_seconds: Optional[float] = None,
+                          scale_schedules: bool = True) -> MethodRun:
+    """Train ``name`` on the key frames (``steps``, or fewer when ``max_train_seconds`` of optimisation run
+    out first), reload its checkpoint safely, render the held-out frames."""
     from nerfstudio.utils import writer
 
     from .ckpt import latest_checkpoint, load_nerfstudio_checkpoint
@@ -214,7 +268,11 @@ def run_nerfstudio_method(name: str, clip: Clip, datasets: Dict[str, Path], step
     try:
         if name in CUDA_ONLY:
             run.timings["gsplat_warmup_s"] = warm_up_gsplat(device)
-        cfg = build_config(name, datasets[camera], steps, device, output_dir, clip.name, rays_per_batch, tiny)
+        default_iters = _default_iterations(name)
+        cfg = build_config(name, datasets[camera], steps, device, output_dir, clip.name, rays_per_batch, tiny,
+                           scale_schedules)
+        if scale_schedules and steps < default_iters and name in CUDA_ONLY:
+            run.notes.append(f"step schedules compressed from {default_iters} to {steps} steps")
         run.details["rays_per_batch"] = getattr(cfg.pipeline.datamanager, "train_num_rays_per_batch", None)
         cfg.save_config()
         from nerfstudio.scripts.train import _set_random_seed
@@ -227,6 +285,8 @@ def run_nerfstudio_method(name: str, clip: Clip, datasets: Dict[str, Path], step
             trainer = cfg.setup(local_rank=0, world_size=1)
             trainer.setup()
             t1 = time.perf_counter()
+            if max_train_seconds is not None:
+                stop_after(trainer, float(max_train_seconds), [t1])
             trainer.train()
             _sync(device)
             t2 = time.perf_counter()
@@ -239,7 +299,10 @@ def run_nerfstudio_method(name: str, clip: Clip, datasets: Dict[str, Path], step
             pipeline.load_pipeline(state["pipeline"], state["step"])
             step = int(state["step"])
             del trainer, state
-        run.details.update(config=str(config_path), checkpoint=str(ckpt_path), checkpoint_step=step)
+        run.details.update(config=str(config_path), checkpoint=str(ckpt_path), checkpoint_step=step,
+                           steps_done=step + 1)
+        if step + 1 < steps:
+            run.notes.append(f"{step + 1} of {steps} steps: stopped by the {max_train_seconds:g} s training budget")
         _sync(device)
         t3 = time.perf_counter()
         run.preds = render_held_out(pipeline, datasets[camera], clip, device)

@@ -54,6 +54,8 @@ class Clip:
     disparity: Float[Tensor, "N 1 H W"]
     key_gap: int
     depth_source: str = "files"
+    depth_seconds: Optional[float] = None
+    """wall clock of computing the disparity (Depth Anything V2), when it was computed here"""
     key: List[int] = field(default_factory=list)
     held_out: List[int] = field(default_factory=list)
 
@@ -161,12 +163,16 @@ def load_clip(data: Optional[Path], dataparser: str = "auto", sequence: Optional
             fb = seq.load(idx, size)
     else:
         fb = seq.load(idx, size)
-    disp = fb.disparity
+    disp, depth_s = fb.disparity, None
     if depth == "compute":
+        import time
+
+        t = time.perf_counter()
         disp = compute_disparity(fb.rgb, depth_checkpoint, device)
+        depth_s = time.perf_counter() - t
     source = {"file": "files", "compute": "Depth Anything V2 (computed)", "zeros": "zeros (flat disparity)"}[depth]
     return Clip(name=seq.name, source=f"{kind}:{data or 'embedded sample'}:{seq.name}", rgb=fb.rgb.float(),
-                disparity=disp.float(), key_gap=key_gap, depth_source=source)
+                disparity=disp.float(), key_gap=key_gap, depth_source=source, depth_seconds=depth_s)
 
 
 def compute_disparity(rgb: Float[Tensor, "N 3 H W"], checkpoint: Optional[Path], device: str) -> Tensor:

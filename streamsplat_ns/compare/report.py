@@ -31,7 +31,7 @@ def _seconds(v: Optional[float]) -> str:
 def markdown_table(clip: Clip, rows: List[dict], lpips_note: Optional[str], config: dict) -> str:
     metrics = [m for m in METRICS if any(r["metrics"].get(f"{m}_{g}") is not None for r in rows for g in GROUPS)] \
         or ["psnr", "ssim"]
-    head = ["method", "kind"] + [f"{m.upper()} {g}" for g in GROUPS for m in metrics] + \
+    head = ["method", "kind", "steps"] + [f"{m.upper()} {g}" for g in GROUPS for m in metrics] + \
         ["time / clip (s)", "train (s)", "render / infer (s)", "status", "notes"]
     lines = [f"### {clip.name}: {clip.num_frames} frames at {clip.size[0]}x{clip.size[1]}, key gap {clip.key_gap}",
              "",
@@ -43,7 +43,7 @@ def markdown_table(clip: Clip, rows: List[dict], lpips_note: Optional[str], conf
     for r in rows:
         t = r["timings"]
         infer = t.get("render_s", t.get("inference_s", t.get("compute_s")))
-        cells = [r["method"], r["kind"]]
+        cells = [r["method"], r["kind"], r["details"].get("steps_done", "-")]
         cells += [("(input)" if r["kind"] == "baseline" and g == "key" else _fmt(r["metrics"].get(f"{m}_{g}"), m))
                   for g in GROUPS for m in metrics]
         cells += [_seconds(t.get("total_s")), _seconds(t.get("train_s")), _seconds(infer), r["status"],

@@ -47,6 +47,10 @@ class CompareConfig:
     steps: Tuple[str, ...] = ()
     """training steps: one number for all, or METHOD=N entries (default: 2000 each)"""
     default_steps: int = 2000
+    max_train_seconds: Optional[float] = None
+    """stop each method's optimisation after this many seconds (equal-time comparison; bounds a GPU run)"""
+    scale_schedules: bool = True
+    """compress splatfacto's 30k-step schedules (resolution warm-up, densification, SH) into --steps"""
     rays_per_batch: Optional[int] = None
     """override the ray-based methods' training rays per batch"""
     tiny: bool = False
@@ -141,7 +145,8 @@ def run_comparison(cfg: CompareConfig, argv: Optional[List[str]] = None) -> dict
     for name in cfg.methods:
         print(f"--- {name}: {steps[name]} steps on {len(clip.key)} key frames")
         runs.append(run_nerfstudio_method(name, clip, datasets, steps[name], cfg.device, out / "runs",
-                                          cfg.rays_per_batch, cfg.tiny, cfg.seed))
+                                          cfg.rays_per_batch, cfg.tiny, cfg.seed, cfg.max_train_seconds,
+                                          cfg.scale_schedules))
     if cfg.baselines:
         for kind, label in (("nearest", "nearest key frame"), ("blend", "linear blend")):
             r = MethodRun(name=f"baseline: {label}", kind="baseline")

@@ -41,6 +41,10 @@ def run_streamsplat(clip: Clip, checkpoint: Optional[Path], device: str, dino_we
         run.notes.append(f"inputs resized to the model's {model.height}x{model.width}; rendered at {H}x{W}")
     if clip.depth_source.startswith("zeros"):
         run.notes.append("flat disparity input (--depth zeros)")
+    elif clip.depth_seconds is not None:
+        run.notes.append(f"disparity by Depth Anything V2 took {clip.depth_seconds:.2f} s more (not in the time)")
+    else:
+        run.notes.append("disparity precomputed (not in the time)")
     keys = clip.key
     rgb, disp = clip.rgb[keys], clip.disparity[keys]
 
