@@ -83,7 +83,7 @@ def frames_of(folder: Path, fail_after: int | None = None):
 
 @pytest.fixture(scope="module")
 def source(tmp_path_factory):
-    return synthetic_frames(tmp_path_factory.mktemp("live") / "clip", n=12)
+    return synthetic_frames(tmp_path_factory.mktemp("live") / "clip", n=8)
 
 
 # ------------------------------------------------------------------ bounded hand-overs
@@ -211,13 +211,13 @@ def test_live_cli_headless_latency_and_drops(source, tmp_path):
     src = open_source(args)
     engine = build_engine(args, tiny_model(), src)
     s = LiveSession(model_size=engine.size, device=torch.device("cpu"), window=4, fps=15.0, headless_render=True,
-                    viewer=ViewerOptions(port=7300), keep_stats=True)
+                    viewer=ViewerOptions(port=7300, max_resolution=64), keep_stats=True)
     try:
         res = s.run(engine.stream(src), source=src)
         end = time.time() + 60  # the CPU renderer is slow on a loaded 2-core machine
         while not s.stats.records and time.time() < end:
             time.sleep(0.1)
-        assert res.ok and res.intervals + res.dropped >= 11 - 1
+        assert res.ok and res.intervals + res.dropped >= 8 - 1
         assert s.viewer.images_sent >= 1 and s.viewer.last_image.shape[1] > s.viewer.last_image.shape[0]
         recs = s.stats.records
         assert recs, "no viewer update was timed"
@@ -247,13 +247,13 @@ def test_view_opens_reconstruct_output_and_renders(source, tmp_path):
                                 device="cpu", progress=False, interp=1))
     opened = open_output(out, "cpu")
     assert (out / "gaussians" / "session.json").is_file()
-    assert opened.window.range() == (0.0, 11.0)
+    assert opened.window.range() == (0.0, 7.0)
     t_cached = time.perf_counter()
     again = open_output(out, "cpu")  # the saved Gaussians are reused
-    assert time.perf_counter() - t_cached < 2.0 and len(again.window.snapshot()) == 11
+    assert time.perf_counter() - t_cached < 2.0 and len(again.window.snapshot()) == 7
 
     v = LiveViewer(opened.window, model_size=opened.model_size, device=torch.device("cpu"), fps=opened.fps,
-                   opts=ViewerOptions(port=7320), follow_live=False, headless=True)
+                   opts=ViewerOptions(port=7320, max_resolution=64), follow_live=False, headless=True)
     try:
         def wait_new(n0):
             end = time.time() + 20
@@ -264,11 +264,11 @@ def test_view_opens_reconstruct_output_and_renders(source, tmp_path):
 
         v.set_time(0.0)
         a = wait_new(0)
-        v.set_time(10.0)
+        v.set_time(7.0)
         b = wait_new(v.images_sent)
         assert a.std() > 0.01 and np.abs(a - b).mean() > 0.005, "the render must follow the time slider"
         p = v.export_ply(tmp_path / "exp")
-        assert p.name == "view_frame00010.000.ply" or p.name.endswith("_frame00010.000.ply")
+        assert p.name.endswith("_frame00007.000.ply") and p.is_file()
     finally:
         v.close()
     path = {"camera_path": [{"camera_to_world": [1, 0, 0, 0, 0, 0, -1, -3, 0, 1, 0, 0, 0, 0, 0, 1], "fov": 50,
