@@ -32,22 +32,25 @@ class CheckpointError(RuntimeError):
         self.path = Path(path)
 
 
+#: the two spellings of numpy's scalar reconstructor in pickles (numpy < 2 wrote ``numpy.core``, numpy >= 2
+#: writes ``numpy._core``); either must load under either numpy
+_SCALAR_NAMES = ("numpy.core.multiarray.scalar", "numpy._core.multiarray.scalar")
+
+
 def _scalar_reconstructor():
-    # numpy >= 2 moved numpy.core to numpy._core; pickles name whichever the writer had, so allow both
-    out = []
-    for mod in ("numpy._core.multiarray", "numpy.core.multiarray"):
-        try:
-            m = __import__(mod, fromlist=["scalar"])
-            out.append(m.scalar)
-        except (ImportError, AttributeError):
-            continue
-    return out
+    try:
+        from numpy._core.multiarray import scalar  # numpy >= 2 (numpy 1.26 has the alias too)
+    except ImportError:
+        from numpy.core.multiarray import scalar
+    return scalar
 
 
 def safe_globals() -> List[Any]:
-    """The allow-list: numpy's scalar reconstructor, ``numpy.dtype`` and the concrete dtype classes of
-    numeric and bool scalars (how numpy >= 1.25 pickles a dtype). Nothing that can run code."""
-    allowed: List[Any] = [*_scalar_reconstructor(), np.dtype]
+    """The allow-list: numpy's scalar reconstructor (under both of its pickle names), ``numpy.dtype`` and
+    the concrete dtype classes of numeric and bool scalars (how numpy >= 1.25 pickles a dtype). Nothing
+    that can run code."""
+    scalar = _scalar_reconstructor()
+    allowed: List[Any] = [(scalar, name) for name in _SCALAR_NAMES] + [np.dtype]
     kinds = (np.bool_, np.float16, np.float32, np.float64, np.longdouble, np.int8, np.int16, np.int32, np.int64,
              np.uint8, np.uint16, np.uint32, np.uint64, np.complex64, np.complex128)
     for k in kinds:
@@ -63,7 +66,7 @@ def install_safe_globals() -> None:
     torch.serialization.add_safe_globals(safe_globals())
 
 
-_GLOBAL_RE = re.compile(r"(?:GLOBAL|global) ([\w.]+)")
+_GLOBAL_RE = re.compile(r"GLOBAL ([\w.]+)")
 
 
 def load_checkpoint(path: PathLike, map_location: Union[str, torch.device] = "cpu") -> Dict[str, Any]:
@@ -93,7 +96,7 @@ def load_checkpoint(path: PathLike, map_location: Union[str, torch.device] = "cp
             obj = torch.load(path, map_location=map_location, weights_only=True)
     except pickle.UnpicklingError as e:
         msg = str(e)
-        if "weights_only" in msg or "GLOBAL" in msg or "global" in msg:
+        if "GLOBAL" in msg or "weights_only" in msg:
             names = sorted(set(_GLOBAL_RE.findall(msg))) or ["an unknown global"]
             raise CheckpointError(path, f"refused to unpickle {', '.join(names)}: it is not in the safe allow-list "
                                   "(numpy scalars and dtypes only)", "this is not a plain nerfstudio checkpoint; "
