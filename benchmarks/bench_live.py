@@ -88,11 +88,11 @@ def run(a) -> dict:
     work.mkdir(parents=True, exist_ok=True)
     enc = "tiny" if a.tiny else a.encoder
     weights = build_weights(work, [enc], a.tiny)
-    n_src = a.frames + a.warmup_frames
-    video = work / f"live_640x480_{n_src}.mp4"
+    # the same letterboxed clip bench_reconstruct makes (shared --work: built once)
+    video = work / ("clip_640x480_all.mp4" if a.frames is None else f"clip_640x480_{a.frames}.mp4")
     info = {"path": str(video)}
     if not video.is_file():
-        info = build_video(Path(a.clip), video, 640, 480, max_frames=n_src)
+        info = build_video(Path(a.clip), video, 640, 480, max_frames=a.frames)
     model = load_checkpoint(weights["checkpoint"], device=dev, dino_weights=weights["dino"])
     common = dict(checkpoint=Path(weights["checkpoint"]), depth="compute", depth_checkpoint=Path(weights[enc]),
                   device=str(dev), fps=a.fps, window=a.window, exit_when_done=True,
@@ -165,10 +165,11 @@ def table(r: dict) -> str:
 def main(argv: Optional[List[str]] = None) -> dict:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--clip", default=str(REPO / ".whl" / "clips" / "bikes.mp4"))
-    ap.add_argument("--work", default=os.environ.get("STREAMSPLAT_BENCH_WORK", "/tmp/streamsplat_bench_live"))
+    ap.add_argument("--work", default=os.environ.get("STREAMSPLAT_BENCH_WORK", "/tmp/bench_recon"),
+                    help="folder for the video and weights (shared with bench_reconstruct.py: reused)")
     ap.add_argument("--encoder", default="vits", choices=["vits", "vitb", "vitl"])
     ap.add_argument("--fps", type=float, default=30.0, help="real-time playback rate of the source")
-    ap.add_argument("--frames", type=int, default=240, help="source frames timed (after the warm-up frames)")
+    ap.add_argument("--frames", type=int, default=None, help="source frames (default: the whole clip, 250)")
     ap.add_argument("--warmup-frames", type=int, default=16)
     ap.add_argument("--skip", type=int, default=30, help="intervals left out of the 'steady' figures")
     ap.add_argument("--window", type=int, default=30)
@@ -179,7 +180,7 @@ def main(argv: Optional[List[str]] = None) -> dict:
     a = ap.parse_args(argv)
     if a.tiny:
         a.fps = 10.0 if a.fps == 30.0 else a.fps
-        a.frames = min(a.frames, 20)
+        a.frames = min(a.frames or 24, 24)
         a.warmup_frames = min(a.warmup_frames, 4)
         a.skip = min(a.skip, 3)
         os.environ.setdefault("CUDA_VISIBLE_DEVICES", "")

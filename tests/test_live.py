@@ -280,3 +280,31 @@ def test_view_opens_reconstruct_output_and_renders(source, tmp_path):
 
     with av.open(str(tmp_path / "p.mp4")) as c:
         assert sum(1 for _ in c.decode(video=0)) == 3
+
+
+@pytest.mark.gpu
+def test_live_gpu_fast_path_with_concurrent_viewer_renders(tmp_path, caplog):
+    """CUDA: the fastest engine path (bf16, fused kernels, CUDA-graph step captured on the engine thread) while
+    the viewer's render thread renders on the same GPU: no capture conflicts, every interval made, images sent."""
+    from streamsplat_ns.cli.live import LiveArgs, build_engine, open_source
+    from streamsplat_ns.live.session import LiveSession
+    from streamsplat_ns.live.viewer import ViewerOptions
+
+    folder, ddir = synthetic_frames(tmp_path / "clip", n=40)
+    args = LiveArgs(source=str(folder), checkpoint=Path("unused"), depth="file", depth_dir=ddir, fps=30.0,
+                    device="cuda", exit_when_done=True)
+    src = open_source(args)
+    engine = build_engine(args, tiny_model().cuda(), src)
+    s = LiveSession(model_size=engine.size, device=torch.device("cuda"), window=8, fps=30.0, headless_render=True,
+                    viewer=ViewerOptions(port=7340), keep_stats=True)
+    try:
+        res = s.run(engine.stream(src), source=src)
+        end = time.time() + 10
+        while s.viewer._headless.busy and time.time() < end:
+            time.sleep(0.01)
+    finally:
+        s.close()
+    assert res.ok, res.message
+    assert res.intervals + res.dropped >= 39 - 1 and res.intervals >= 20
+    assert s.viewer.images_sent >= 5 and s.stats.records
+    assert not [r for r in caplog.records if "render failed" in r.getMessage()]
