@@ -76,8 +76,8 @@ def summarise(records: List[Dict[str, float]], intervals: int, dropped: int, emi
 
 def run(a) -> dict:
     import torch
-
     from bench_reconstruct import build_video, build_weights
+
     from streamsplat_ns.api import load_checkpoint
     from streamsplat_ns.cli.live import LiveArgs, build_engine, open_source
     from streamsplat_ns.live.session import LiveSession

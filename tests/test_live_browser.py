@@ -23,8 +23,7 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).parent))
 from test_live import oracle_colours, synthetic_frames, tiny_model  # noqa: E402
-from test_viewer_browser import (CHROME, canvas_box, corr, page_render, resize, start_chromium,  # noqa: E402
-                                 stop_chromium)
+from test_viewer_browser import CHROME, canvas_box, corr, page_render, resize, start_chromium, stop_chromium  # noqa: E402
 
 pytestmark = pytest.mark.skipif(CHROME is None, reason="no chromium binary installed "
                                 "(apt-get install -y chromium-headless-shell, as .ci/run does)")
@@ -136,7 +135,8 @@ def test_live_in_chromium(tmp_path):
 
         # Play (clicked in the page) moves the time slider through the window
         clicked = js(page, "(() => { const b = Array.from(document.querySelectorAll('button'))"
-                           ".find(b => b.innerText.trim() === 'Play'); if (!b) return false; b.click(); return true; })()")
+                           ".find(b => b.innerText.trim() === 'Play'); if (!b) return false; b.click(); "
+                           "return true; })()")
         assert clicked, "no Play button in the panel"
         wait_for(lambda: viewer.playing, 10, "Play did not start playback")
         assert not viewer.follow.value, "Play must leave follow-live mode"

@@ -137,7 +137,8 @@ def main(args: LiveArgs, *, model=None, ready: Optional[threading.Event] = None,
                                                jpeg_quality=args.jpeg_quality, background=args.background,
                                                export_dir=Path(args.record or ".") / "exports",
                                                export_name=Path(str(args.source).rstrip("/")).stem or "live"),
-                          record=None if args.record is None else Path(args.record), source_label=label, background=args.background,
+                          record=None if args.record is None else Path(args.record), source_label=label,
+                          background=args.background,
                           record_config=RecordConfig(budget_mb=args.record_budget_mb, policy=args.record_policy,
                                                      min_opacity=args.record_min_opacity))
     print(f"streamsplat-live: viewer at {session.viewer.url}", flush=True)
@@ -152,7 +153,7 @@ def main(args: LiveArgs, *, model=None, ready: Optional[threading.Event] = None,
                 pass
         res = session.run(engine.stream(source), source=source)
         print(f"streamsplat-live: {res.message}", file=sys.stderr if not res.ok else sys.stdout, flush=True)
-        if not args.exit_when_done:
+        if not args.exit_when_done and "stopped by the user" not in res.message:
             print("streamsplat-live: the viewer stays open on the last window; Ctrl-C to quit", flush=True)
             try:
                 session.stop_event.wait()
@@ -166,7 +167,13 @@ def main(args: LiveArgs, *, model=None, ready: Optional[threading.Event] = None,
 def entrypoint() -> None:
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     logging.getLogger("websockets").setLevel(logging.WARNING)
-    res = main(tyro.cli(LiveArgs))
+    from streamsplat_ns.data.errors import DataError
+
+    try:
+        res = main(tyro.cli(LiveArgs))
+    except (FileNotFoundError, DataError, ValueError) as e:  # bad input: the message names it and the fix
+        print(f"streamsplat-live: {e}", file=sys.stderr)
+        sys.exit(2)
     sys.exit(0 if res.ok else 1)
 
 

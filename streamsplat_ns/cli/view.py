@@ -71,7 +71,7 @@ def render_camera_path(opened, path_json: Path, output: Path, device: torch.devi
     items = opened.window.snapshot()
     lo, hi = opened.window.range()
     with VideoWriter(output, fps, H, W) as writer:
-        for i, cam in enumerate(cams):
+        for cam in cams:
             c2w = torch.tensor(cam["camera_to_world"], dtype=torch.float32).reshape(4, 4)[:3]
             t = float(cam.get("render_time", 0.0) or 0.0)
             item, local = IntervalWindow.pick(items, lo + min(max(t, 0.0), 1.0) * (hi - lo))
@@ -95,7 +95,8 @@ def main(args: ViewArgs, *, ready=None, viewer_out: Optional[list] = None, stop=
             from streamsplat_ns.export import export_ply
 
             if not lo <= args.export_frame <= hi:
-                raise ValueError(f"--export-frame {args.export_frame} is outside the reconstruction (frames {lo:g}..{hi:g})")
+                raise ValueError(f"--export-frame {args.export_frame} is outside the reconstruction "
+                                 f"(frames {lo:g}..{hi:g})")
             item, local = IntervalWindow.pick(opened.window.snapshot(), args.export_frame)
             n = export_ply(args.output, item.gaussians, time=local)
             print(f"wrote {args.output} ({n} Gaussians at frame {args.export_frame:g})")

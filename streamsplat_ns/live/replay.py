@@ -12,12 +12,12 @@ import logging
 import math
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Optional, Union
+from typing import Union
 
 import torch
 
 from .record import MANIFEST as REC_MANIFEST
-from .record import Recorder, RecordConfig, Recording, is_recording
+from .record import RecordConfig, Recorder, Recording, is_recording
 from .state import IntervalWindow, LiveInterval
 
 log = logging.getLogger(__name__)
@@ -79,8 +79,8 @@ def reconstruct_gaussians(out: Path, manifest: dict, device: Union[str, torch.de
     ckpt = manifest.get("checkpoint")
     for what, p in (("input", src), ("checkpoint", ckpt)):
         if not p or ("://" not in str(p) and not Path(str(p)).exists()):
-            raise FileNotFoundError(f"{out / 'reconstruction.json'}: its {what} {p} is gone and the folder has no saved "
-                                    f"Gaussians; re-run streamsplat-reconstruct (or restore {p})")
+            raise FileNotFoundError(f"{out / 'reconstruction.json'}: its {what} {p} is gone and the folder has no "
+                                    f"saved Gaussians; re-run streamsplat-reconstruct (or restore {p})")
     model = load_checkpoint(ckpt, device=dev, dino_weights=manifest.get("dino_weights"))
     disp = manifest.get("disparity") or {}
     if disp.get("mode") == "file":

@@ -17,7 +17,7 @@ import math
 import threading
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Dict, Iterable, Iterator, Literal, Optional
+from typing import Any, Callable, Dict, Iterable, Optional
 
 import torch
 

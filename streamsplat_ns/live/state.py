@@ -1,12 +1,11 @@
 """Shared state between the source, the engine and the viewer: bounded by construction.
 
-Three threads meet here. The *feed* thread reads the frame source as fast as it produces; the *engine*
-thread turns frames into intervals; each viewer client's *render* thread draws whatever is newest.
-Nothing in between is an unbounded queue, so memory stays flat however long the stream runs and a slow
-viewer never holds up the source:
+Three kinds of thread meet here: the frame source's decoding thread (``engine.open_frames``: on a live
+source it keeps only the newest frames when the engine lags, counting the others as dropped), the
+*engine* thread that turns frames into intervals, and each viewer client's *render* thread that draws
+whatever is newest. Nothing in between is an unbounded queue, so memory stays flat however long the
+stream runs and a slow viewer never holds up the source:
 
-* :class:`LatestFrameFeed`: frames from the source to the engine through a slot of ``capacity`` frames;
-  on a live source a frame that finds the slot full replaces the oldest one, which is counted as dropped.
 * :class:`IntervalWindow`: the last ``N`` intervals (the time slider's range) plus a version counter the
   render threads wait on; appending never blocks on a reader.
 * :class:`LiveStats`: frames/s, arrival-to-viewer latency and drop counts for the panel and benchmarks.
@@ -19,91 +18,16 @@ import math
 import threading
 import time
 from dataclasses import dataclass, field
-from typing import Any, Callable, Deque, Dict, Iterable, Iterator, List, Optional, Tuple
+from typing import Any, Callable, Deque, Dict, List, Optional, Tuple
 
 import torch
 
 from ..gaussians import DynamicGaussians
 
-_END = object()
-
 
 def now() -> float:
     """The one clock of the live pipeline (monotonic seconds; the engine's ``Frame.t_arrival`` uses it too)."""
     return time.perf_counter()
-
-
-class LatestFrameFeed:
-    """Iterate ``frames`` in a thread; hand them to one consumer through a slot of ``capacity`` frames.
-
-    ``drop=True`` (live sources): the producer never waits; when the slot is full the *oldest* waiting
-    frame is discarded and counted, so the consumer always gets the newest frames and the source (camera
-    driver, network stream, real-time file playback) is never throttled. ``drop=False`` (as fast as
-    possible): the producer waits for room instead, nothing is lost. The source's own error (if it stops
-    early) is re-raised in the consumer after the frames before it.
-    """
-
-    def __init__(self, frames: Iterable[Any], *, capacity: int = 1, drop: bool = True,
-                 on_drop: Optional[Callable[[Any], None]] = None, name: str = "streamsplat-live-feed") -> None:
-        if capacity < 1:
-            raise ValueError(f"LatestFrameFeed: capacity must be >= 1, got {capacity}")
-        self.capacity, self.drop = capacity, drop
-        self.dropped = 0
-        self.received = 0
-        self.error: Optional[BaseException] = None
-        self._frames = frames
-        self._buf: Deque[Any] = collections.deque()
-        self._cv = threading.Condition()
-        self._closed = False
-        self._on_drop = on_drop
-        self._thread = threading.Thread(target=self._run, name=name, daemon=True)
-        self._thread.start()
-
-    def _run(self) -> None:
-        try:
-            for item in self._frames:
-                with self._cv:
-                    if self._closed:
-                        return
-                    self.received += 1
-                    if len(self._buf) >= self.capacity:
-                        if self.drop:
-                            old = self._buf.popleft()
-                            self.dropped += 1
-                            if self._on_drop is not None:
-                                self._on_drop(old)
-                        else:
-                            while len(self._buf) >= self.capacity and not self._closed:
-                                self._cv.wait(0.1)
-                            if self._closed:
-                                return
-                    self._buf.append(item)
-                    self._cv.notify_all()
-        except BaseException as e:  # noqa: BLE001 - handed to the consumer
-            self.error = e
-        finally:
-            with self._cv:
-                self._buf.append(_END)
-                self._cv.notify_all()
-
-    def __iter__(self) -> Iterator[Any]:
-        while True:
-            with self._cv:
-                while not self._buf:
-                    self._cv.wait(0.1)
-                item = self._buf.popleft()
-                self._cv.notify_all()
-            if item is _END:
-                if self.error is not None:
-                    raise self.error
-                return
-            yield item
-
-    def close(self) -> None:
-        """Stop taking frames (the thread ends at the source's next frame)."""
-        with self._cv:
-            self._closed = True
-            self._cv.notify_all()
 
 
 @dataclass
@@ -264,7 +188,8 @@ class LiveStats:
 
     def markdown(self, extra: str = "") -> str:
         s = self.summary()
-        lat = "–" if math.isnan(s["latency_p50_ms"]) else f"{s['latency_p50_ms']:.0f} ms (max {s['latency_max_ms']:.0f})"
+        lat = ("–" if math.isnan(s["latency_p50_ms"])
+               else f"{s['latency_p50_ms']:.0f} ms (max {s['latency_max_ms']:.0f})")
         lines = [f"frames/s: {s['fps']:.1f} (input {s['input_fps']:.1f})", f"latency: {lat}",
                  f"dropped {int(s['dropped'])} frames"]
         if extra:
