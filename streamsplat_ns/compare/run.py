@@ -9,6 +9,7 @@ import logging
 import shlex
 import sys
 import time
+import traceback
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Dict, List, Literal, Optional, Tuple
@@ -37,7 +38,8 @@ class CompareConfig:
     image_size: Optional[Tuple[int, int]] = None
     """evaluation size H W (default: the checkpoint's, else 288 512)"""
     checkpoint: Optional[Path] = None
-    """StreamSplat weights (ours .safetensors or the authors'); without it StreamSplat's row says skipped"""
+    """StreamSplat weights (ours .safetensors, the authors', or 'demo' for the packaged demo weights); without
+    it StreamSplat's row says skipped"""
     dino_weights: Optional[Path] = None
     """local dinov2_vitb14_reg4_pretrain.pth if the checkpoint needs it"""
     fast: bool = True
@@ -111,14 +113,14 @@ def run_comparison(cfg: CompareConfig, argv: Optional[List[str]] = None) -> dict
     from .streamsplat import run_streamsplat
 
     steps = steps_for(cfg)
-    if cfg.checkpoint is not None and not Path(cfg.checkpoint).is_file():
-        raise FileNotFoundError(f"--checkpoint {cfg.checkpoint}: no such file")
+    checkpoint = resolve_checkpoint(cfg.checkpoint)
     size = cfg.image_size
-    if size is None and cfg.checkpoint is not None:
+    if checkpoint is not None:  # load once now: a bad checkpoint fails before any work, naming the file
         from ..api import load_checkpoint
 
-        m = load_checkpoint(cfg.checkpoint, device="cpu", dino_weights=cfg.dino_weights, allow_random_dino=True)
-        size = (int(m.height), int(m.width))
+        m = load_checkpoint(checkpoint, device="cpu", dino_weights=cfg.dino_weights)
+        m._require_decoder()
+        size = size or (int(m.height), int(m.width))
         del m
     size = tuple(size or (288, 512))
     out = Path(cfg.output)
@@ -129,24 +131,43 @@ def run_comparison(cfg: CompareConfig, argv: Optional[List[str]] = None) -> dict
           f"{len(clip.middle)} middle frames; disparity: {clip.depth_source}")
     lpips_net, lpips_note = _lpips(cfg)
     gt = clip.frames_hwc(clip.held_out)
+    command = "streamsplat-compare " + " ".join(shlex.quote(a) for a in (argv if argv is not None else sys.argv[1:]))
+    config = {k: (str(v) if isinstance(v, Path) else v) for k, v in asdict(cfg).items()}
+    config.update(command=command, steps_per_method=steps, torch=torch.__version__,
+                  device_name=(torch.cuda.get_device_name() if str(cfg.device).startswith("cuda") else "cpu"))
 
     # the clip as a nerfstudio dataset: key frames to train on, held-out frames to render
     frames_u8 = (clip.rgb.permute(0, 2, 3, 1).numpy() * 255 + 0.5).astype(np.uint8)
-    data_dir = out / "dataset"
     datasets = {}
     need = {"ortho"} | ({"pinhole"} if any(m.startswith("splatfacto") for m in cfg.methods) else set())
     for cam in sorted(need):
         k0 = clip.key[0]
         seed = seed_points(frames_u8[k0], clip.disparity[k0, 0].numpy(), cam)
-        datasets[cam] = write_dataset(data_dir, frames_u8, clip.times.tolist(), clip.key, clip.held_out, cam, seed)
+        datasets[cam] = write_dataset(out / "dataset", frames_u8, clip.times.tolist(), clip.key, clip.held_out,
+                                      cam, seed)
 
-    runs: List[MethodRun] = []
-    runs.append(run_streamsplat(clip, cfg.checkpoint, cfg.device, cfg.dino_weights, cfg.fast))
-    for name in cfg.methods:
-        print(f"--- {name}: {steps[name]} steps on {len(clip.key)} key frames")
-        runs.append(run_nerfstudio_method(name, clip, datasets, steps[name], cfg.device, out / "runs",
-                                          cfg.rays_per_batch, cfg.tiny, cfg.seed, cfg.max_train_seconds,
-                                          cfg.scale_schedules))
+    order = ["StreamSplat", *cfg.methods]
+    rows: Dict[str, dict] = {}
+    frames_for_grid, scale = grid_frames(clip, cfg.grid_frames), grid_scale(size)
+    paths: Dict[str, Path] = {}
+
+    def score(r: MethodRun) -> None:
+        """Metrics and grid of one finished method; the table is rewritten after every method, so an
+        interrupted run still leaves the rows it finished."""
+        metrics: Dict[str, Optional[float]] = {}
+        if r.preds is not None:
+            if tuple(r.preds.shape) != tuple(gt.shape):
+                r.status = f"failed: rendered {tuple(r.preds.shape)}, expected {tuple(gt.shape)}"
+            else:
+                pf = frame_metrics(r.preds, gt, lpips_net)
+                metrics = group_metrics(clip, pf, clip.held_out, skip_key=r.kind == "baseline")
+                r.details["grid"] = str(write_grid(out / "grids" / f"{safe_name(r.name)}.png", clip, r,
+                                                   frames_for_grid, scale))
+        rows[r.name] = to_row(r, metrics)
+        print(summary_line(rows[r.name]))
+        ordered = [rows[n] for n in order if n in rows] + [v for k, v in rows.items() if k not in order]
+        paths.update(write_table(out, clip, ordered, lpips_note, config))
+
     if cfg.baselines:
         for kind, label in (("nearest", "nearest key frame"), ("blend", "linear blend")):
             r = MethodRun(name=f"baseline: {label}", kind="baseline")
@@ -155,27 +176,34 @@ def run_comparison(cfg: CompareConfig, argv: Optional[List[str]] = None) -> dict
             r.timings["compute_s"] = r.timings["total_s"] = time.perf_counter() - t
             r.notes.append("repeats the nearer key frame" if kind == "nearest" else
                            "cross-fades the two key frames by time")
-            runs.append(r)
+            score(r)
+    try:
+        ss = run_streamsplat(clip, checkpoint, cfg.device, cfg.dino_weights, cfg.fast)
+    except Exception as e:  # noqa: BLE001 - report it in the table, keep the other methods
+        log.error("StreamSplat failed:\n%s", traceback.format_exc())
+        ss = MethodRun(name="StreamSplat", kind="feed-forward", status=f"failed: {type(e).__name__}: {e}"[:200])
+    score(ss)
+    for name in cfg.methods:
+        print(f"--- {name}: {steps[name]} steps on {len(clip.key)} key frames")
+        score(run_nerfstudio_method(name, clip, datasets, steps[name], cfg.device, out / "runs",
+                                    cfg.rays_per_batch, cfg.tiny, cfg.seed, cfg.max_train_seconds,
+                                    cfg.scale_schedules))
+    final = [rows[n] for n in order if n in rows] + [v for k, v in rows.items() if k not in order]
+    print(f"table: {paths['markdown']} and {paths['json']}; grids in {out / 'grids'}")
+    return {"rows": final, "paths": paths, "clip": clip}
 
-    rows, frames_for_grid = [], grid_frames(clip, cfg.grid_frames)
-    grids_dir = out / "grids"
-    scale = grid_scale(size)
-    for r in runs:
-        metrics: Dict[str, Optional[float]] = {}
-        if r.preds is not None:
-            if tuple(r.preds.shape) != tuple(gt.shape):
-                r.status = f"failed: rendered {tuple(r.preds.shape)}, expected {tuple(gt.shape)}"
-            else:
-                pf = frame_metrics(r.preds, gt, lpips_net)
-                metrics = group_metrics(clip, pf, clip.held_out, skip_key=r.kind == "baseline")
-                r.details["grid"] = str(write_grid(grids_dir / f"{safe_name(r.name)}.png", clip, r,
-                                                   frames_for_grid, scale))
-        rows.append(to_row(r, metrics))
-    command = "streamsplat-compare " + " ".join(shlex.quote(a) for a in (argv if argv is not None else sys.argv[1:]))
-    config = {k: (str(v) if isinstance(v, Path) else v) for k, v in asdict(cfg).items()}
-    config.update(command=command, steps_per_method=steps, torch=torch.__version__,
-                  device_name=(torch.cuda.get_device_name() if str(cfg.device).startswith("cuda") else "cpu"))
-    paths = write_table(out, clip, rows, lpips_note, config)
-    print("\n".join(summary_line(r) for r in rows))
-    print(f"table: {paths['markdown']} and {paths['json']}; grids in {grids_dir}")
-    return {"rows": rows, "paths": paths, "clip": clip}
+
+def resolve_checkpoint(checkpoint: Optional[Path]) -> Optional[Path]:
+    """``--checkpoint demo`` is the packaged demo weights; anything else must be an existing file."""
+    if checkpoint is None:
+        return None
+    if str(checkpoint) == "demo":
+        try:
+            from ..assets import demo_weights_path  # raises a clear error when the weights file is missing
+        except ImportError as e:
+            raise FileNotFoundError("--checkpoint demo: this install has no packaged demo weights "
+                                    "(streamsplat_ns.assets); give a checkpoint file instead") from e
+        return Path(demo_weights_path())
+    if not Path(checkpoint).is_file():
+        raise FileNotFoundError(f"--checkpoint {checkpoint}: no such file (give StreamSplat weights, or 'demo')")
+    return Path(checkpoint)
