@@ -1,18 +1,23 @@
 """CUDA backend of the orthographic rasterizer: extension loader and autograd Functions.
 
-The kernels live in the top-level ``cuda/`` folder (semantics: docs/rasterizer.md). They are used
-from an ahead-of-time module ``streamsplat_ns._C`` when one was built, otherwise JIT-compiled with
-``torch.utils.cpp_extension.load`` on first use. Importing this module never builds anything and
-works without nvcc or a GPU, so CPU-only installs and CI stay cheap.
+The kernels ship inside the package, in ``streamsplat_ns/rendering/csrc/`` (projection, forward, backward,
+bindings; semantics: docs/rasterizer.md), so an editable and a plain ``pip install .`` find them alike.
+They are compiled for the GPU at hand into the user cache (``$STREAMSPLAT_CACHE_DIR/cuda``, default
+``~/.cache/streamsplat/cuda``), either ahead of time with ``streamsplat-build-cuda`` or just in time on
+first use; a build is keyed by the sources, torch's version and the GPU architecture, so a stale one is
+never loaded. Importing this module never builds anything and works without nvcc or a GPU, so CPU-only
+installs and CI stay cheap; :func:`unavailable_reason` says why the backend cannot run.
 """
 
 from __future__ import annotations
 
+import hashlib
+import importlib.util
 import os
 import shutil
 import threading
 from pathlib import Path
-from typing import Optional, Tuple
+from typing import Dict, List, Optional, Tuple
 
 import torch
 from jaxtyping import Float
@@ -21,7 +26,9 @@ from torch import Tensor
 _EXT = None
 _EXT_ERROR: Optional[str] = None
 _LOCK = threading.Lock()
-_SOURCES = ("rasterizer.cu", "ext.cpp")
+SOURCES = ("projection.cu", "forward.cu", "backward.cu", "bindings.cpp")
+"""Compiled translation units, in ``csrc/``."""
+HEADERS = ("common.cuh", "rasterizer.h")
 # bit -> tensor name, as set by the projection kernel's NaN check
 _NAN_FLAGS = ((1, "means"), (2, "quats"), (4, "scales"), (8, "opacities"), (16, "colours"), (32, "motion"),
               (64, "t0"), (128, "gamma0"), (256, "gamma1"), (512, "times"), (1024, "viewmats"), (2048, "Ks"),
@@ -29,16 +36,41 @@ _NAN_FLAGS = ((1, "means"), (2, "quats"), (4, "scales"), (8, "opacities"), (16, 
 
 
 def cuda_source_dir() -> Path:
-    return Path(__file__).resolve().parents[2] / "cuda"
+    """The kernel sources, shipped as package data next to this module."""
+    return Path(__file__).resolve().parent / "csrc"
 
 
-def _aot_module():
-    try:
-        from streamsplat_ns import _C  # type: ignore[attr-defined]
+def missing_sources() -> List[str]:
+    return [f for f in SOURCES + HEADERS if not (cuda_source_dir() / f).is_file()]
 
-        return _C
-    except ImportError:
+
+def cache_dir() -> Path:
+    """Where built kernels live: ``$STREAMSPLAT_CACHE_DIR/cuda`` (default ``~/.cache/streamsplat/cuda``)."""
+    root = os.environ.get("STREAMSPLAT_CACHE_DIR") or os.path.join(os.path.expanduser("~"), ".cache", "streamsplat")
+    return Path(root) / "cuda"
+
+
+def module_name(arch: str) -> str:
+    """Name of the build for ``arch`` ("90" for sm_90): changes with the sources, torch and its CUDA."""
+    h = hashlib.sha256(f"{torch.__version__}|{torch.version.cuda}".encode())
+    for f in sorted(SOURCES + HEADERS):
+        h.update(f.encode())
+        h.update((cuda_source_dir() / f).read_bytes())
+    return f"streamsplat_ns_raster_sm{arch}_{h.hexdigest()[:12]}"
+
+
+def _device_arch() -> str:
+    major, minor = torch.cuda.get_device_capability()
+    return f"{major}{minor}"
+
+
+def _built_library(arch: str) -> Optional[Path]:
+    """The compiled module for ``arch`` in the cache, if a build (ahead of time or JIT) left one."""
+    if missing_sources():
         return None
+    name = module_name(arch)
+    so = cache_dir() / name / f"{name}.so"
+    return so if so.is_file() else None
 
 
 def _nvcc() -> Optional[str]:
@@ -49,6 +81,30 @@ def _nvcc() -> Optional[str]:
     return shutil.which("nvcc")
 
 
+def build_reason(arch: Optional[str] = None) -> Optional[str]:
+    """Why the kernels cannot be compiled here for ``arch`` (default: this GPU's); None when they can."""
+    missing = missing_sources()
+    if missing:
+        return (f"CUDA sources {missing} are missing from {cuda_source_dir()} (a broken install: reinstall "
+                "streamsplat-ns, whose wheel ships them as package data)")
+    cpu_only = torch.version.cuda is None
+    if arch is None and not torch.cuda.is_available():
+        return "no CUDA device visible to PyTorch" + (
+            f" (and torch {torch.__version__} is a CPU-only build)" if cpu_only
+            else " (pass an architecture, e.g. --arch 9.0, to build without one)")
+    if cpu_only:
+        return (f"this PyTorch ({torch.__version__}) is a CPU-only build: install a CUDA build of torch to "
+                "compile the kernels")
+    try:
+        nvcc = _nvcc()
+    except Exception as e:  # pragma: no cover - broken torch installs
+        return f"cannot locate the CUDA toolkit: {e}"
+    if nvcc is None:
+        return (f"nvcc not found: install the CUDA toolkit (torch was built with CUDA {torch.version.cuda}) and "
+                "set CUDA_HOME")
+    return None
+
+
 def unavailable_reason() -> Optional[str]:
     """Why the CUDA backend cannot run here (None when it can); never builds anything."""
     if _EXT is not None:
@@ -56,17 +112,13 @@ def unavailable_reason() -> Optional[str]:
     if _EXT_ERROR is not None:
         return _EXT_ERROR
     if not torch.cuda.is_available():
-        return "no CUDA device visible to PyTorch"
-    if _aot_module() is not None:
+        cpu_only = " (PyTorch is a CPU-only build)" if torch.version.cuda is None else ""
+        return f"no CUDA device visible to PyTorch{cpu_only}"
+    if _built_library(_device_arch()) is not None:
         return None
-    if not all((cuda_source_dir() / s).is_file() for s in _SOURCES):
-        return f"CUDA sources not found under {cuda_source_dir()} (and no prebuilt streamsplat_ns._C)"
-    try:
-        nvcc = _nvcc()
-    except Exception as e:  # pragma: no cover - broken torch installs
-        return f"cannot locate the CUDA toolkit: {e}"
-    if nvcc is None:
-        return "nvcc not found (set CUDA_HOME) and no prebuilt streamsplat_ns._C"
+    reason = build_reason()
+    if reason is not None:
+        return f"{reason}; and no prebuilt kernels in {cache_dir()} (streamsplat-build-cuda builds them)"
     return None
 
 
@@ -74,51 +126,87 @@ def is_available() -> bool:
     return unavailable_reason() is None
 
 
+def status() -> Dict[str, object]:
+    """What the loader sees, for ``streamsplat-build-cuda --check`` and bug reports."""
+    arch = _device_arch() if torch.cuda.is_available() else None
+    return {"sources": str(cuda_source_dir()), "missing_sources": missing_sources(), "cache": str(cache_dir()),
+            "torch": torch.__version__, "torch_cuda": torch.version.cuda, "device_arch": arch,
+            "prebuilt": str(_built_library(arch)) if arch and _built_library(arch) else None,
+            "unavailable_reason": unavailable_reason()}
+
+
+def _import_library(name: str, so: Path):
+    spec = importlib.util.spec_from_file_location(name, so)
+    if spec is None or spec.loader is None:
+        raise ImportError(f"cannot load {so}")
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
+def build(arch: Optional[str] = None, verbose: bool = False):
+    """Compile the kernels for ``arch`` ("9.0" or "90"; default: this GPU's) into :func:`cache_dir`.
+
+    Returns the loaded module. ``streamsplat-build-cuda`` calls this ahead of time; :func:`load_extension`
+    calls it on first use when no build is cached.
+    """
+    arch = _device_arch() if arch is None else arch.replace(".", "").replace("sm_", "")
+    if not arch.isdigit() or len(arch) < 2:
+        raise ValueError(f"arch must look like 9.0 or 90 (the GPU's compute capability), got {arch!r}")
+    reason = build_reason(arch)
+    if reason is not None:
+        raise RuntimeError(f"cannot build the streamsplat_ns CUDA kernels: {reason}")
+    from torch.utils.cpp_extension import load
+
+    name = module_name(arch)
+    build_dir = cache_dir() / name
+    build_dir.mkdir(parents=True, exist_ok=True)
+    src = cuda_source_dir()
+    # build for this architecture only (torch would otherwise add every arch of TORCH_CUDA_ARCH_LIST)
+    old = os.environ.get("TORCH_CUDA_ARCH_LIST")
+    os.environ["TORCH_CUDA_ARCH_LIST"] = f"{arch[:-1]}.{arch[-1]}"
+    try:
+        return load(
+            name=name,
+            sources=[str(src / s) for s in SOURCES],
+            extra_include_paths=[str(src)],
+            extra_cflags=["-O3"],
+            # no --use_fast_math: approximate division/exp would move tile edges and the 1/255 cut-off
+            extra_cuda_cflags=["-O3", f"-gencode=arch=compute_{arch},code=sm_{arch}", "-lineinfo"],
+            build_directory=str(build_dir),
+            verbose=verbose,
+        )
+    finally:
+        if old is None:
+            os.environ.pop("TORCH_CUDA_ARCH_LIST", None)
+        else:
+            os.environ["TORCH_CUDA_ARCH_LIST"] = old
+
+
 def load_extension(verbose: bool = False):
-    """The compiled module: AOT ``streamsplat_ns._C`` if importable, else a JIT build for this GPU's arch."""
+    """The compiled module: the cached build for this GPU if there is one, else a JIT build into the cache."""
     global _EXT, _EXT_ERROR
     if _EXT is not None:
         return _EXT
     with _LOCK:
         if _EXT is not None:
             return _EXT
-        aot = _aot_module()
-        if aot is not None:
-            _EXT = aot
-            return _EXT
         reason = unavailable_reason()
         if reason is not None:
             raise RuntimeError(f"streamsplat_ns CUDA rasterizer unavailable: {reason}")
-        from torch.utils.cpp_extension import load
-
-        major, minor = torch.cuda.get_device_capability()
-        arch = f"{major}{minor}"
-        base = os.environ.get("TORCH_EXTENSIONS_DIR") or os.path.join(
-            os.path.expanduser("~"), ".cache", "torch_extensions")
-        build_dir = os.path.join(base, f"streamsplat_ns_raster_sm{arch}")
-        os.makedirs(build_dir, exist_ok=True)
-        src = cuda_source_dir()
-        # build for this device only (torch would otherwise add every arch of TORCH_CUDA_ARCH_LIST)
-        old = os.environ.get("TORCH_CUDA_ARCH_LIST")
-        os.environ["TORCH_CUDA_ARCH_LIST"] = f"{major}.{minor}"
+        arch = _device_arch()
+        so = _built_library(arch)
+        if so is not None:
+            try:
+                _EXT = _import_library(module_name(arch), so)
+                return _EXT
+            except ImportError:
+                pass  # a damaged or half-written build: rebuild below
         try:
-            _EXT = load(
-                name=f"streamsplat_ns_raster_sm{arch}",
-                sources=[str(src / s) for s in _SOURCES],
-                extra_cflags=["-O3"],
-                # no --use_fast_math: approximate division/exp would move tile edges and the 1/255 cut-off
-                extra_cuda_cflags=["-O3", f"-gencode=arch=compute_{arch},code=sm_{arch}", "-lineinfo"],
-                build_directory=build_dir,
-                verbose=verbose,
-            )
+            _EXT = build(arch, verbose=verbose)
         except Exception as e:
             _EXT_ERROR = f"JIT build failed: {e}"
             raise
-        finally:
-            if old is None:
-                os.environ.pop("TORCH_CUDA_ARCH_LIST", None)
-            else:
-                os.environ["TORCH_CUDA_ARCH_LIST"] = old
         return _EXT
 
 
