@@ -19,11 +19,6 @@ import torch
 from torch.utils.data import DataLoader
 
 
-def collate(items):
-    return {k: (torch.stack([it[k] for it in items]) if torch.is_tensor(items[0][k]) else [it[k] for it in items])
-            for k in items[0]}
-
-
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--workers", type=int, default=2)
@@ -36,6 +31,7 @@ def main() -> None:
 
     from streamsplat_ns.data import davis
     from streamsplat_ns.data.clips import ClipDataset
+    from streamsplat_ns.data.loading import collate_clips
     from streamsplat_ns.data.sample import ensure_sample
 
     root = args.data or ensure_sample(Path(tempfile.gettempdir()) / "streamsplat_bench_sample")
@@ -43,7 +39,7 @@ def main() -> None:
     ds = ClipDataset(seqs, args.frames, augment=not args.no_augment, size=(288, 512))
     torch.set_num_threads(1)
     dl = DataLoader(ds, batch_size=args.batch_size, sampler=ds.sampler(args.clips + 8 * args.batch_size),
-                    num_workers=args.workers, collate_fn=collate, persistent_workers=False,
+                    num_workers=args.workers, collate_fn=collate_clips, persistent_workers=False,
                     worker_init_fn=lambda _: torch.set_num_threads(1))
     it = iter(dl)
     for _ in range(2 * max(1, args.workers)):  # warm-up: worker start, first file opens

@@ -33,9 +33,9 @@ def _lpips_files(tmp: Path):
 def _model(stage: int, tmp: Path, grad_ckpt: bool, compile_blocks: bool = False):
     from nerfstudio.data.scene_box import SceneBox
 
-    from streamsplat_ns.method_configs.methods import _trainer
+    from streamsplat_ns.method_configs.methods import trainer_config
 
-    cfg = _trainer("bench", "decoder" if stage == 2 else "encoder", small=False)
+    cfg = trainer_config("decoder" if stage == 2 else "encoder", small=False)
     mc = cfg.pipeline.model
     mc.allow_random_dino = True
     mc.lpips_vgg_path, mc.lpips_lin_path = _lpips_files(tmp)
@@ -128,10 +128,10 @@ def bench_stage(stage: int, steps: int, B: int, grad_ckpt: bool, compile_blocks:
         (out.rgb.square().mean() + out.depth.mean()).backward()
 
     t_render = _timed(render_only, steps)
-    del model, opt, g
+    model = opt = g = None  # free the GPU memory before the next stage (closures above still refer to them)
     torch.cuda.empty_cache()
-    return {"stage": stage, "batch": B, "grad_checkpoint": grad_ckpt, "compile": compile_blocks, "step_ms": t_step, "samples_per_s": B / t_step * 1e3,
-            "peak_GiB": peak, "network_ms": t_net, "render_ms": t_render,
+    return {"stage": stage, "batch": B, "grad_checkpoint": grad_ckpt, "compile": compile_blocks, "step_ms": t_step,
+            "samples_per_s": B / t_step * 1e3, "peak_GiB": peak, "network_ms": t_net, "render_ms": t_render,
             "other_ms": max(t_step - t_net - t_render, 0.0)}
 
 
@@ -139,13 +139,13 @@ def bench_loader(stage: int, batch: int, workers: int, n_batches: int) -> dict:
     from torch.utils.data import DataLoader
 
     from streamsplat_ns.data.clips import ClipDataset
+    from streamsplat_ns.data.loading import WeightedSampler, collate_clips
     from streamsplat_ns.dataparsers.specs import DavisDataParserConfig
-    from streamsplat_ns.nerfstudio.datamanager import InfiniteWeightedSampler, _collate
 
     out = DavisDataParserConfig().setup().get_dataparser_outputs("train")
     ds = ClipDataset(out.metadata["sequences"], 6 if stage == 2 else 1, size=(288, 512))
-    loader = DataLoader(ds, batch_size=batch, sampler=InfiniteWeightedSampler(ds.item_weights(), 0),
-                        num_workers=workers, collate_fn=_collate, pin_memory=True, prefetch_factor=4,
+    loader = DataLoader(ds, batch_size=batch, sampler=WeightedSampler(ds.item_weights(), 0),
+                        num_workers=workers, collate_fn=collate_clips, pin_memory=True, prefetch_factor=4,
                         persistent_workers=True)
     it = iter(loader)
     for _ in range(workers):

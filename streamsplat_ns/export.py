@@ -29,11 +29,10 @@ import torch
 from torch import Tensor
 
 from .atomic import atomic_path
-from .gaussians import DynamicGaussians, Gaussians
+from .gaussians import SH_C0, DynamicGaussians, Gaussians
 
 PLY_FRAME: Literal["world", "opencv"] = "opencv"
 PLY_MIN_OPACITY = 1.0 / 255.0
-SH_C0 = 0.28209479177387814
 # canonical world -> OpenCV camera frame of the canonical camera: x_c = x, y_c = -z, z_c = depth;
 # a +90 degree rotation about x, i.e. the quaternion (cos 45, sin 45, 0, 0)
 _Q_CAM = np.array([np.sqrt(0.5), np.sqrt(0.5), 0.0, 0.0])

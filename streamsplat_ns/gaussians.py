@@ -15,6 +15,9 @@ import torch
 from jaxtyping import Float
 from torch import Tensor
 
+SH_C0 = 0.28209479177387814
+"""Degree-0 real spherical-harmonic constant: colour = SH_C0 * dc + 0.5 (networks, renderer and PLY share it)."""
+
 
 @dataclass
 class Gaussians:

@@ -12,7 +12,7 @@ from __future__ import annotations
 import importlib
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Literal, Optional, Tuple, Type
+from typing import Dict, Literal, Optional, Tuple, Type
 
 from nerfstudio.data.dataparsers.base_dataparser import DataParserConfig
 from nerfstudio.plugins.registry_dataparser import DataParserSpecification
@@ -22,37 +22,26 @@ EMBEDDED_SAMPLE = Path("<embedded-sample>")
 
 
 class _LazyTarget:
-    """Calling the class builds the real DataParser named by ``_path`` (imported on first use)."""
+    """Calling the class builds the real DataParser named by ``_parser`` (imported on first use)."""
 
-    _path = ""
+    _parser = ""
 
     def __new__(cls, config, **kwargs):
-        module, attr = cls._path.split(":")
-        return getattr(importlib.import_module(module), attr)(config, **kwargs)
+        parsers = importlib.import_module("streamsplat_ns.dataparsers.parsers")
+        return getattr(parsers, cls._parser)(config, **kwargs)
 
 
-class _DavisTarget(_LazyTarget):
-    _path = "streamsplat_ns.dataparsers.parsers:DavisDataParser"
+def _lazy_target(name: str, parser: str) -> type:
+    """A module-level ``_target`` class (``name`` must be the attribute it is bound to, for config.yml)."""
+    return type(name, (_LazyTarget,), {"_parser": parser, "__module__": __name__, "__qualname__": name})
 
 
-class _YtvosTarget(_LazyTarget):
-    _path = "streamsplat_ns.dataparsers.parsers:YtvosDataParser"
-
-
-class _Co3dTarget(_LazyTarget):
-    _path = "streamsplat_ns.dataparsers.parsers:Co3dDataParser"
-
-
-class _Re10kTarget(_LazyTarget):
-    _path = "streamsplat_ns.dataparsers.parsers:Re10kDataParser"
-
-
-class _VideoTarget(_LazyTarget):
-    _path = "streamsplat_ns.dataparsers.parsers:VideoDataParser"
-
-
-class _CombinedTarget(_LazyTarget):
-    _path = "streamsplat_ns.dataparsers.parsers:CombinedDataParser"
+_DavisTarget = _lazy_target("_DavisTarget", "DavisDataParser")
+_YtvosTarget = _lazy_target("_YtvosTarget", "YtvosDataParser")
+_Co3dTarget = _lazy_target("_Co3dTarget", "Co3dDataParser")
+_Re10kTarget = _lazy_target("_Re10kTarget", "Re10kDataParser")
+_VideoTarget = _lazy_target("_VideoTarget", "VideoDataParser")
+_CombinedTarget = _lazy_target("_CombinedTarget", "CombinedDataParser")
 
 
 @dataclass
@@ -153,6 +142,21 @@ class CombinedDataParserConfig(StreamSplatDataParserConfig):
     re10k_weight: float = 1.0
     video_weight: float = 1.0
     davis_resolution: Literal["auto", "480p", "Full-Resolution"] = "auto"
+
+
+DATASETS: Dict[str, Type[StreamSplatDataParserConfig]] = {
+    "davis": DavisDataParserConfig, "ytvos": YtvosDataParserConfig, "co3d": Co3dDataParserConfig,
+    "re10k": Re10kDataParserConfig, "video": VideoDataParserConfig}
+"""Dataset name -> its config: the one map from names to dataparsers (combined mixes, CLIs, comparisons)."""
+_ALIASES = {"youtube-vos": "ytvos", "youtube_vos": "ytvos", "co3dv2": "co3d"}
+
+
+def dataparser_config(kind: str, data: Optional[Path] = None, **kwargs) -> StreamSplatDataParserConfig:
+    """The config of dataset ``kind`` (a key of ``DATASETS`` or an alias), reading ``data`` (default: its own)."""
+    cls = DATASETS.get(_ALIASES.get(kind, kind))
+    if cls is None:
+        raise ValueError(f"unknown dataset {kind!r}: choose one of {', '.join(DATASETS)} (or {', '.join(_ALIASES)})")
+    return cls(**kwargs) if data is None else cls(data=Path(data), **kwargs)
 
 
 re10k = DataParserSpecification(config=Re10kDataParserConfig(), description="RealEstate10K (pixelSplat chunks or txt)")

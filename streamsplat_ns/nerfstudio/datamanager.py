@@ -21,9 +21,10 @@ from nerfstudio.data.datamanagers.full_images_datamanager import FullImageDatama
 from nerfstudio.data.dataparsers.base_dataparser import DataparserOutputs
 from nerfstudio.data.datasets.base_dataset import InputDataset
 from torch.nn import Parameter
-from torch.utils.data import DataLoader, Sampler
+from torch.utils.data import DataLoader
 
 from ..data.clips import ClipDataset
+from ..data.loading import WeightedSampler, collate_clips
 from ..dataparsers.specs import DavisDataParserConfig
 from ..rendering.camera import canonical_c2w_opengl
 
@@ -44,31 +45,6 @@ class StreamSplatDataManagerConfig(FullImageDatamanagerConfig):
     eval_num_clips: int = 16
     """Fixed evaluation windows (evenly spread over the eval split) used by ns-eval and eval steps."""
     seed: int = 42
-
-
-class InfiniteWeightedSampler(Sampler[int]):
-    """Endless weighted draws (with replacement) in small blocks: never materialises a huge index list."""
-
-    def __init__(self, weights: torch.Tensor, seed: int, start: int = 0, block: int = 4096) -> None:
-        self.weights = weights.double()
-        self.seed, self.start, self.block = seed, start, block
-
-    def __iter__(self) -> Iterator[int]:
-        # block k is a pure function of (seed, k): a resumed run starts mid-stream at the same draws
-        k, skip = divmod(self.start, self.block)
-        while True:
-            g = torch.Generator().manual_seed(self.seed * 1_000_003 + k)
-            draws = torch.multinomial(self.weights, self.block, replacement=True, generator=g).tolist()
-            yield from draws[skip:]
-            k, skip = k + 1, 0
-
-
-def _collate(items: List[Dict[str, Any]]) -> Dict[str, Any]:
-    out: Dict[str, Any] = {}
-    for k in items[0]:
-        vals = [it[k] for it in items]
-        out[k] = torch.stack(vals) if isinstance(vals[0], torch.Tensor) else vals
-    return out
 
 
 class StreamSplatDataManager(DataManager):
@@ -115,16 +91,18 @@ class StreamSplatDataManager(DataManager):
         cfg = self.config
         self.train_clips = ClipDataset(self.train_sequences, cfg.num_frames,
                                        weights=self.train_dataparser_outputs.metadata.get("weights"),
-                                       augment=cfg.augment, size=self.image_size, seed=cfg.seed + 1000 * self.local_rank)
+                                       augment=cfg.augment, size=self.image_size,
+                                       seed=cfg.seed + 1000 * self.local_rank)
         logger.info("training on %d clips of %d frames from %d sequences", len(self.train_clips), cfg.num_frames,
                     len(self.train_clips.sequences))
 
     def _new_train_iter(self, step: int) -> Iterator:
         cfg = self.config
-        sampler = InfiniteWeightedSampler(self.train_clips.item_weights(), seed=cfg.seed + 7919 * self.local_rank,
-                                          start=step * cfg.batch_size)
+        # endless, and a pure function of (seed, draw index): a resumed run continues the same draws
+        sampler = WeightedSampler(self.train_clips.item_weights(), seed=cfg.seed + 7919 * self.local_rank,
+                                  start=step * cfg.batch_size)
         loader = DataLoader(self.train_clips, batch_size=cfg.batch_size, sampler=sampler,
-                            num_workers=cfg.num_workers, collate_fn=_collate, drop_last=True,
+                            num_workers=cfg.num_workers, collate_fn=collate_clips, drop_last=True,
                             pin_memory=torch.cuda.is_available(), persistent_workers=cfg.num_workers > 0,
                             prefetch_factor=4 if cfg.num_workers > 0 else None,
                             # its own generator: creating the iterator must not consume the global RNG
@@ -160,14 +138,14 @@ class StreamSplatDataManager(DataManager):
         """The fixed evaluation windows, one clip per batch (deterministic)."""
         assert self._eval_clips is not None
         for i in self.eval_indices:
-            batch = _collate([self._eval_clips[i]])
+            batch = collate_clips([self._eval_clips[i]])
             yield self.clip_cameras(batch).to(self.device), batch
 
     def next_eval(self, step: int) -> Tuple[Cameras, Dict[str, Any]]:
         self.eval_count += 1
         assert self._eval_clips is not None
         i = self.eval_indices[self.eval_count % len(self.eval_indices)]
-        batch = _collate([self._eval_clips[i]])
+        batch = collate_clips([self._eval_clips[i]])
         return self.clip_cameras(batch).to(self.device), batch
 
     def next_eval_image(self, step: int) -> Tuple[Cameras, Dict[str, Any]]:

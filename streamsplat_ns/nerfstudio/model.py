@@ -16,6 +16,7 @@ import torch
 import torch.nn.functional as F
 from nerfstudio.cameras.cameras import Cameras
 from nerfstudio.models.base_model import Model, ModelConfig
+from nerfstudio.utils.rich_utils import CONSOLE
 from torch import Tensor
 from torch.nn import Parameter
 
@@ -68,6 +69,8 @@ class StreamSplatModelConfig(ModelConfig):
     viewer_key_gap: int = 5
     """Frames between the two key frames of a pair when the viewer reconstructs a clip (stage 2)."""
     viewer_max_cached_pairs: int = 8
+    variant_note: str = ""
+    """Set when a method name resolved to another variant on this machine (method_configs); shown at start-up."""
 
 
 class StreamSplatModel(StreamSplatViewerMixin, Model):
@@ -82,6 +85,8 @@ class StreamSplatModel(StreamSplatViewerMixin, Model):
     # ------------------------------------------------------------------ setup
     def populate_modules(self) -> None:
         cfg = self.config
+        if cfg.variant_note:
+            CONSOLE.print(f"[bold yellow]{cfg.variant_note}")
         dec = cfg.decoder if cfg.stage == "decoder" else None
         self.net = StreamSplat(cfg.encoder, dec)
         if dec is not None:

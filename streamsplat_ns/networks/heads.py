@@ -16,10 +16,8 @@ import torch.nn.functional as F
 from jaxtyping import Float
 from torch import Tensor, nn
 
-from ..gaussians import Gaussians
+from ..gaussians import SH_C0, Gaussians
 from .config import EncoderConfig
-
-SH_C0 = 0.28209479177387814
 
 
 def truncated_normal_sample(
