@@ -107,18 +107,33 @@ def build_engine(args: LiveArgs, model, source, *, sync_timings: bool = False):
                                 lookahead=0, prefetch_depth=1, sync_timings=sync_timings)
 
 
+def _session(args: LiveArgs, engine, dev, fps: float, label: str):
+    from streamsplat_ns.live.record import RecordConfig
+    from streamsplat_ns.live.session import LiveSession
+    from streamsplat_ns.live.viewer import ViewerOptions
+
+    return LiveSession(model_size=engine.size, device=dev, window=args.window, fps=fps,
+                       viewer=ViewerOptions(host=args.host, port=args.port, max_resolution=args.max_resolution,
+                                            jpeg_quality=args.jpeg_quality, background=args.background,
+                                            export_dir=Path(args.record or ".") / "exports",
+                                            export_name=Path(str(args.source).rstrip("/")).stem or "live"),
+                       record=None if args.record is None else Path(args.record), source_label=label,
+                       background=args.background,
+                       record_config=RecordConfig(budget_mb=args.record_budget_mb, policy=args.record_policy,
+                                                  min_opacity=args.record_min_opacity))
+
+
 def main(args: LiveArgs, *, model=None, ready: Optional[threading.Event] = None, session_out: Optional[list] = None):
     """Run a live session; returns its :class:`~streamsplat_ns.live.session.SessionResult`.
 
     ``model`` skips loading the checkpoint (tests); ``session_out`` receives the session once the viewer is
     up (tests drive its viewer); ``ready`` is set at that moment."""
-    from streamsplat_ns.live.record import RecordConfig
-    from streamsplat_ns.live.session import LiveSession
-    from streamsplat_ns.live.viewer import ViewerOptions
-
     if args.window < 1 or args.frame_step < 1:
         raise ValueError("--window and --frame-step must be >= 1")
     dev = torch.device(args.device)
+    if args.record is not None and any(Path(args.record, "intervals").glob("*")):
+        raise FileExistsError(f"{args.record}: already holds a recording (intervals/ is not empty); choose a new "
+                              f"--record folder or delete the old one")
     source = open_source(args)  # fails early on a missing file / unreachable camera, before loading weights
     try:
         if model is None:
@@ -127,20 +142,12 @@ def main(args: LiveArgs, *, model=None, ready: Optional[threading.Event] = None,
             model = load_checkpoint(args.checkpoint, device=dev, dino_weights=args.dino_weights,
                                     allow_random_dino=args.allow_random_dino)
         engine = build_engine(args, model, source)
+        fps = source.fps or 30.0
+        label = f"{args.source} ({'real time' if not args.as_fast_as_possible else 'as fast as possible'})"
+        session = _session(args, engine, dev, fps, label)
     except BaseException:
         source.close()
         raise
-    fps = source.fps or 30.0
-    label = f"{args.source} ({'real time' if not args.as_fast_as_possible else 'as fast as possible'})"
-    session = LiveSession(model_size=engine.size, device=dev, window=args.window, fps=fps,
-                          viewer=ViewerOptions(host=args.host, port=args.port, max_resolution=args.max_resolution,
-                                               jpeg_quality=args.jpeg_quality, background=args.background,
-                                               export_dir=Path(args.record or ".") / "exports",
-                                               export_name=Path(str(args.source).rstrip("/")).stem or "live"),
-                          record=None if args.record is None else Path(args.record), source_label=label,
-                          background=args.background,
-                          record_config=RecordConfig(budget_mb=args.record_budget_mb, policy=args.record_policy,
-                                                     min_opacity=args.record_min_opacity))
     print(f"streamsplat-live: viewer at {session.viewer.url}", flush=True)
     if session_out is not None:
         session_out.append(session)
@@ -171,7 +178,7 @@ def entrypoint() -> None:
 
     try:
         res = main(tyro.cli(LiveArgs))
-    except (FileNotFoundError, DataError, ValueError) as e:  # bad input: the message names it and the fix
+    except (FileNotFoundError, FileExistsError, DataError, ValueError) as e:  # bad input: named, with the fix
         print(f"streamsplat-live: {e}", file=sys.stderr)
         sys.exit(2)
     sys.exit(0 if res.ok else 1)

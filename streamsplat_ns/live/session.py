@@ -56,15 +56,15 @@ class LiveSession:
         self.stats = LiveStats(keep_all=keep_stats)
         self.fps = fps
         self.source_label = source_label
+        self.recorder: Optional[Recorder] = None
+        if record is not None:
+            self.recorder = Recorder(record, source=source_label, model_size=self.model_size, fps=fps,
+                                     config=record_config, background=background, kind="live")
         self.viewer: Optional[LiveViewer] = None
         if serve:
             self.viewer = LiveViewer(self.window, model_size=self.model_size, device=self.device, stats=self.stats,
                                      opts=viewer, fps=fps, follow_live=True, headless=headless_render,
                                      source_label=source_label)
-        self.recorder: Optional[Recorder] = None
-        if record is not None:
-            self.recorder = Recorder(record, source=source_label, model_size=self.model_size, fps=fps,
-                                     config=record_config, background=background, kind="live")
         self.result = SessionResult(record=record)
         self.stop_event = threading.Event()
 
