@@ -61,7 +61,7 @@ export NERFSTUDIO_METHOD_CONFIGS="streamsplat-encoder=streamsplat_ns.method_conf
 export NERFSTUDIO_DATAPARSER_CONFIGS="davis-data=streamsplat_ns.dataparsers.specs:davis,video-data=streamsplat_ns.dataparsers.specs:video"
 nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader | tee "$OUT/device.txt"
 t=$(date +%s)
-python3 -c "from streamsplat_ns.rendering import _cuda; _cuda.load_extension()" 2>&1 | tail -3
+python3 -m streamsplat_ns.cli.build_cuda 2>&1 | tail -3  # kernels from streamsplat_ns/rendering/csrc into the cache
 echo "extension built in $(( $(date +%s) - t ))s"
 echo "| build CUDA extension | done | $(( $(date +%s) - t )) |" >> "$SUMMARY"
 
