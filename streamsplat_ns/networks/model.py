@@ -172,10 +172,12 @@ class StreamSplat(nn.Module):
             kinds.setdefault(type(m), set()).add(sig)
             n += 1
         need = max((len(v) for v in kinds.values()), default=0)
-        limit = torch._dynamo.config.recompile_limit
+        dcfg = torch._dynamo.config
+        name = "recompile_limit" if hasattr(dcfg, "recompile_limit") else "cache_size_limit"  # older torch
+        limit = getattr(dcfg, name)
         if need > limit:
             logging.getLogger(__name__).warning(
-                "compile_blocks: %d distinct block shapes need %d compiled graphs, more than dynamo's "
-                "recompile_limit %d; raising the limit to %d so no block falls back to eager", need, need, limit, need)
-            torch._dynamo.config.recompile_limit = need
+                "compile_blocks: %d distinct block shapes need %d compiled graphs, more than dynamo's %s %d; "
+                "raising it to %d so no block falls back to eager", need, need, name, limit, need)
+            setattr(dcfg, name, need)
         return n
