@@ -8,8 +8,14 @@ import torch
 import torch.nn.functional as F
 
 from streamsplat_ns.gaussians import DynamicGaussians, Gaussians
-from streamsplat_ns.networks import (DecoderConfig, EncoderConfig, ModelConfig, StreamSplat, StaticEncoder,
-                                     truncated_normal_sample)
+from streamsplat_ns.networks import (
+    DecoderConfig,
+    EncoderConfig,
+    ModelConfig,
+    StaticEncoder,
+    StreamSplat,
+    truncated_normal_sample,
+)
 from streamsplat_ns.networks.heads import grid_maps
 from streamsplat_ns.networks.layers import Block, RMSNorm, sinusoidal_pe
 from streamsplat_ns.networks.upsampler import pixel_shuffle_tokens

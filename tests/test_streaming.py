@@ -29,7 +29,8 @@ def test_streaming_equals_pairwise(model):
     assert s.interval == (3, 4)
     with torch.no_grad():
         for k, g in enumerate(outs):
-            ref = model.predict_pair(frames[k][0][None], frames[k][1][None], frames[k + 1][0][None], frames[k + 1][1][None])
+            (r0, d0), (r1, d1) = frames[k], frames[k + 1]
+            ref = model.predict_pair(r0[None], d0[None], r1[None], d1[None])
             for f in ("means", "scales", "opacities", "colours", "motion", "t0", "gamma0", "gamma1"):
                 assert torch.allclose(getattr(g, f), getattr(ref, f), atol=1e-6), f
     assert [k for k, _ in stream(model, frames)] == [0, 1, 2, 3]
@@ -48,7 +49,8 @@ def test_pair_depth_norm_streaming_equals_pairwise():
         ref = m.predict_pair(frames[1][0][None], frames[1][1][None], frames[2][0][None], frames[2][1][None])
         per_frame = StreamSplat.from_config(ModelConfig.tiny(depth_norm="frame"))
         per_frame.load_state_dict(m.state_dict())
-        other = per_frame.eval().predict_pair(frames[1][0][None], frames[1][1][None], frames[2][0][None], frames[2][1][None])
+        (r1, d1), (r2, d2) = frames[1], frames[2]
+        other = per_frame.eval().predict_pair(r1[None], d1[None], r2[None], d2[None])
     assert torch.allclose(g.means, ref.means, atol=1e-6) and torch.allclose(g.motion, ref.motion, atol=1e-6)
     assert (g.means - other.means).abs().max() > 1e-4  # the joint range really differs from per-frame
 

@@ -65,7 +65,7 @@ class GraphStep:
                 self._body()
         torch.cuda.current_stream().wait_stream(s)
         self.graph = torch.cuda.CUDAGraph()
-        with torch.cuda.graph(self.graph):
+        with torch.cuda.graph(self.graph, capture_error_mode="thread_local"):
             self.out, self.new = self._body()
             # the new frame becomes the cached previous frame, inside the graph
             self.prev.tokens.copy_(self.new.tokens)

@@ -16,7 +16,8 @@ from torch import Tensor
 
 from ..gaussians import DynamicGaussians, Gaussians
 from ..networks.decoder import DynamicDecoder
-from ..networks.dinov2 import DinoVisionTransformer, _Block as DinoBlock
+from ..networks.dinov2 import DinoVisionTransformer
+from ..networks.dinov2 import _Block as DinoBlock
 from ..networks.layers import MLP, Block, BlockStack, CrossBlock, RMSNorm, _linear
 from . import kernels as K
 from .choices import KernelChoices, get_choices

@@ -15,7 +15,8 @@ import torch
 from torch import nn
 
 from ..networks.decoder import DynamicDecoder
-from ..networks.dinov2 import DinoVisionTransformer, _Block as DinoBlock
+from ..networks.dinov2 import DinoVisionTransformer
+from ..networks.dinov2 import _Block as DinoBlock
 from ..networks.layers import MLP, Attention, Block, CrossBlock
 from .modules import FAST, FusedStack
 from .options import InferenceOptions

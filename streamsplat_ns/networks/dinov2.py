@@ -91,10 +91,12 @@ class DinoVisionTransformer(nn.Module):
         grid = cfg.img_size // cfg.patch_size
         self.cls_token = nn.Parameter(torch.zeros(1, 1, d))
         self.pos_embed = nn.Parameter(torch.zeros(1, grid * grid + 1, d))
-        self.register_tokens = nn.Parameter(torch.zeros(1, cfg.num_register_tokens, d)) if cfg.num_register_tokens else None
+        self.register_tokens = (nn.Parameter(torch.zeros(1, cfg.num_register_tokens, d))
+                                if cfg.num_register_tokens else None)
         self.mask_token = nn.Parameter(torch.zeros(1, d))  # in the hub files; unused for inference
         self.patch_embed = _PatchEmbed(cfg.patch_size, cfg.in_chans, d)
-        self.blocks = nn.ModuleList(_Block(d, cfg.num_heads, cfg.mlp_ratio, cfg.layerscale_init) for _ in range(cfg.depth))
+        self.blocks = nn.ModuleList(_Block(d, cfg.num_heads, cfg.mlp_ratio, cfg.layerscale_init)
+                                    for _ in range(cfg.depth))
         self.norm = nn.LayerNorm(d, eps=1e-6)
         nn.init.trunc_normal_(self.pos_embed, std=0.02)
         nn.init.normal_(self.cls_token, std=1e-6)
