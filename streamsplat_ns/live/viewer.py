@@ -306,13 +306,11 @@ class LiveViewer:
         self.message_md.content = msg
 
     def reset_camera(self, client) -> None:
-        from ..rendering.camera import canonical_viewer_c2w, viewer_pivot
+        from ..rendering.camera import viewer_look_at
 
-        c2w = canonical_viewer_c2w(math.degrees(float(client.camera.fov)))
+        position, look_at, up = viewer_look_at(math.degrees(float(client.camera.fov)), VISER_SCALE)
         with client.atomic():
-            client.camera.position = tuple(float(x) * VISER_SCALE for x in c2w[:, 3])
-            client.camera.look_at = tuple(float(x) * VISER_SCALE for x in viewer_pivot())
-            client.camera.up_direction = (0.0, 0.0, 1.0)
+            client.camera.position, client.camera.look_at, client.camera.up_direction = position, look_at, up
 
     def export_ply(self, folder: Optional[Path] = None) -> Path:
         """The Gaussians at the slider's time as a standard 3DGS .ply (the project's one PLY convention)."""

@@ -40,14 +40,26 @@ def small_decoder() -> DecoderConfig:
                          upsampler=UpsamplerConfig(window_size=448, min_width=32, head_dim=16))
 
 
+def _run(steps: int, eval_every: int, eval_image_every: int, save_every: int, log_every: int) -> dict:
+    """Trainer settings of a run length (shared by the stages of one size): iterations, eval, save, logs."""
+    return dict(steps_per_eval_batch=eval_every, steps_per_eval_image=eval_image_every,
+                steps_per_eval_all_images=1_000_000, steps_per_save=save_every, max_num_iterations=steps,
+                mixed_precision=False,  # bf16 autocast lives inside the model (nerfstudio's switch is fp16)
+                viewer=ViewerConfig(num_rays_per_chunk=1 << 15, quit_on_train_completion=True),
+                logging=LoggingConfig(steps_per_log=log_every), vis="tensorboard")
+
+
+def _paper_run() -> dict:
+    return _run(steps=600_000, eval_every=1000, eval_image_every=2000, save_every=5000, log_every=50)
+
+
+def _small_run() -> dict:
+    return _run(steps=2_000, eval_every=100, eval_image_every=100, save_every=250, log_every=10)
+
+
 streamsplat_encoder_config = StreamSplatTrainerConfig(
     method_name="streamsplat-encoder",
-    steps_per_eval_batch=1000,
-    steps_per_eval_image=2000,
-    steps_per_eval_all_images=1_000_000,
-    steps_per_save=5000,
-    max_num_iterations=600_000,
-    mixed_precision=False,  # bf16 autocast lives inside the model (nerfstudio's switch is fp16)
+    **_paper_run(),
     pipeline=StreamSplatPipelineConfig(
         datamanager=StreamSplatDataManagerConfig(num_frames=1, batch_size=32, num_workers=8, eval_num_clips=32),
         model=StreamSplatModelConfig(
@@ -60,19 +72,11 @@ streamsplat_encoder_config = StreamSplatTrainerConfig(
         "optimizer": adamw(5e-4),
         "scheduler": WarmupCosineSchedulerConfig(warmup_steps=50_000, max_steps=600_000, final_ratio=0.1)}},
     machine=MachineConfig(device_type="cuda"),
-    viewer=ViewerConfig(num_rays_per_chunk=1 << 15, quit_on_train_completion=True),
-    logging=LoggingConfig(steps_per_log=50),
-    vis="tensorboard",
 )
 
 streamsplat_decoder_config = StreamSplatTrainerConfig(
     method_name="streamsplat-decoder",
-    steps_per_eval_batch=1000,
-    steps_per_eval_image=2000,
-    steps_per_eval_all_images=1_000_000,
-    steps_per_save=5000,
-    max_num_iterations=600_000,
-    mixed_precision=False,
+    **_paper_run(),
     pipeline=StreamSplatPipelineConfig(
         datamanager=StreamSplatDataManagerConfig(num_frames=6, batch_size=16, num_workers=8, eval_num_clips=32),
         model=StreamSplatModelConfig(
@@ -86,19 +90,11 @@ streamsplat_decoder_config = StreamSplatTrainerConfig(
         "optimizer": adamw(5e-4),
         "scheduler": WarmupCosineSchedulerConfig(warmup_steps=20_000, max_steps=600_000, final_ratio=0.5)}},
     machine=MachineConfig(device_type="cuda"),
-    viewer=ViewerConfig(num_rays_per_chunk=1 << 15, quit_on_train_completion=True),
-    logging=LoggingConfig(steps_per_log=50),
-    vis="tensorboard",
 )
 
 streamsplat_encoder_small_config = StreamSplatTrainerConfig(
     method_name="streamsplat-encoder-small",
-    steps_per_eval_batch=100,
-    steps_per_eval_image=100,
-    steps_per_eval_all_images=1_000_000,
-    steps_per_save=250,
-    max_num_iterations=2_000,
-    mixed_precision=False,
+    **_small_run(),
     pipeline=StreamSplatPipelineConfig(
         datamanager=StreamSplatDataManagerConfig(num_frames=1, batch_size=8, num_workers=0, eval_num_clips=4),
         model=StreamSplatModelConfig(
@@ -109,19 +105,11 @@ streamsplat_encoder_small_config = StreamSplatTrainerConfig(
         "optimizer": adamw(1e-3),
         "scheduler": WarmupCosineSchedulerConfig(warmup_steps=50, max_steps=5_000, final_ratio=0.1)}},
     machine=MachineConfig(device_type="cpu"),
-    viewer=ViewerConfig(num_rays_per_chunk=1 << 15, quit_on_train_completion=True),
-    logging=LoggingConfig(steps_per_log=10),
-    vis="tensorboard",
 )
 
 streamsplat_decoder_small_config = StreamSplatTrainerConfig(
     method_name="streamsplat-decoder-small",
-    steps_per_eval_batch=100,
-    steps_per_eval_image=100,
-    steps_per_eval_all_images=1_000_000,
-    steps_per_save=250,
-    max_num_iterations=2_000,
-    mixed_precision=False,
+    **_small_run(),
     pipeline=StreamSplatPipelineConfig(
         datamanager=StreamSplatDataManagerConfig(num_frames=6, batch_size=4, num_workers=0, eval_num_clips=4),
         model=StreamSplatModelConfig(
@@ -133,9 +121,6 @@ streamsplat_decoder_small_config = StreamSplatTrainerConfig(
         "optimizer": adamw(1e-3),
         "scheduler": WarmupCosineSchedulerConfig(warmup_steps=50, max_steps=5_000, final_ratio=0.5)}},
     machine=MachineConfig(device_type="cpu"),
-    viewer=ViewerConfig(num_rays_per_chunk=1 << 15, quit_on_train_completion=True),
-    logging=LoggingConfig(steps_per_log=10),
-    vis="tensorboard",
 )
 
 CONFIGS = {c.method_name: c for c in (streamsplat_encoder_config, streamsplat_decoder_config,

@@ -23,7 +23,7 @@ from torch import Tensor
 
 from ..gaussians import DynamicGaussians
 from ..rendering import render_dynamic, render_static
-from ..rendering.camera import canonical_viewer_c2w, perspective_to_ortho, viewer_pivot, z_to_ray_distance
+from ..rendering.camera import perspective_to_ortho, viewer_look_at, z_to_ray_distance
 
 logger = logging.getLogger(__name__)
 
@@ -169,8 +169,6 @@ class _CanonicalViewControl(ViewerControl):
     def reset_client(self, client) -> None:
         from nerfstudio.viewer.viewer import VISER_NERFSTUDIO_SCALE_RATIO as S
 
-        c2w = canonical_viewer_c2w(math.degrees(float(client.camera.fov)))
+        position, look_at, up = viewer_look_at(math.degrees(float(client.camera.fov)), S)
         with client.atomic():
-            client.camera.position = tuple(float(x) * S for x in c2w[:, 3])
-            client.camera.look_at = tuple(float(x) * S for x in viewer_pivot())
-            client.camera.up_direction = (0.0, 0.0, 1.0)
+            client.camera.position, client.camera.look_at, client.camera.up_direction = position, look_at, up

@@ -278,6 +278,17 @@ class _RasterizeFn(torch.autograd.Function):
                 None)
 
 
+def _check_call(who: str, means_shape: str, means: Tensor, width: int, height: int, tile_size: int,
+                alpha_clamp: float) -> torch.device:
+    """The checks every entry point starts with; returns the render device."""
+    if not isinstance(means, Tensor) or means.dim() != 3 or means.shape[-1] != 3:
+        raise ValueError(f"{who}: means must be {means_shape}, got {getattr(means, 'shape', None)}")
+    if means.device.type != "cuda":
+        raise ValueError(f"{who}: tensors must be on a CUDA device, got {means.device}")
+    _check_cfg(width, height, tile_size, alpha_clamp)
+    return means.device
+
+
 def _check_cfg(width: int, height: int, tile_size: int, alpha_clamp: float) -> None:
     if int(width) <= 0 or int(height) <= 0:
         raise ValueError(f"rasterize (cuda): image size must be positive, got {width}x{height}")
@@ -299,12 +310,7 @@ def rasterize_images(
     Same signature and outputs as ``_torch_impl.rasterize_images``; differentiable w.r.t. means, quats,
     scales, opacities, colours and backgrounds.
     """
-    if not isinstance(means, Tensor) or means.dim() != 3 or means.shape[-1] != 3:
-        raise ValueError(f"rasterize (cuda): means must be [Ib, N, 3], got {getattr(means, 'shape', None)}")
-    device = means.device
-    if device.type != "cuda":
-        raise ValueError(f"rasterize (cuda): tensors must be on a CUDA device, got {device}")
-    _check_cfg(width, height, tile_size, alpha_clamp)
+    device = _check_call("rasterize (cuda)", "[Ib, N, 3]", means, width, height, tile_size, alpha_clamp)
     Ib, N = means.shape[:2]
     viewmats = _prep(viewmats, "viewmats", device)
     Ks = _prep(Ks, "Ks", device)
@@ -349,12 +355,7 @@ def rasterize_dynamic(
     opacity *= sigmoid(-gamma0 (|dt| - gamma1)) / sigmoid(gamma0 gamma1). Gradients reach means, motion,
     gamma0, gamma1, quats, scales, opacities, colours and backgrounds (not t0 / times).
     """
-    if not isinstance(means, Tensor) or means.dim() != 3 or means.shape[-1] != 3:
-        raise ValueError(f"rasterize_dynamic (cuda): means must be [B, N, 3], got {getattr(means, 'shape', None)}")
-    device = means.device
-    if device.type != "cuda":
-        raise ValueError(f"rasterize_dynamic (cuda): tensors must be on a CUDA device, got {device}")
-    _check_cfg(width, height, tile_size, alpha_clamp)
+    device = _check_call("rasterize_dynamic (cuda)", "[B, N, 3]", means, width, height, tile_size, alpha_clamp)
     B, N = means.shape[:2]
     if motion.dim() != 4 or tuple(motion.shape[:2]) != (B, N) or motion.shape[3] != 3:
         raise ValueError(f"rasterize_dynamic (cuda): motion must be [B, N, K, 3] = [{B}, {N}, K, 3], "

@@ -104,13 +104,15 @@ def orbit_viewmat(yaw: float, pitch: float, target_depth: float = 1.0, device=No
 # orthographically. perspective_to_ortho keeps the pose and turns the perspective framing at the orbit
 # pivot into an orthographic one, so the canonical view, orbits and scroll-zoom all behave.
 
+Vec3 = Tuple[float, float, float]
+
 VIEWER_PIVOT_Y_HAT = 0.5
 """The viewer orbits about (0, depth(y_hat), 0): the middle of the canonical volume in inverse depth."""
 ORTHO_PUSHBACK = 100.0
 """The ortho camera is moved back so the pivot sits this far in front: nothing near it is near-culled."""
 
 
-def viewer_pivot() -> Tuple[float, float, float]:
+def viewer_pivot() -> Vec3:
     """The world point the viewer and the orbit paths turn about."""
     return (0.0, 1.0 / (DEPTH_A + DEPTH_B * VIEWER_PIVOT_Y_HAT), 0.0)
 
@@ -129,6 +131,15 @@ def canonical_viewer_c2w(fov_deg: float, yaw_deg: float = 0.0, pitch_deg: float 
     dist = 1.0 / math.tan(math.radians(fov_deg) / 2.0)
     pos = torch.tensor(viewer_pivot(), dtype=torch.float64) - dist * forward
     return torch.stack([right, up, -forward, pos], dim=1).float()
+
+
+def viewer_look_at(fov_deg: float, scale: float = 1.0) -> Tuple[Vec3, Vec3, Vec3]:
+    """(position, look_at, up) that put an interactive viewer's camera (vertical ``fov_deg``) at the canonical
+    view, orbiting about the pivot with world z up; ``scale`` converts to the viewer's units (viser)."""
+    c2w = canonical_viewer_c2w(fov_deg)
+    position = tuple(float(x) * scale for x in c2w[:, 3])
+    look_at = tuple(float(x) * scale for x in viewer_pivot())
+    return position, look_at, (0.0, 0.0, 1.0)  # type: ignore[return-value]
 
 
 def orbit_angles(k: int, n: int, yaw_deg: float, pitch_deg: float, full_circle: bool = False) -> Tuple[float, float]:
