@@ -3,7 +3,6 @@
 import json
 import subprocess
 import sys
-from pathlib import Path
 
 import pytest
 import torch
@@ -16,7 +15,8 @@ def test_entry_points_are_discovered():
     from nerfstudio.plugins.registry_dataparser import discover_dataparsers
 
     methods, _ = discover_methods()
-    for name in ("streamsplat-encoder", "streamsplat-decoder", "streamsplat-encoder-small", "streamsplat-decoder-small"):
+    for name in ("streamsplat-encoder", "streamsplat-decoder", "streamsplat-encoder-small",
+                 "streamsplat-decoder-small"):
         assert name in methods, name
     parsers, _ = discover_dataparsers()
     for name in ("re10k-data", "co3dv2-data", "davis-data", "youtube-vos-data", "streamsplat-combined-data",
