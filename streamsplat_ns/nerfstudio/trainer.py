@@ -164,7 +164,7 @@ def _checked_eval_load_checkpoint(config, pipeline):
     path = find_step_checkpoint(config.load_dir, config.load_step)
     state = read_training_checkpoint(path)
     pipeline.load_pipeline(state["pipeline"], state["step"])
-    CONSOLE.print(f":white_check_mark: Done loading checkpoint from {path}")
+    CONSOLE.print(f":white_check_mark: Done loading checkpoint from {path}", soft_wrap=True)
     return path, int(state["step"])
 
 
@@ -223,7 +223,7 @@ class StreamSplatTrainer(Trainer):
         if "schedulers" in state and self.config.load_scheduler:
             self.optimizers.load_schedulers(state["schedulers"])
         self.grad_scaler.load_state_dict(state["scalers"])
-        CONSOLE.print(f"Done loading Nerfstudio checkpoint from {path} (step {state['step']})")
+        CONSOLE.print(f"Done loading Nerfstudio checkpoint from {path} (step {state['step']})", soft_wrap=True)
 
     @check_main_thread
     def save_checkpoint(self, step: int) -> None:
