@@ -310,17 +310,18 @@ def main() -> None:
     args.out.mkdir(parents=True, exist_ok=True)
     work = args.work
     work.mkdir(parents=True, exist_ok=True)
-    if device == "cuda":  # build the rasterizer while the data is generated
-        import threading
+    builder = None
+    if device == "cuda":  # build the rasterizer while the data is generated (a process: no fork with threads)
+        import subprocess
 
+        builder = subprocess.Popen([sys.executable, "-c", "from streamsplat_ns.rendering import _cuda; "
+                                    "_cuda.load_extension()"])
+    recipe = make_data(work / "data", args.sequences, max(cores - 1, 1))
+    if builder is not None:
+        builder.wait()
         from streamsplat_ns.rendering import _cuda
 
-        builder = threading.Thread(target=_cuda.load_extension, daemon=True)
-        builder.start()
-    recipe = make_data(work / "data", args.sequences, max(cores - 1, 1))
-    if device == "cuda":
-        builder.join()
-        _cuda.load_extension()  # raises here (clearly) if the build failed
+        _cuda.load_extension()  # the cached build; raises here (clearly) if the build failed
         print(f"rasterizer ready at {time.time() - T_START:.0f} s", flush=True)
     reserve = args.reserve_minutes if args.reserve_minutes is not None else (1.0 if args.stage == "decoder" else 0.6)
     reserve *= 60
