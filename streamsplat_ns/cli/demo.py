@@ -324,7 +324,7 @@ def train_demo(cfg: DemoConfig) -> Dict[str, object]:
     save_png(path, picture)
     run = trainer.base_dir
     per_step = secs / max(cfg.steps, 1)
-    s2_steps = 20
+    s2_steps = 10
     print(f"\nheld-out frames, PSNR before training {psnr_before:.2f} dB -> after {cfg.steps} steps "
           f"{psnr_after:.2f} dB ({secs / 60:.1f} min, {per_step:.1f} s/step)")
     print(f"picture: {path}  (rows: ground truth, untrained, trained)")
