@@ -14,8 +14,18 @@ import torch
 from torch import Tensor
 
 from .gaussians import DynamicGaussians, Gaussians
-from .networks.checkpoint import (CONFIG_KEY, DINO_ENV, DINO_FILE, FORMAT_KEY, CheckpointError, check_finite,
-                                  check_state_dict, load_checkpoint, read_tensors, save_checkpoint)
+from .networks.checkpoint import (
+    CONFIG_KEY,
+    DINO_ENV,
+    DINO_FILE,
+    FORMAT_KEY,
+    CheckpointError,
+    check_finite,
+    check_state_dict,
+    load_checkpoint,
+    read_tensors,
+    save_checkpoint,
+)
 from .networks.model import StreamSplat
 from .streaming import StreamingSession
 

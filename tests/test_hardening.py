@@ -247,7 +247,8 @@ def _cam(c=1):
 def _dyn(b=2, n=6, k=1, seed=0):
     g = torch.Generator().manual_seed(seed)
     return DynamicGaussians(
-        means=torch.rand(b, n, 3, generator=g) * 2 - 1, quats=torch.nn.functional.normalize(torch.randn(b, n, 4), dim=-1),
+        means=torch.rand(b, n, 3, generator=g) * 2 - 1,
+        quats=torch.nn.functional.normalize(torch.randn(b, n, 4, generator=g), dim=-1),
         scales=torch.rand(b, n, 3, generator=g) * 0.1 + 0.02, opacities=torch.rand(b, n, generator=g),
         colours=torch.rand(b, n, 3, generator=g), motion=torch.randn(b, n, k, 3, generator=g) * 0.1,
         t0=torch.zeros(b, n), gamma0=torch.ones(b, n), gamma1=torch.ones(b, n) * 0.5)

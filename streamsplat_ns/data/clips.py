@@ -11,7 +11,8 @@ from __future__ import annotations
 
 import logging
 from collections import Counter
-from typing import Dict, List, Mapping, Optional, Sequence as Seq, Tuple, Union
+from typing import Dict, List, Mapping, Optional, Tuple, Union
+from typing import Sequence as Seq
 
 import numpy as np
 import torch

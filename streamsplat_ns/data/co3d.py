@@ -72,7 +72,8 @@ def discover(root: Path, split: str = "train", depth_mode: DepthMode = "file", c
     if not root.is_dir():
         raise DataError(f"{root}: CO3Dv2 root not found")
     cats = categories or sorted(p.name for p in root.iterdir()
-                                if p.is_dir() and ((p / "frame_annotations.jgz").is_file() or (p / "set_lists").is_dir()))
+                                if p.is_dir() and ((p / "frame_annotations.jgz").is_file()
+                                                   or (p / "set_lists").is_dir()))
     if not cats:
         raise DataError(f"{root}: no CO3Dv2 categories (expected <category>/frame_annotations.jgz and set_lists/)")
     subset = subset or ("manyview_test" if split in ("test", "val") else "manyview_dev")
@@ -95,7 +96,8 @@ def discover(root: Path, split: str = "train", depth_mode: DepthMode = "file", c
                         continue
                     for row in rows:
                         if not (isinstance(row, (list, tuple)) and len(row) >= 3):
-                            raise DataError(f"{f}: malformed row {row!r} in '{lst}' (expected [seq, frame_number, path])")
+                            raise DataError(f"{f}: malformed row {row!r} in '{lst}' "
+                                            f"(expected [seq, frame_number, path])")
                         name, fn = f"{cat}/{row[0]}", int(row[1])
                         lo, hi = extent.get(name, (fn, fn))
                         extent[name] = (min(lo, fn), max(hi, fn))

@@ -31,6 +31,11 @@ def resolve_resolution(root: Path, resolution: str = "auto") -> str:
     raise DataError(f"{root}: not a DAVIS 2017 root (expected JPEGImages/480p or JPEGImages/Full-Resolution)")
 
 
+def _split_files(root: Path) -> List[str]:
+    sets = root / "ImageSets"
+    return sorted(p.stem for p in sets.rglob("*.txt")) if sets.is_dir() else []
+
+
 def split_names(root: Path, split: str, res: str) -> List[str]:
     """Sequence names of ``ImageSets/2017/<split>.txt`` (or ``2019``); ``all`` = every folder."""
     root = Path(root)
@@ -44,7 +49,7 @@ def split_names(root: Path, split: str, res: str) -> List[str]:
                 raise DataError(f"{f}: split file is empty")
             return names
     raise DataError(f"{root}/ImageSets/2017/{split}.txt: split file not found; use split 'all' or one of "
-                    f"{sorted(p.stem for p in (root / 'ImageSets').rglob('*.txt')) if (root / 'ImageSets').is_dir() else []}")
+                    f"{_split_files(root)}")
 
 
 def discover(root: Path, split: str = "train", resolution: str = "auto", mask_source: MaskSource = "unsupervised",

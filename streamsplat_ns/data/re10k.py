@@ -12,15 +12,24 @@ import json
 import logging
 from collections import OrderedDict
 from pathlib import Path
-from typing import Any, Dict, List, Optional, Sequence as Seq, Tuple
+from typing import Any, Dict, List, Optional, Tuple
+from typing import Sequence as Seq
 
 import numpy as np
 
 from streamsplat_ns.data.depth_io import depth_command, folder_depth_path, re10k_depth_path
 from streamsplat_ns.data.errors import DataError, MissingDepthError
 from streamsplat_ns.data.safe_pickle import TorchZipReader, is_torch_zip, safe_load, to_bytes, to_numpy
-from streamsplat_ns.data.sequences import (DepthMode, FrameBatch, FrameListSequence, Sequence, decode_rgb,
-                                           depth_to_disparity, list_images, stack_batch)
+from streamsplat_ns.data.sequences import (
+    DepthMode,
+    FrameBatch,
+    FrameListSequence,
+    Sequence,
+    decode_rgb,
+    depth_to_disparity,
+    list_images,
+    stack_batch,
+)
 
 log = logging.getLogger(__name__)
 NEARBY_RANGE = 15
@@ -72,6 +81,10 @@ _CHUNKS = _LRU(8)  # data.pkl of a chunk: small (keys, shapes, storage refs)
 _DEPTHS = _LRU(1)  # depth companions are large; one per worker
 
 
+def _first_difference(a: List[str], b: List[str]) -> int:
+    return next((i for i, (x, y) in enumerate(zip(a, b)) if x != y), min(len(a), len(b)))
+
+
 def load_depth_companion(path: Path, keys: List[str]) -> List[np.ndarray]:
     """Restricted-load ``depth_<chunk>.pt`` and check its keys against the chunk's clip keys."""
     if not path.is_file():
@@ -82,7 +95,7 @@ def load_depth_companion(path: Path, keys: List[str]) -> List[np.ndarray]:
     dkeys = [str(k) for k in d["key"]]
     if dkeys != list(keys):
         raise DataError(f"{path}: clip keys differ from the chunk's ({len(dkeys)} vs {len(keys)} clips, first "
-                        f"difference at {next((i for i, (a, b) in enumerate(zip(dkeys, keys)) if a != b), min(len(dkeys), len(keys)))}); "
+                        f"difference at {_first_difference(dkeys, keys)}); "
                         f"the depth file belongs to another chunk, delete it and re-run streamsplat-depth")
     maps = [to_numpy(x) for x in d["predicted_depth_norm"]]
     if len(maps) != len(keys):
@@ -132,15 +145,17 @@ class RE10KChunkSequence(Sequence):
         return to_bytes(self._example()["images"][index])
 
     def native_size(self) -> Tuple[int, int]:
-        from PIL import Image
         import io
+
+        from PIL import Image
 
         with Image.open(io.BytesIO(self.encoded_frame(0))) as im:
             return im.size[1], im.size[0]
 
     def check(self) -> None:
         if self.depth_mode == "file" and not self.depth_file.is_file():
-            raise MissingDepthError(self.depth_file, depth_command("re10k", self.chunk.parent.parent, self.chunk.parent.name))
+            cmd = depth_command("re10k", self.chunk.parent.parent, self.chunk.parent.name)
+            raise MissingDepthError(self.depth_file, cmd)
 
     def load_depth_stack(self) -> np.ndarray:
         examples = _CHUNKS.get(str(self.chunk), lambda: _load_chunk_examples(self.chunk))
@@ -231,7 +246,8 @@ def parse_camera_txt(path: Path) -> Tuple[str, np.ndarray, np.ndarray]:
     for ln_no, ln in enumerate(lines[1:], start=2):
         vals = ln.split()
         if len(vals) != 19:
-            raise DataError(f"{path}:{ln_no}: expected 19 numbers (timestamp, fx fy cx cy, 0 0, 3x4 w2c), got {len(vals)}")
+            raise DataError(f"{path}:{ln_no}: expected 19 numbers (timestamp, fx fy cx cy, 0 0, 3x4 w2c), "
+                            f"got {len(vals)}")
         try:
             rows.append([float(v) for v in vals])
         except ValueError as e:

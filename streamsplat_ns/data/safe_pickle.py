@@ -218,7 +218,8 @@ class TorchZipReader:
         try:
             return self._handle().read(name)
         except KeyError as e:
-            raise DataError(f"{self.path}: storage '{name}' is missing; the archive is truncated, re-download it") from e
+            raise DataError(f"{self.path}: storage '{name}' is missing; the archive is truncated, "
+                            f"re-download it") from e
         except (zipfile.BadZipFile, OSError, EOFError, ValueError) as e:  # CRC errors, short reads
             raise DataError(f"{self.path}: cannot read storage '{name}' ({e}); the archive is corrupt") from e
 

@@ -191,7 +191,7 @@ def make_sample(out_dir: Union[str, Path], cfg: Optional[SampleConfig] = None, p
             stem = f"{t:05d}"
             Image.fromarray(rgb).save(out / "JPEGImages" / RESOLUTION / name / f"{stem}.jpg",
                                       quality=cfg.jpeg_quality)
-            m = Image.fromarray(ids).convert("P") if False else Image.frombytes("P", (ids.shape[1], ids.shape[0]), ids.tobytes())
+            m = Image.frombytes("P", (ids.shape[1], ids.shape[0]), ids.tobytes())
             m.putpalette(pal)
             buf = io.BytesIO()
             m.save(buf, format="PNG")

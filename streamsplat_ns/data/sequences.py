@@ -12,7 +12,8 @@ import io
 import logging
 from dataclasses import dataclass
 from pathlib import Path
-from typing import List, Literal, Optional, Sequence as Seq, Tuple, Union
+from typing import List, Literal, Optional, Tuple, Union
+from typing import Sequence as Seq
 
 import numpy as np
 import torch

@@ -145,8 +145,10 @@ def write_co3d(root: Path, category: str = "apple", sequences: Optional[Dict[str
             target = dev if si == 0 else test
             lst = "val" if (si == 0 and t % 4 == 3) else ("test" if si == 1 and t % 3 == 2 else "train")
             target[lst].append([seq, fn, rel])
-        seq_ann.append({"sequence_name": seq, "category": category, "video": {"path": f"{category}/{seq}.mp4", "length": n},
-                        "point_cloud": {"path": f"{category}/{seq}/pointcloud.ply", "quality_score": 1.0, "n_points": 0},
+        seq_ann.append({"sequence_name": seq, "category": category,
+                        "video": {"path": f"{category}/{seq}.mp4", "length": n},
+                        "point_cloud": {"path": f"{category}/{seq}/pointcloud.ply", "quality_score": 1.0,
+                                        "n_points": 0},
                         "viewpoint_quality_score": 1.0})
     cat.mkdir(parents=True, exist_ok=True)
     for name, data in (("frame_annotations.jgz", frame_ann), ("sequence_annotations.jgz", seq_ann)):

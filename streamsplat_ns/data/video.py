@@ -11,15 +11,23 @@ from __future__ import annotations
 import hashlib
 import logging
 from pathlib import Path
-from typing import Iterator, List, Optional, Sequence as Seq, Tuple
+from typing import Iterator, List, Optional, Tuple
+from typing import Sequence as Seq
 
 import numpy as np
 
-from streamsplat_ns.data.depth_io import VIDEO_EXTS, default_depth_dir, depth_command, folder_depth_path
+from streamsplat_ns.data.depth_io import VIDEO_EXTS, default_depth_dir, depth_command, folder_depth_path, read_depth_png
 from streamsplat_ns.data.errors import DataError, MissingDepthError
-from streamsplat_ns.data.sequences import (DepthMode, FrameBatch, FrameListSequence, Sequence, depth_to_disparity,
-                                           list_images, stack_batch, stem_numbers)
-from streamsplat_ns.data.depth_io import read_depth_png
+from streamsplat_ns.data.sequences import (
+    DepthMode,
+    FrameBatch,
+    FrameListSequence,
+    Sequence,
+    depth_to_disparity,
+    list_images,
+    stack_batch,
+    stem_numbers,
+)
 
 log = logging.getLogger(__name__)
 NEARBY_RANGE = 5
@@ -70,7 +78,8 @@ class VideoFileSequence(Sequence):
                     if packet.pts is not None and packet.size > 0:
                         pts.append(int(packet.pts))
             except Exception as e:  # noqa: BLE001
-                raise DataError(f"{self.path}: demuxing failed after {len(pts)} packets ({e}); the file is truncated") from e
+                raise DataError(f"{self.path}: demuxing failed after {len(pts)} packets ({e}); "
+                                f"the file is truncated") from e
         finally:
             container.close()
         if not pts:

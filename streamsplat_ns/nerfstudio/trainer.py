@@ -264,7 +264,8 @@ class StreamSplatTrainer(Trainer):
                       if step % self.gradient_accumulation_steps[g] == self.gradient_accumulation_steps[g] - 1]
         params = [p for g in needs_step for p in self.optimizers.parameters[g] if p.grad is not None]
         # one fused norm per tensor and a single host sync for the whole check
-        finite = bool(torch.isfinite(torch.stack(torch._foreach_norm([p.grad for p in params]))).all()) if params else True
+        finite = (bool(torch.isfinite(torch.stack(torch._foreach_norm([p.grad for p in params]))).all())
+                  if params else True)
         if finite:
             self.optimizers.optimizer_scaler_step_some(self.grad_scaler, needs_step)
         else:

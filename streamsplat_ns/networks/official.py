@@ -202,7 +202,8 @@ def infer_config(sd: Dict[str, Tensor], layout: str, image_size: Optional[Tuple[
     return ModelConfig(enc, dec, depth_norm="frame")
 
 
-def to_official(model_sd: Dict[str, Tensor], layout: str, stage2_extra: Optional[Dict[str, Tensor]] = None) -> Dict[str, Tensor]:
+def to_official(model_sd: Dict[str, Tensor], layout: str,
+                stage2_extra: Optional[Dict[str, Tensor]] = None) -> Dict[str, Tensor]:
     """Our state dict -> the official layout (tests use it to write checkpoints in the authors' format)."""
     out = {}
     for k, v in model_sd.items():
