@@ -227,3 +227,25 @@ def test_gpu_second_process_reads_the_kernel_choices(tmp_path):
     assert first["timed"] > 0 and second["timed"] == 0, (first["timed"], second["timed"])
     assert len(list(tmp_path.glob("kernel_choices-*.json"))) == 1
     assert max(abs(a - b) for a, b in zip(first["means"], second["means"])) < 1e-5
+
+
+def test_nested_choice_while_timing_does_not_deadlock(tmp_path):
+    """Timing the norm + MLP candidates runs the plain MLP, whose fc1 + SiLU is itself a choice: the
+    nested choose() on the same thread must not wait on the outer one (this hung the fast path on the GPU)."""
+    import threading
+
+    from streamsplat_ns.inference.choices import KernelChoices
+
+    ch = KernelChoices(torch.device("cpu"), tmp_path, timer=lambda fn: fn() or 1.0)
+    inner = []
+
+    def outer_eager():  # like add_norm_mlp's eager candidate calling the MLP module
+        inner.append(ch.choose("linear_silu", (5, 6, 7), lambda: None, {(1, 1): lambda: None}))
+
+    result = {}
+    t = threading.Thread(target=lambda: result.setdefault(
+        "v", ch.choose("norm_mlp", (1, 2, 3), outer_eager, {(2, 2): lambda: None})), daemon=True)
+    t.start()
+    t.join(timeout=20)
+    assert not t.is_alive(), "nested kernel choice deadlocked"
+    assert "v" in result and inner, "the nested choice was never made"

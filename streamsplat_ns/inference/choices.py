@@ -146,7 +146,7 @@ class KernelChoices:
         self.timed = 0  # choices timed by this process (tests assert a second process times none)
         self._mem: Dict[str, Any] = {}
         self._disk: Optional[Dict[str, Any]] = None
-        self._lock = threading.Lock()
+        self._lock = threading.RLock()  # re-entrant: timing one choice can make a nested one (MLP inside norm+MLP)
 
     # ------------------------------------------------------------------ file
     def _read(self, warn: bool) -> Dict[str, Any]:
