@@ -19,6 +19,8 @@ from typing import Iterator, Optional, Union
 
 PathLike = Union[str, os.PathLike]
 TMP_TAG = ".tmp"
+_UMASK = os.umask(0o022)
+os.umask(_UMASK)  # read once: mkstemp makes 0600 files, outputs should get the usual 0644-style mode
 
 
 class OutOfSpaceError(OSError):
@@ -64,6 +66,7 @@ def atomic_path(path: PathLike, tmp_dir: Optional[PathLike] = None) -> Iterator[
         yield tmp
         with open(tmp, "rb+") as f:
             os.fsync(f.fileno())
+        os.chmod(tmp, 0o666 & ~_UMASK)
         os.replace(tmp, path)
     except BaseException as e:
         with contextlib.suppress(OSError):
