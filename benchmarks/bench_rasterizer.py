@@ -104,10 +104,10 @@ def main():
     ap.add_argument("--only", default="abc")
     ap.add_argument("--profile", default=None, help="write a per-kernel profile of (b) ours F+B to this file")
     args = ap.parse_args()
+    from streamsplat_ns.gaussians import DynamicGaussians
     from streamsplat_ns.rendering import _cuda as cu
     from streamsplat_ns.rendering import canonical_camera
     from streamsplat_ns.rendering.dynamic import canonical_to_world, opacities_at, positions_at
-    from streamsplat_ns.gaussians import DynamicGaussians
 
     t = time.time()
     cu.load_extension()

@@ -31,7 +31,7 @@ def _ssi_normalise(x: Float[Tensor, "B P"], mask: Optional[Tensor]) -> Tensor:
     return out
 
 
-def ssi_depth_loss(rendered_depth: Float[Tensor, "B *pix"], target_disparity: Float[Tensor, "B *pix"],
+def ssi_depth_loss(rendered_depth: Float[Tensor, "B *pix"], target_disparity: Float[Tensor, "B *pix"],  # noqa: F821
                    valid: Optional[Tensor] = None, robust_threshold: float = 0.0, robust_width: float = 0.06,
                    robust_min: float = 0.1) -> Tensor:
     """L1 between median/MAD-normalised disparities, jointly over all pixels (and views) of a sample.

@@ -9,8 +9,7 @@ import torch.nn.functional as F
 from safetensors.torch import save_file
 
 from streamsplat_ns.api import load_checkpoint, save_checkpoint
-from streamsplat_ns.networks import EncoderConfig, ModelConfig, StreamSplat
-from streamsplat_ns.networks import official
+from streamsplat_ns.networks import EncoderConfig, ModelConfig, StreamSplat, official
 
 LAYOUT = Path(__file__).resolve().parents[1] / "shared" / "reference" / "official_layout"
 if not LAYOUT.is_dir():
@@ -25,7 +24,7 @@ def frames(b=1, seed=1):
 def tiny_model(seed=0, **kw):
     torch.manual_seed(seed)
     m = StreamSplat.from_config(ModelConfig.tiny(**kw))
-    for k, p in m.named_parameters():  # break the symmetric inits (norm weights = 1, zero biases)
+    for p in m.parameters():  # break the symmetric inits (norm weights = 1, zero biases)
         p.data.add_(torch.randn_like(p) * 0.05)
     return m.eval()
 

@@ -6,7 +6,6 @@ on the device. Tolerance is a norm-wise relative error of 1e-4 in float32 (docs/
 
 from __future__ import annotations
 
-
 import pytest
 import torch
 

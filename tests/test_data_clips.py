@@ -4,8 +4,8 @@ import numpy as np
 import torch
 
 from streamsplat_ns.data import davis, re10k
-from streamsplat_ns.data.clips import ClipDataset, sample_offsets
 from streamsplat_ns.data import testing as fx
+from streamsplat_ns.data.clips import ClipDataset, sample_offsets
 
 SIZE = (16, 24)
 

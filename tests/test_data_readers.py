@@ -11,9 +11,9 @@ import torch
 from PIL import Image
 
 from streamsplat_ns.data import co3d, davis, re10k, video, ytvos
+from streamsplat_ns.data import testing as fx
 from streamsplat_ns.data.depth_io import co3d_depth_path, read_depth_png, read_sidecar, write_depth_png16
 from streamsplat_ns.data.errors import DataError, MissingDepthError
-from streamsplat_ns.data import testing as fx
 
 SIZE = (16, 24)
 

@@ -6,7 +6,6 @@ from pathlib import Path
 
 import pytest
 import torch
-
 from nerfstudio.cameras.cameras import CameraType
 
 from streamsplat_ns.data import testing as fx

@@ -7,8 +7,13 @@ import pytest
 import torch
 from PIL import Image
 
-from streamsplat_ns.depth.depth_anything import (DepthAnythingConfig, DepthAnythingV2, load_depth_anything,
-                                                 predict_disparity, target_size)
+from streamsplat_ns.depth.depth_anything import (
+    DepthAnythingConfig,
+    DepthAnythingV2,
+    load_depth_anything,
+    predict_disparity,
+    target_size,
+)
 
 LAYOUT = Path("/work/shared/reference/official_layout")
 

@@ -23,6 +23,7 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).parent))
 from test_live import oracle_colours, synthetic_frames, tiny_model  # noqa: E402
+
 from test_viewer_browser import CHROME, canvas_box, corr, page_render, resize, start_chromium, stop_chromium  # noqa: E402
 
 pytestmark = pytest.mark.skipif(CHROME is None, reason="no chromium binary installed "

@@ -1,7 +1,5 @@
 """The PyTorch reference rasterizer against an independent per-pixel loop, gsplat's projection and gradcheck."""
 
-import importlib
-import math
 
 import numpy as np
 import pytest

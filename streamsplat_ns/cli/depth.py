@@ -21,8 +21,7 @@ import numpy as np
 import torch
 import tyro
 
-from streamsplat_ns.data.depth_io import (atomic_write_bytes, encode_png16, quantize16, re10k_depth_path,
-                                          write_sidecar)
+from streamsplat_ns.data.depth_io import atomic_write_bytes, encode_png16, quantize16, re10k_depth_path, write_sidecar
 from streamsplat_ns.data.errors import DataError
 
 log = logging.getLogger(__name__)
@@ -113,7 +112,8 @@ class _Runner:
     def __init__(self, args: DepthArgs):
         from streamsplat_ns.depth.depth_anything import load_depth_anything, sha256_file
 
-        ckpt = args.checkpoint or (Path(os.environ["STREAMSPLAT_DA2_CKPT"]) if os.environ.get("STREAMSPLAT_DA2_CKPT") else None)
+        env_ckpt = os.environ.get("STREAMSPLAT_DA2_CKPT")
+        ckpt = args.checkpoint or (Path(env_ckpt) if env_ckpt else None)
         if ckpt is None:
             raise SystemExit("streamsplat-depth: pass --checkpoint /path/to/depth_anything_v2_vitl.pth "
                              "(or set STREAMSPLAT_DA2_CKPT); weights are never downloaded")
@@ -223,9 +223,10 @@ def run_re10k_chunks(args: DepthArgs, runner: _Runner) -> int:
             stacks = []
             for ex in examples:
                 frames = []
-                for i, t in enumerate(ex["images"]):
-                    from PIL import Image
+                for t in ex["images"]:
                     import io
+
+                    from PIL import Image
 
                     with Image.open(io.BytesIO(to_bytes(t))) as im:
                         frames.append(np.asarray(im.convert("RGB")))

@@ -23,8 +23,7 @@ import torch
 from jaxtyping import Float
 from torch import Tensor
 
-from streamsplat_ns.depth.depth_anything import (DepthAnythingV2, preprocess, resize_disparity,
-                                                 target_size)
+from streamsplat_ns.depth.depth_anything import DepthAnythingV2, preprocess, resize_disparity, target_size
 
 __all__ = ["DepthInference"]
 log = logging.getLogger(__name__)

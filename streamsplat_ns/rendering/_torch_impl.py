@@ -104,7 +104,6 @@ def tile_intersections(proj: Projected, width: int, height: int, tile_size: int
         tile_x = x0.reshape(-1)[flat] + k % nxf.clamp_min(1)
         tile_y = y0.reshape(-1)[flat] + k // nxf.clamp_min(1)
         img = flat // N
-        gid = flat % N
         tile_key = img * (tw * th) + tile_y * tw + tile_x
         depth = proj.depths.detach().reshape(-1)[flat]
         order = torch.argsort(depth, stable=True)  # ties keep ascending Gaussian index
@@ -126,7 +125,6 @@ def composite(proj: Projected, opacities: Float[Tensor, "Ib N"], colours: Float[
     P = tile_size * tile_size
     Ib = opacities.shape[0]
     # per-intersection attributes (gathered with autograd)
-    img_of = flat // N
     gid = flat % N
     src = gid if Ib == 1 else flat  # index into [Ib*N]
     m2d = proj.means2d.reshape(-1, 2)[flat]
@@ -264,7 +262,8 @@ def rasterize_bruteforce(means, quats, scales, opacities, colours, viewmat, K, w
                     continue
                 rr = rad[g] / tile_size
                 gx, gy = m2d[g, 0] / tile_size, m2d[g, 1] / tile_size
-                if not (math.floor(gx - rr) <= tx < math.ceil(gx + rr) and math.floor(gy - rr) <= ty < math.ceil(gy + rr)):
+                in_x = math.floor(gx - rr) <= tx < math.ceil(gx + rr)
+                if not (in_x and math.floor(gy - rr) <= ty < math.ceil(gy + rr)):
                     continue
                 dx, dy = px + 0.5 - m2d[g, 0], py + 0.5 - m2d[g, 1]
                 s = 0.5 * (con[g, 0] * dx * dx + con[g, 2] * dy * dy) + con[g, 1] * dx * dy
