@@ -1,9 +1,10 @@
 """CPU torch-backend render time at the paper's size (a benchmark, not a test).
 
-288x512, 73,728 pixel-aligned Gaussians (2 frames x one per 2x2 cell, small footprints, depths in
-StreamSplat's 0.1-5 range), forward only and forward+backward, median of --reps runs.
+288x512, 73,728 pixel-aligned Gaussians (``benchmarks.common.pixel_aligned``, the GPU rasterizer benchmark's
+scene: 2 frames x one per 2x2 cell, 1-2 px footprints, canonical depths), forward only and forward+backward,
+median of --reps runs.
 
-    python3 benchmarks/bench_cpu_render.py [--threads 2] [--reps 3]
+    python -m benchmarks.bench_cpu_render [--threads 2] [--reps 3]
 """
 
 import argparse
@@ -12,25 +13,9 @@ import time
 
 import torch
 
-from streamsplat_ns.rendering import canonical_camera, rasterize
+from streamsplat_ns.rendering import canonical_camera, canonical_to_world, rasterize
 
-
-def scene(seed: int = 0):
-    g = torch.Generator().manual_seed(seed)
-    gy, gx = torch.meshgrid(torch.arange(144), torch.arange(256), indexing="ij")
-    x, z = -1 + (2 * gx.flatten() + 1) / 256, 1 - (2 * gy.flatten() + 1) / 144
-    frames = []
-    for _ in range(2):
-        n = x.numel()
-        frames.append(torch.stack([x + (torch.rand(n, generator=g) - 0.5) / 256,
-                                   1 / (0.2 + 9.8 * torch.rand(n, generator=g)),
-                                   z + (torch.rand(n, generator=g) - 0.5) / 144], -1))
-    means = torch.cat(frames)
-    n = means.shape[0]
-    quats = torch.zeros(n, 4)
-    quats[:, 0] = 1
-    scales = 0.1 * torch.nn.functional.softplus(torch.randn(n, 3, generator=g) - 3)
-    return means, quats, scales, 0.05 + 0.95 * torch.rand(n, generator=g), torch.rand(n, 3, generator=g)
+from .common import pixel_aligned
 
 
 def main() -> None:
@@ -40,7 +25,8 @@ def main() -> None:
     a = ap.parse_args()
     torch.set_num_threads(a.threads)
     vm, K = canonical_camera(288, 512)
-    tensors = scene()
+    means, *rest = pixel_aligned(288, 512, 2, seed=0, device="cpu")
+    tensors = [canonical_to_world(means)[0].contiguous(), *rest]
     fwd, fb = [], []
     for _ in range(a.reps):
         t = time.perf_counter()

@@ -1,6 +1,6 @@
 """Kernel-level GPU timings behind the streaming numbers (paper config shapes, bf16).
 
-    PYTHONPATH=$PWD python3 benchmarks/bench_kernels.py
+    python -m benchmarks.bench_kernels
 
 1. attention: each SDPA backend at the encoder, decoder (self / cross) and upsampler window shapes,
    with the achieved TFLOP/s;
@@ -12,19 +12,16 @@ Prints a short table last.
 
 from __future__ import annotations
 
-import os
 import sys
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+import torch
+import torch.nn.functional as F
 
-import torch  # noqa: E402
-import torch.nn.functional as F  # noqa: E402
+from .common import gpu_time_ms
 
 
 def _timed(rows: list, name: str, fn, flops: float = float("nan")) -> None:
     """Time ``fn`` (GPU ms, CUDA events) and add a row; a kernel that cannot run is reported and skipped."""
-    from streamsplat_ns.inference.choices import gpu_time_ms
-
     try:
         ms = gpu_time_ms(fn, 20)
     except Exception as e:

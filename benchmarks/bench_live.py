@@ -1,18 +1,18 @@
 """Live mode latency (issue 12 target): frame arrival -> image handed to the viewer, and dropped frames.
 
-    python benchmarks/bench_live.py --json live.json             # one GPU: paper config, DA-V2 ViT-S, 30 fps
-    python benchmarks/bench_live.py --encoder vitl               # the same with ViT-L depth
-    python benchmarks/bench_live.py --tiny                       # CPU smoke run (tiny model, 10 fps, few frames)
+    python -m benchmarks.bench_live --json live.json             # one GPU: paper config, DA-V2 ViT-S, 30 fps
+    python -m benchmarks.bench_live --encoder vitl               # the same with ViT-L depth
+    python -m benchmarks.bench_live --tiny                       # CPU smoke run (tiny model, 10 fps, few frames)
 
 What it runs is ``streamsplat-live``'s own path (``cli.live.open_source`` / ``build_engine`` and
 ``live.session.LiveSession`` with the viser server up), headless: no browser is needed, because the
 timing stops where the image is handed to viser. The viewer's render thread renders the canonical view
 (as a browser client's thread would) at the default size (720 pixels long side on CUDA) and sends it.
 
-* source: ``.whl/clips/bikes.mp4`` letterboxed to 640x480 (``bench_reconstruct.build_video``), played in
+* source: ``.whl/clips/bikes.mp4`` letterboxed to 640x480 (``benchmarks.common.build_video``), played in
   real time at ``--fps`` (30) by the frame source's own pacing, dropping the oldest frame when the engine
   lags (exactly as a camera);
-* weights: random, in the formats users have (``bench_reconstruct.build_weights``): paper-config model
+* weights: random, in the formats users have (``benchmarks.common.build_weights``): paper-config model
   (our safetensors), DINOv2 ViT-B/14-reg ``.pth``, Depth Anything V2 ``.pth`` (official key layout);
 * a warm-up pass streams ``--warmup-frames`` frames first (kernel choices, CUDA graphs, allocator);
 * timestamps per interval (``time.perf_counter``): arrival of the newer frame, depth done and model done
@@ -31,14 +31,11 @@ import json
 import math
 import os
 import socket
-import sys
 import time
 from pathlib import Path
 from typing import Dict, List, Optional
 
-REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))
-sys.path.insert(0, str(REPO / "benchmarks"))
+from .common import DEFAULT_CLIP, build_video, build_weights
 
 
 def _pct(xs: List[float], q: float) -> float:
@@ -76,7 +73,6 @@ def summarise(records: List[Dict[str, float]], intervals: int, dropped: int, emi
 
 def run(a) -> dict:
     import torch
-    from bench_reconstruct import build_video, build_weights
 
     from streamsplat_ns.api import load_checkpoint
     from streamsplat_ns.cli.live import LiveArgs, build_engine, open_source
@@ -164,7 +160,7 @@ def table(r: dict) -> str:
 
 def main(argv: Optional[List[str]] = None) -> dict:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("--clip", default=str(REPO / ".whl" / "clips" / "bikes.mp4"))
+    ap.add_argument("--clip", default=str(DEFAULT_CLIP))
     ap.add_argument("--work", default=os.environ.get("STREAMSPLAT_BENCH_WORK", "/tmp/bench_recon"),
                     help="folder for the video and weights (shared with bench_reconstruct.py: reused)")
     ap.add_argument("--encoder", default="vits", choices=["vits", "vitb", "vitl"])

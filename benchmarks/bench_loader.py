@@ -3,7 +3,7 @@
 Uses the embedded sample (DAVIS layout, 288x512 JPEGs, 16-bit depth, palette masks) so the number
 is reproducible anywhere; the default EDM augmentation (p = 0.12) is on. Prints a JSON line.
 
-    python benchmarks/bench_loader.py --workers 2 --clips 300
+    python -m benchmarks.bench_loader --workers 2 --clips 300
 """
 
 from __future__ import annotations

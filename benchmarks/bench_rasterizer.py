@@ -8,78 +8,38 @@ Scenes are StreamSplat-like: pixel-aligned Gaussians (one per 2x2 pixel cell per
       per-image Python loop of our own kernel, as the official code loops over batch x time)
   (c) one 1080x1920 image with 1M Gaussians
 Timing: CUDA events around the Python call (host overhead included), warm-up first, median of >= 20 runs.
-Usage: python benchmarks/bench_rasterizer.py [--out results.jsonl] [--reps 30] [--skip-gsplat]
+Our kernels are called through the public ``rasterize`` / ``render_dynamic`` with ``backend="cuda"`` and
+``check_inputs=False`` (shape checks only: no host synchronisation).
+Usage: python -m benchmarks.bench_rasterizer [--out results.jsonl] [--reps 30] [--skip-gsplat]
 """
 
 from __future__ import annotations
 
 import argparse
 import json
-import statistics
 import sys
 import time
 
 import torch
 
+from streamsplat_ns.gaussians import DynamicGaussians
+from streamsplat_ns.rendering import (
+    canonical_camera,
+    canonical_to_world,
+    opacities_at,
+    positions_at,
+    rasterize,
+    render_dynamic,
+)
+
+from .common import gpu_median_ms as bench
+from .common import pixel_aligned, random_scene
+
 DEV = "cuda"
 
 
-def pixel_aligned(H, W, frames, seed):
-    """Canonical (x, y_hat, z) Gaussians, one per 2x2 cell per frame; returns means, quats, scales, opac, cols."""
-    g = torch.Generator(device=DEV).manual_seed(seed)
-    hh, ww = H // 2, W // 2
-    rows, cols = torch.meshgrid(torch.arange(hh, device=DEV), torch.arange(ww, device=DEV), indexing="ij")
-    out = []
-    for _ in range(frames):
-        n = hh * ww
-        px = (2 * cols.reshape(-1) + 1).float() + torch.rand(n, device=DEV, generator=g) - 0.5
-        py = (2 * rows.reshape(-1) + 1).float() + torch.rand(n, device=DEV, generator=g) - 0.5
-        x = (px - W / 2) / (W / 2)
-        z = -(py - H / 2) / (H / 2)
-        y_hat = torch.rand(n, device=DEV, generator=g) * 0.9 + 0.05
-        sig = torch.rand(n, device=DEV, generator=g) + 1.0  # 1-2 px
-        sx, sz = sig / (W / 2), sig / (H / 2)
-        scales = torch.stack([sx, 0.5 * (sx + sz), sz], -1)
-        quats = torch.tensor([1.0, 0.0, 0.0, 0.0], device=DEV) + 0.1 * torch.randn(n, 4, device=DEV, generator=g)
-        opac = torch.sigmoid(torch.randn(n, device=DEV, generator=g))
-        colours = torch.rand(n, 3, device=DEV, generator=g)
-        out.append((torch.stack([x, y_hat, z], -1), quats, scales, opac, colours))
-    return [torch.cat(t, 0) for t in zip(*out)]
-
-
-def random_1080p(N, seed, H=1080, W=1920):
-    g = torch.Generator(device=DEV).manual_seed(seed)
-    x = torch.rand(N, device=DEV, generator=g) * 2 - 1
-    z = torch.rand(N, device=DEV, generator=g) * 2 - 1
-    y_hat = torch.rand(N, device=DEV, generator=g) * 0.9 + 0.05
-    sig = torch.exp(torch.randn(N, device=DEV, generator=g) * 0.3) * 1.5
-    sx, sz = sig / (W / 2), sig / (H / 2)
-    scales = torch.stack([sx, 0.5 * (sx + sz), sz], -1)
-    quats = torch.tensor([1.0, 0.0, 0.0, 0.0], device=DEV) + 0.1 * torch.randn(N, 4, device=DEV, generator=g)
-    opac = torch.sigmoid(torch.randn(N, device=DEV, generator=g))
-    colours = torch.rand(N, 3, device=DEV, generator=g)
-    return torch.stack([x, y_hat, z], -1), quats, scales, opac, colours
-
-
 def to_world(means):
-    from streamsplat_ns.rendering.dynamic import canonical_to_world
-
     return canonical_to_world(means)[0].contiguous()
-
-
-def bench(fn, reps, warmup=5):
-    for _ in range(warmup):
-        fn()
-    torch.cuda.synchronize()
-    ts = []
-    for _ in range(reps):
-        s, e = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-        s.record()
-        fn()
-        e.record()
-        torch.cuda.synchronize()
-        ts.append(s.elapsed_time(e))
-    return statistics.median(ts), min(ts)
 
 
 def peak_mib(fn):
@@ -104,13 +64,9 @@ def main():
     ap.add_argument("--only", default="abc")
     ap.add_argument("--profile", default=None, help="write a per-kernel profile of (b) ours F+B to this file")
     args = ap.parse_args()
-    from streamsplat_ns.gaussians import DynamicGaussians
-    from streamsplat_ns.rendering import _cuda as cu
-    from streamsplat_ns.rendering import canonical_camera
-    from streamsplat_ns.rendering.dynamic import canonical_to_world, opacities_at, positions_at
-
     t = time.time()
-    cu.load_extension()
+    one = [x[:1] for x in pixel_aligned(2, 2, 1, seed=0, device=DEV)]
+    rasterize(*one, *canonical_camera(2, 2, device=DEV), 2, 2, backend="cuda")  # builds or loads the kernels
     print(f"our extension ready in {time.time() - t:.1f}s", flush=True)
     gs_raster, gs_version = None, None
     if not args.skip_gsplat:
@@ -144,8 +100,9 @@ def main():
         leaves = [t.clone().requires_grad_(True) for t in (world, quats, scales, opac, cols)]
 
         def ours_f():
-            return cu.rasterize_images(leaves[0][None], leaves[1][None], leaves[2][None], leaves[3][None],
-                                       leaves[4][None], vm[None], K[None], W, H, bg, clamp, near, far)
+            o = rasterize(*leaves, vm[None], K[None], W, H, bg, alpha_clamp=clamp, near_plane=near, far_plane=far,
+                          backend="cuda", check_inputs=False)
+            return o.rgb, o.depth, o.alpha
 
         def ours_fb():
             out = ours_f()
@@ -175,11 +132,11 @@ def main():
 
     H, W = 288, 512
     if "a" in args.only:
-        single_image("(a) 288x512, 73,728 G, 1 image", H, W, *pixel_aligned(H, W, 2, seed=0))
+        single_image("(a) 288x512, 73,728 G, 1 image", H, W, *pixel_aligned(H, W, 2, seed=0, device=DEV))
 
     if "b" in args.only:
         B, T = 16, 6
-        per = [pixel_aligned(H, W, 2, seed=100 + b) for b in range(B)]
+        per = [pixel_aligned(H, W, 2, seed=100 + b, device=DEV) for b in range(B)]
         means, quats, scales, opac, cols = (torch.stack(x, 0) for x in zip(*per))
         N = means.shape[1]
         g = torch.Generator(device=DEV).manual_seed(5)
@@ -198,7 +155,11 @@ def main():
 
         def ours_f():
             m, mo, g0, g1, q, s, o, c = leaves
-            return cu.rasterize_dynamic(m, mo, t0, g0, g1, times, q, s, o, c, vms, Ks, W, H, bg, clamp, near, far)
+            dg = DynamicGaussians(means=m, quats=q, scales=s, opacities=o, colours=c, motion=mo, t0=t0, gamma0=g0,
+                                  gamma1=g1)
+            out = render_dynamic(dg, times, H, W, bg.view(B, T, 3), alpha_clamp=clamp, near_plane=near,
+                                 far_plane=far, backend="cuda", check_inputs=False).reshape(I)
+            return out.rgb, out.depth, out.alpha
 
         def ours_fb():
             torch.autograd.grad(loss_of(*ours_f(), w), leaves)
@@ -231,17 +192,16 @@ def main():
 
             return world.reshape(I, N, 3), per_image(q), per_image(s), op.reshape(I, N), per_image(c)
 
-        def loop_fb():
-            wm, q, s, o, c = torch_motion()
-            outs = [cu.rasterize_images(wm[i:i + 1], q[i:i + 1], s[i:i + 1], o[i:i + 1], c[i:i + 1], vms[i:i + 1],
-                                        Ks[i:i + 1], W, H, bg[i:i + 1], clamp, near, far) for i in range(I)]
-            rgb, depth, alpha = (torch.cat(x, 0) for x in zip(*outs))
-            torch.autograd.grad(loss_of(rgb, depth, alpha, w), leaves)
-
         def loop_f():
             wm, q, s, o, c = torch_motion()
-            return [cu.rasterize_images(wm[i:i + 1], q[i:i + 1], s[i:i + 1], o[i:i + 1], c[i:i + 1], vms[i:i + 1],
-                                        Ks[i:i + 1], W, H, bg[i:i + 1], clamp, near, far) for i in range(I)]
+            return [rasterize(wm[i:i + 1], q[i:i + 1], s[i:i + 1], o[i:i + 1], c[i:i + 1], vms[i:i + 1],
+                              Ks[i:i + 1], W, H, bg[i:i + 1], alpha_clamp=clamp, near_plane=near, far_plane=far,
+                              backend="cuda", check_inputs=False) for i in range(I)]
+
+        def loop_fb():
+            outs = loop_f()
+            rgb, depth, alpha = (torch.cat([getattr(o, k) for o in outs], 0) for k in ("rgb", "depth", "alpha"))
+            torch.autograd.grad(loss_of(rgb, depth, alpha, w), leaves)
 
         with torch.no_grad():
             lf = bench(loop_f, max(20, R // 2), warmup=2)
@@ -270,7 +230,7 @@ def main():
 
     if "c" in args.only:
         torch.cuda.empty_cache()
-        single_image("(c) 1080x1920, 1M G, 1 image", 1080, 1920, *random_1080p(1_000_000, seed=3))
+        single_image("(c) 1080x1920, 1M G, 1 image", 1080, 1920, *random_scene(1_000_000, seed=3, device=DEV))
 
     if args.out:
         with open(args.out, "a") as f:

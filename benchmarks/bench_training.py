@@ -7,7 +7,7 @@ the transformers/upsamplers/heads), rendering (forward + backward of the batched
 rest; the data loader is timed separately on the embedded sample with N workers and compared with the
 step rate.
 
-    PYTHONPATH=$PWD python3 benchmarks/bench_training.py [--stages 1 2] [--steps 10] [--workers 8]
+    python -m benchmarks.bench_training [--stages 1 2] [--steps 10] [--workers 8]
 """
 
 from __future__ import annotations
@@ -19,6 +19,8 @@ import time
 from pathlib import Path
 
 import torch
+
+from .common import gpu_median_ms
 
 
 def _lpips_files(tmp: Path):
@@ -58,20 +60,9 @@ def _batch(B: int, V: int, H: int, W: int):
     return {"rgb": rgb, "disparity": disp, "mask": mask, "times": times}
 
 
-def _timed(fn, steps: int):
-    for _ in range(2):
-        fn()
-    torch.cuda.synchronize()
-    s, e = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-    times = []
-    for _ in range(steps):
-        s.record()
-        fn()
-        e.record()
-        torch.cuda.synchronize()
-        times.append(s.elapsed_time(e))
-    times.sort()
-    return times[len(times) // 2]
+def _timed(fn, steps: int) -> float:
+    """Median GPU ms of one call after two untimed ones."""
+    return gpu_median_ms(fn, steps, warmup=2)[0]
 
 
 def bench_stage(stage: int, steps: int, B: int, grad_ckpt: bool, compile_blocks: bool = False) -> dict:
@@ -81,8 +72,8 @@ def bench_stage(stage: int, steps: int, B: int, grad_ckpt: bool, compile_blocks:
     model, opt, cfg = _model(stage, tmp, grad_ckpt, compile_blocks)
     H, W = model.image_size
     V = 6 if stage == 2 else 1
-    batch = _batch(B, V, H, W)
-    model._step = 10**9  # LPIPS on, as late in training
+    batch = _batch(B, V, H, W)  # LPIPS is on from step 0 (lpips_start_step = 0), as late in training
+    autocast = torch.autocast("cuda", dtype=torch.bfloat16, enabled=model.config.bf16)
 
     def step():
         opt.zero_grad(set_to_none=True)
@@ -99,7 +90,7 @@ def bench_stage(stage: int, steps: int, B: int, grad_ckpt: bool, compile_blocks:
     # network only: forward + backward of the Gaussians with a random linear loss
     def net_only():
         opt.zero_grad(set_to_none=True)
-        with model._autocast():
+        with autocast:
             if stage == 1:
                 g = model.net.predict_static(batch["rgb"][:, 0], batch["disparity"][:, 0])
             else:
@@ -111,7 +102,7 @@ def bench_stage(stage: int, steps: int, B: int, grad_ckpt: bool, compile_blocks:
         loss.backward()
 
     t_net = _timed(net_only, steps)
-    with torch.no_grad(), model._autocast():
+    with torch.no_grad(), autocast:
         if stage == 1:
             g = model.net.predict_static(batch["rgb"][:, 0], batch["disparity"][:, 0])
         else:

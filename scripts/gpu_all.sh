@@ -18,7 +18,7 @@
 #   SKIP_STREAM     benchmarks/bench_streaming.py, STREAM_FRAMES (10000), STREAM_ARGS STREAM_TIMEOUT  (260)
 #   SKIP_TRAIN_BENCH benchmarks/bench_training.py, TRAIN_ARGS                         TRAIN_TIMEOUT   (240)
 #   SKIP_NS_TRAIN   ns-train streamsplat-encoder on 1 GPU                             NS_TRAIN_TIMEOUT (200)
-#   SHORT_RUN=<minutes>  benchmarks/short_training_run.py (off unless set), SHORT_RUN_ARGS  SHORT_RUN_TIMEOUT (480)
+#   SHORT_RUN=<minutes>  experiments/short_training_run.py (off unless set), SHORT_RUN_ARGS  SHORT_RUN_TIMEOUT (480)
 # Logs and JSON results go to $OUT (default /tmp/gpu_all).
 set -uo pipefail
 cd "$(dirname "$0")/.."
@@ -71,22 +71,22 @@ stage "GPU tests" "${SKIP_TESTS:-0}" "${TESTS_TIMEOUT:-150}" python3 -m pytest -
 grep "^DA-V2" "$OUT/pytest.log" 2>/dev/null; tail -4 "$OUT/pytest.log" 2>/dev/null
 # issue 11: streamsplat-reconstruct end to end with default flags, DA-V2 ViT-S and ViT-L
 RECON_TIMEOUT=${RECON_TIMEOUT:-240}
-stage "bench_reconstruct" "${SKIP_RECON:-0}" "$RECON_TIMEOUT" python3 benchmarks/bench_reconstruct.py --work /tmp/bench_recon \
+stage "bench_reconstruct" "${SKIP_RECON:-0}" "$RECON_TIMEOUT" python3 -m benchmarks.bench_reconstruct --work /tmp/bench_recon \
     --budget-s $(( RECON_TIMEOUT - 60 )) --json "$OUT/reconstruct.json" ${RECON_ARGS:-} > "$OUT/reconstruct.log" 2>&1
 grep -v "^W1\|Warn\|warn" "$OUT/reconstruct.log" 2>/dev/null | grep -B2 -A30 "^| encoder" | tail -30
 # issue 12: live latency (frame arrival -> viewer update) on a 30 frames/s source
 if [ -f benchmarks/bench_live.py ]; then
-  stage "bench_live" "${SKIP_LIVE:-0}" "${LIVE_TIMEOUT:-100}" python3 benchmarks/bench_live.py --json "$OUT/live.json" ${LIVE_ARGS:-} \
+  stage "bench_live" "${SKIP_LIVE:-0}" "${LIVE_TIMEOUT:-100}" python3 -m benchmarks.bench_live --json "$OUT/live.json" ${LIVE_ARGS:-} \
       > "$OUT/live.log" 2>&1
   grep "^|" "$OUT/live.log" 2>/dev/null | tail -20
 else
   echo "| bench_live | skipped (benchmarks/bench_live.py not present) | 0 |" >> "$SUMMARY"
 fi
-stage "bench_kernels" "${SKIP_KERNELS:-0}" "${KERNELS_TIMEOUT:-150}" python3 benchmarks/bench_kernels.py > "$OUT/kernels.log" 2>&1
+stage "bench_kernels" "${SKIP_KERNELS:-0}" "${KERNELS_TIMEOUT:-150}" python3 -m benchmarks.bench_kernels > "$OUT/kernels.log" 2>&1
 grep "^|" "$OUT/kernels.log" 2>/dev/null | tail -45
-stage "bench_streaming" "${SKIP_STREAM:-0}" "${STREAM_TIMEOUT:-260}" python3 benchmarks/bench_streaming.py --frames ${STREAM_FRAMES:-10000} \
+stage "bench_streaming" "${SKIP_STREAM:-0}" "${STREAM_TIMEOUT:-260}" python3 -m benchmarks.bench_streaming --frames ${STREAM_FRAMES:-10000} \
     --no-render ${STREAM_ARGS:-} > "$OUT/streaming.log" 2>&1
-stage "bench_training" "${SKIP_TRAIN_BENCH:-0}" "${TRAIN_TIMEOUT:-240}" python3 benchmarks/bench_training.py --steps 8 --workers 12 \
+stage "bench_training" "${SKIP_TRAIN_BENCH:-0}" "${TRAIN_TIMEOUT:-240}" python3 -m benchmarks.bench_training --steps 8 --workers 12 \
     ${TRAIN_ARGS:-} --json "$OUT/training.json" > "$OUT/training.log" 2>&1
 # issue 6, the part one GPU allows: the paper-config method trains through ns-train on one GPU
 stage "ns-train 1 GPU" "${SKIP_NS_TRAIN:-0}" "${NS_TRAIN_TIMEOUT:-200}" python3 -m nerfstudio.scripts.train streamsplat-encoder \
@@ -96,7 +96,7 @@ stage "ns-train 1 GPU" "${SKIP_NS_TRAIN:-0}" "${NS_TRAIN_TIMEOUT:-200}" python3 
 grep -o "[0-9]* ([0-9.]*%) *[0-9.]* ms\|Train Rays / Sec.*" "$OUT/ns_train_1gpu.log" 2>/dev/null | tail -3
 if [ -n "${SHORT_RUN:-}" ]; then
   # results accumulate in /tmp/short (kept while the machine stays warm), one stage per command if needed
-  stage "short training run" 0 "${SHORT_RUN_TIMEOUT:-480}" python3 benchmarks/short_training_run.py --out /tmp/short \
+  stage "short training run" 0 "${SHORT_RUN_TIMEOUT:-480}" python3 experiments/short_training_run.py --out /tmp/short \
       --minutes $SHORT_RUN ${SHORT_RUN_ARGS:-} --json /tmp/short/results.json > "$OUT/short_run.log" 2>&1
   cp /tmp/short/results.json "$OUT/short_run.json" 2>/dev/null
   grep -A4 "^| stage" "$OUT/short_run.log"; grep -v "Warn\|warn" "$OUT/short_run.log" | tail -5

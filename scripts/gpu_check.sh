@@ -58,7 +58,7 @@ BENCH_RC=skipped
 if [ "${SKIP_BENCH:-0}" != 1 ]; then
     SKIP=""
     [ "$GS_OK" = 1 ] || SKIP="--skip-gsplat"
-    timeout 300 python3 benchmarks/bench_rasterizer.py --out "$OUT/bench.jsonl" --profile "$OUT/profile_b.txt" $SKIP ${BENCH_ARGS:-} 2>&1 \
+    timeout 300 python3 -m benchmarks.bench_rasterizer --out "$OUT/bench.jsonl" --profile "$OUT/profile_b.txt" $SKIP ${BENCH_ARGS:-} 2>&1 \
         | tee "$OUT/bench.log"
     BENCH_RC=${PIPESTATUS[0]}
 fi

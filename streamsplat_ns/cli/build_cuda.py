@@ -2,8 +2,8 @@
 
 Without it the kernels are compiled on first use (about a minute); with it, the first render starts at
 once. The sources ship inside the package (``streamsplat_ns/rendering/csrc/``); builds go to
-``$STREAMSPLAT_CACHE_DIR/cuda`` (default ``~/.cache/streamsplat/cuda``), keyed by sources, torch and GPU
-architecture::
+``$STREAMSPLAT_CUDA_CACHE_DIR``, else ``$STREAMSPLAT_CACHE_DIR/cuda`` (default ``~/.cache/streamsplat/cuda``),
+keyed by sources, torch and GPU architecture::
 
     streamsplat-build-cuda                 # for the GPU of this machine
     streamsplat-build-cuda --arch 9.0      # for an H100/H200 from a machine without one (nvcc needed)

@@ -4,7 +4,8 @@
 >>> model = prepare(model, InferenceOptions.fastest())     # bf16 + fused kernels; no-op for eager()
 """
 
+from .choices import cpu_time_ms, gpu_time_ms
 from .options import InferenceOptions, default_cache_dir
 from .prepare import prepare
 
-__all__ = ["InferenceOptions", "prepare", "default_cache_dir"]
+__all__ = ["InferenceOptions", "prepare", "default_cache_dir", "gpu_time_ms", "cpu_time_ms"]

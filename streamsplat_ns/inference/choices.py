@@ -35,9 +35,12 @@ FORMAT = 1
 Timer = Callable[[Callable[[], Any]], float]  # fn -> milliseconds per call
 
 
-def gpu_time_ms(fn: Callable[[], Any], iters: int = 10) -> float:
-    """Mean GPU milliseconds of ``fn`` between CUDA events (one untimed call first; syncs the device)."""
-    fn()
+def gpu_time_ms(fn: Callable[[], Any], iters: int = 10, warmup: int = 1) -> float:
+    """Mean GPU milliseconds of ``fn`` between CUDA events (``warmup`` untimed calls first; syncs the device).
+
+    The one GPU timer of the project: kernel choices and every benchmark (``benchmarks/common.py``) use it."""
+    for _ in range(warmup):
+        fn()
     torch.cuda.synchronize()
     a, b = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
     a.record()

@@ -2,11 +2,12 @@
 
 The kernels ship inside the package, in ``streamsplat_ns/rendering/csrc/`` (projection, forward, backward,
 bindings; semantics: docs/rasterizer.md), so an editable and a plain ``pip install .`` find them alike.
-They are compiled for the GPU at hand into the user cache (``$STREAMSPLAT_CACHE_DIR/cuda``, default
-``~/.cache/streamsplat/cuda``), either ahead of time with ``streamsplat-build-cuda`` or just in time on
-first use; a build is keyed by the sources, torch's version and the GPU architecture, so a stale one is
-never loaded. Importing this module never builds anything and works without nvcc or a GPU, so CPU-only
-installs and CI stay cheap; :func:`unavailable_reason` says why the backend cannot run.
+They are compiled for the GPU at hand into the user cache (``$STREAMSPLAT_CUDA_CACHE_DIR``, else
+``$STREAMSPLAT_CACHE_DIR/cuda``, default ``~/.cache/streamsplat/cuda``), either ahead of time with
+``streamsplat-build-cuda`` or just in time on first use; a build is keyed by the sources, torch's version
+and the GPU architecture, so a stale one is never loaded. Importing this module never builds anything and
+works without nvcc or a GPU, so CPU-only installs and CI stay cheap; :func:`unavailable_reason` says why the
+backend cannot run.
 """
 
 from __future__ import annotations
@@ -44,8 +45,16 @@ def missing_sources() -> List[str]:
     return [f for f in SOURCES + HEADERS if not (cuda_source_dir() / f).is_file()]
 
 
+CUDA_CACHE_ENV = "STREAMSPLAT_CUDA_CACHE_DIR"
+
+
 def cache_dir() -> Path:
-    """Where built kernels live: ``$STREAMSPLAT_CACHE_DIR/cuda`` (default ``~/.cache/streamsplat/cuda``)."""
+    """Where built kernels live: ``$STREAMSPLAT_CUDA_CACHE_DIR``, else ``$STREAMSPLAT_CACHE_DIR/cuda`` (default
+    ``~/.cache/streamsplat/cuda``). A variable of its own, so a run can start with empty kernel-choice and
+    Triton caches (a "fresh machine") and still load the extension that was built already."""
+    own = os.environ.get(CUDA_CACHE_ENV)
+    if own:
+        return Path(own).expanduser()
     root = os.environ.get("STREAMSPLAT_CACHE_DIR") or os.path.join(os.path.expanduser("~"), ".cache", "streamsplat")
     return Path(root) / "cuda"
 

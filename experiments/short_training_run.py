@@ -7,7 +7,7 @@ stops after a wall-clock budget (so one device command fits its limit); a rerun 
 paper's token and Gaussian grids at half resolution, 6 x 256 transformers) because minutes of training
 cannot fit the paper-size model.
 
-    PYTHONPATH=$PWD python3 benchmarks/short_training_run.py --out /tmp/run --minutes 3.5 3.5
+    python3 experiments/short_training_run.py --out /tmp/run --minutes 3.5 3.5
     # or one stage per command (as in docs/benchmarks.md):
     #   --stages encoder --minutes 7 0 --max-steps 4500 3000  then  --stages decoder --minutes 0 7.3 --max-steps 4500 2600
 """
