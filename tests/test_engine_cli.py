@@ -148,3 +148,22 @@ def test_cli_disk_full_names_the_file_and_keeps_finished_outputs(tmp_path, ckpt)
     assert count_frames(out / "reconstruction.mp4") >= 1
     m = json.loads((out / "reconstruction.json").read_text())
     assert m["status"] == "stopped" and "no space left" in m["error"]
+
+
+def test_reconstruct_and_live_parse_the_shared_model_arguments_alike():
+    """One ModelArgs (cli/common.py) for both commands: the positional input stays first and the model/depth
+    flags parse to the same values."""
+    import tyro
+
+    from streamsplat_ns.cli.common import ModelArgs
+    from streamsplat_ns.cli.live import LiveArgs
+    from streamsplat_ns.cli.reconstruct import ReconstructArgs
+
+    flags = ["--checkpoint", "m.safetensors", "--depth", "compute", "--depth-short-side", "266",
+             "--depth-checkpoint", "da.pth"]
+    r = tyro.cli(ReconstructArgs, args=["clip.mp4", *flags])
+    live = tyro.cli(LiveArgs, args=["/dev/video0", *flags])
+    assert (r.input, live.source) == ("clip.mp4", "/dev/video0")
+    for name in ModelArgs.__dataclass_fields__:
+        assert getattr(r, name) == getattr(live, name), name
+    assert (r.checkpoint, r.depth, r.depth_short_side) == (Path("m.safetensors"), "compute", 266)

@@ -24,26 +24,15 @@ from typing import Literal, Optional
 import torch
 import tyro
 
+from .common import ModelArgs, hand_over, viewer_logging, wait_until_stopped
+
 log = logging.getLogger(__name__)
 
 
 @dataclass
-class LiveArgs:
+class LiveArgs(ModelArgs):
     source: tyro.conf.Positional[str]
     """video file, folder of frames, camera device (/dev/video0) or stream URL (rtsp://, http://, ...)"""
-    checkpoint: Path
-    """our .safetensors, or the authors' stage-2 / inference checkpoint"""
-    dino_weights: Optional[Path] = None
-    """local dinov2_vitb14_reg4_pretrain.pth (default: $STREAMSPLAT_DINO_WEIGHTS)"""
-    depth: Literal["auto", "file", "compute"] = "auto"
-    """'file': precomputed maps; 'compute': Depth Anything V2 on the fly; 'auto': files if present, else compute"""
-    depth_dir: Optional[Path] = None
-    """folder of <stem>_pred.png maps (default: <parent>/<name>_depth)"""
-    depth_checkpoint: Optional[Path] = None
-    """depth_anything_v2_<enc>.pth (default: $STREAMSPLAT_DA2_CKPT); ViT-S keeps up with 30 frames/s"""
-    depth_preprocess: Literal["streamsplat", "official"] = "streamsplat"
-    depth_short_side: int = 518
-    """Depth Anything V2 input short side, a multiple of 14 (518 as trained; lower is faster, e.g. 266 on CPU)"""
     window: int = 30
     """key-frame intervals the time slider spans (the newest ones; memory is bounded by it)"""
     frame_step: int = 1
@@ -94,15 +83,13 @@ def build_engine(args: LiveArgs, model, source, *, sync_timings: bool = False):
     """Disparity + engine for live use: no depth look-ahead (it would make frame N wait for frame N + 1 to
     arrive) and one prefetched frame (a lagging engine then drops old frames at the source instead of
     working through a backlog). ``sync_timings``: true depth/model-done stamps (benchmarks)."""
-    from streamsplat_ns.engine import DisparitySource, ReconstructionEngine
+    from streamsplat_ns.engine import ReconstructionEngine
     from streamsplat_ns.inference import InferenceOptions
 
     dev = torch.device(args.device)
     first = getattr(source, "first_stem", None)  # a camera or stream has no files: depth is computed
     options = InferenceOptions.eager() if args.eager else InferenceOptions.default_for(dev)
-    disparity = DisparitySource.resolve(args.source, first, args.depth, args.depth_dir, args.depth_checkpoint,
-                                        device=dev, preprocess=args.depth_preprocess,
-                                        short_side=args.depth_short_side)
+    disparity = args.disparity_source(args.source, first, dev)
     return ReconstructionEngine(model, options=options, disparity=disparity, device=dev, background=args.background,
                                 lookahead=0, prefetch_depth=1, sync_timings=sync_timings)
 
@@ -149,10 +136,7 @@ def main(args: LiveArgs, *, model=None, ready: Optional[threading.Event] = None,
         source.close()
         raise
     print(f"streamsplat-live: viewer at {session.viewer.url}", flush=True)
-    if session_out is not None:
-        session_out.append(session)
-    if ready is not None:
-        ready.set()
+    hand_over(session, session_out, ready)
     try:
         if args.wait_for_viewer:
             print("streamsplat-live: waiting for a browser to connect", flush=True)
@@ -162,18 +146,14 @@ def main(args: LiveArgs, *, model=None, ready: Optional[threading.Event] = None,
         print(f"streamsplat-live: {res.message}", file=sys.stderr if not res.ok else sys.stdout, flush=True)
         if not args.exit_when_done and "stopped by the user" not in res.message:
             print("streamsplat-live: the viewer stays open on the last window; Ctrl-C to quit", flush=True)
-            try:
-                session.stop_event.wait()
-            except KeyboardInterrupt:
-                pass
+            wait_until_stopped(session.stop_event)
     finally:
         session.close()
     return res
 
 
 def entrypoint() -> None:
-    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
-    logging.getLogger("websockets").setLevel(logging.WARNING)
+    viewer_logging()
     from streamsplat_ns.data.errors import DataError
 
     try:

@@ -34,28 +34,16 @@ import torch
 import tyro
 
 from ..data.errors import DataError
+from .common import ModelArgs
 
 log = logging.getLogger(__name__)
 
 
 @dataclass
-class ReconstructArgs:
+class ReconstructArgs(ModelArgs):
     input: tyro.conf.Positional[str]
     """video file (mp4/mov/avi/webm/...), folder of frames (.jpg/.png), camera (/dev/video0) or stream URL"""
-    checkpoint: Path
-    """our .safetensors, or the authors' stage-2 / inference checkpoint"""
     output: Path = Path("outputs/reconstruct")
-    dino_weights: Optional[Path] = None
-    """local dinov2_vitb14_reg4_pretrain.pth (default: $STREAMSPLAT_DINO_WEIGHTS)"""
-    depth: Literal["auto", "file", "compute"] = "auto"
-    """'file': read disparity maps; 'compute': Depth Anything V2 now; 'auto': files if present, else compute"""
-    depth_dir: Optional[Path] = None
-    """folder of <stem>_pred.png maps (default: <parent>/<name>_depth)"""
-    depth_checkpoint: Optional[Path] = None
-    """depth_anything_v2_<enc>.pth for --depth compute (default: $STREAMSPLAT_DA2_CKPT)"""
-    depth_preprocess: Literal["streamsplat", "official"] = "streamsplat"
-    depth_short_side: int = 518
-    """Depth Anything V2 input short side, a multiple of 14 (518 as trained; lower is faster, e.g. 266 on CPU)"""
     frame_step: int = 1
     """key frames every k-th frame, plus the last (the authors' inference uses a gap of 3)"""
     max_frames: Optional[int] = None
@@ -110,7 +98,7 @@ def main(args: ReconstructArgs) -> Dict:
     :class:`ReconstructionStopped` (after finalising the outputs) when the input turned out damaged."""
     from ..api import load_checkpoint
     from ..atomic import clean_stale_temps
-    from ..engine import DisparitySource, HostFrames, ReconstructionEngine, open_frames
+    from ..engine import HostFrames, ReconstructionEngine, open_frames
     from ..engine.outputs import close_all, write_manifest
     from ..export import export_ply, ply_name
     from ..inference import InferenceOptions
@@ -139,9 +127,7 @@ def main(args: ReconstructArgs) -> Dict:
     try:
         model = load_checkpoint(args.checkpoint, device=dev, dino_weights=args.dino_weights)
         model._require_decoder()
-        disparity = DisparitySource.resolve(args.input, source.first_stem, args.depth, args.depth_dir,
-                                            args.depth_checkpoint, device=dev, preprocess=args.depth_preprocess,
-                                            short_side=args.depth_short_side)
+        disparity = args.disparity_source(args.input, source.first_stem, dev)
         engine = ReconstructionEngine(model, options=options, disparity=disparity, device=dev,
                                       background=args.background, overlap_depth=not args.eager)
     except BaseException:

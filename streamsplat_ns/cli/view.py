@@ -20,12 +20,15 @@ import json
 import logging
 import math
 import sys
+import threading
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Optional
 
 import torch
 import tyro
+
+from .common import hand_over, viewer_logging, wait_until_stopped
 
 log = logging.getLogger(__name__)
 
@@ -112,24 +115,16 @@ def main(args: ViewArgs, *, ready=None, viewer_out: Optional[list] = None, stop=
                         follow_live=False, source_label=opened.label)
     viewer.set_time(lo)
     print(f"streamsplat-view: {opened.label}\nstreamsplat-view: viewer at {viewer.url} (Ctrl-C to quit)", flush=True)
-    if viewer_out is not None:
-        viewer_out.append(viewer)
-    if ready is not None:
-        ready.set()
+    hand_over(viewer, viewer_out, ready)
     try:
-        import threading
-
-        (stop or threading.Event()).wait()
-    except KeyboardInterrupt:
-        pass
+        wait_until_stopped(stop or threading.Event())
     finally:
         viewer.close()
     return opened
 
 
 def entrypoint() -> None:
-    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
-    logging.getLogger("websockets").setLevel(logging.WARNING)
+    viewer_logging()
     try:
         main(tyro.cli(ViewArgs))
     except (FileNotFoundError, ValueError) as e:

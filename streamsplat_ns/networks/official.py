@@ -63,6 +63,24 @@ def _ups(rest: str) -> Optional[str]:
     return f"layernorm2.{m[1]}" if m else None
 
 
+_UNHANDLED = object()
+
+
+def _transformer_key(r: str, simple: Dict[str, str], block_rules, blocks: str, upsampler: str):
+    """The mapping both transformers share: plain renames, ``blocks.<i>.*`` and ``upsampler.*``
+    (``_UNHANDLED`` when ``r`` is none of these; None when it is but has no official counterpart)."""
+    if r in simple:
+        return simple[r]
+    m = re.fullmatch(r"blocks\.(\d+)\.(.*)", r)
+    if m:
+        b = _sub(block_rules, m[2])
+        return None if b is None else f"{blocks}transformer.resblocks.{m[1]}.{b}"
+    if r.startswith("upsampler."):
+        u = _ups(r[len("upsampler."):])
+        return None if u is None else upsampler + u
+    return _UNHANDLED
+
+
 def official_key(key: str, layout: str) -> Optional[str]:
     """The official name of one of our state-dict keys (None: the key has no official counterpart)."""
     if layout not in LAYOUTS:
@@ -74,15 +92,9 @@ def official_key(key: str, layout: str) -> Optional[str]:
         simple = {"patch_embed.weight": te + "conv.weight", "pos_enc.pe": te + "positional_encoding.pe",
                   "norm_in.weight": te + "layernorm1.weight", "norm_out.weight": te + "layernorm2.weight",
                   "heads.x_map": e + "predictor.x_map", "heads.z_map": e + "predictor.z_map"}
-        if r in simple:
-            return simple[r]
-        m = re.fullmatch(r"blocks\.(\d+)\.(.*)", r)
-        if m:
-            b = _sub(_BLOCK, m[2])
-            return None if b is None else f"{te}transformer.resblocks.{m[1]}.{b}"
-        if r.startswith("upsampler."):
-            u = _ups(r[len("upsampler."):])
-            return None if u is None else e + "gaussian_upsampler." + u
+        k = _transformer_key(r, simple, _BLOCK, te, e + "gaussian_upsampler.")
+        if k is not _UNHANDLED:
+            return k
         m = re.fullmatch(r"heads\.(rgb|opacity|scale)\.(weight|bias)", r)
         if m:
             return f"{e}predictor.gs_layer.{m[1]}.{m[2]}"
@@ -102,15 +114,9 @@ def official_key(key: str, layout: str) -> Optional[str]:
                   "cond_norm.weight": d + "condition_ln.weight", "static_proj.weight": "model.encoder_proj.weight",
                   "heads.velocity_scale": g + "dynamic_scalar",
                   "heads.velocity_log_std.weight": g + "gs_layer.xyz_dynamic_scale.weight"}
-        if r in simple:
-            return simple[r]
-        m = re.fullmatch(r"blocks\.(\d+)\.(.*)", r)
-        if m:
-            b = _sub(_DBLOCK, m[2])
-            return None if b is None else f"{d}transformer.resblocks.{m[1]}.{b}"
-        if r.startswith("upsampler."):
-            u = _ups(r[len("upsampler."):])
-            return None if u is None else "model.gaussian_upsampler." + u
+        k = _transformer_key(r, simple, _DBLOCK, d, "model.gaussian_upsampler.")
+        if k is not _UNHANDLED:
+            return k
         m = re.fullmatch(r"heads\.(velocity|lifecycle)\.(\d+)\.(weight|bias)", r)
         if m:
             name = "xyz_dynamic" if m[1] == "velocity" else "opacity_dynamic"
