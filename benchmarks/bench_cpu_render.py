@@ -1,8 +1,7 @@
 """CPU torch-backend render time at the paper's size (a benchmark, not a test).
 
-288x512, 73,728 pixel-aligned Gaussians (``benchmarks.common.pixel_aligned``, the GPU rasterizer benchmark's
-scene: 2 frames x one per 2x2 cell, 1-2 px footprints, canonical depths), forward only and forward+backward,
-median of --reps runs.
+288x512, 73,728 pixel-aligned Gaussians (``benchmarks.common.small_world_scene``: 2 frames x one per 2x2 cell,
+small footprints, depths in StreamSplat's 0.1-5 range), forward only and forward+backward, median of --reps runs.
 
     python -m benchmarks.bench_cpu_render [--threads 2] [--reps 3]
 """
@@ -13,9 +12,9 @@ import time
 
 import torch
 
-from streamsplat_ns.rendering import canonical_camera, canonical_to_world, rasterize
+from streamsplat_ns.rendering import canonical_camera, rasterize
 
-from .common import pixel_aligned
+from .common import small_world_scene
 
 
 def main() -> None:
@@ -25,8 +24,7 @@ def main() -> None:
     a = ap.parse_args()
     torch.set_num_threads(a.threads)
     vm, K = canonical_camera(288, 512)
-    means, *rest = pixel_aligned(288, 512, 2, seed=0, device="cpu")
-    tensors = [canonical_to_world(means)[0].contiguous(), *rest]
+    tensors = small_world_scene()
     fwd, fb = [], []
     for _ in range(a.reps):
         t = time.perf_counter()

@@ -20,7 +20,7 @@ from streamsplat_ns.inference import gpu_time_ms
 REPO = Path(__file__).resolve().parents[1]
 DEFAULT_CLIP = REPO / ".whl" / "clips" / "bikes.mp4"
 
-__all__ = ["REPO", "DEFAULT_CLIP", "gpu_time_ms", "gpu_median_ms", "pixel_aligned", "random_scene", "build_video",
+__all__ = ["REPO", "DEFAULT_CLIP", "gpu_time_ms", "gpu_median_ms", "pixel_aligned", "random_scene", "small_world_scene", "build_video",
            "loop_video", "build_weights"]
 
 
@@ -62,6 +62,26 @@ def random_scene(N: int, seed: int, H: int = 1080, W: int = 1920, device: Any = 
     y_hat = torch.rand(N, device=device, generator=g) * 0.9 + 0.05
     sig = torch.exp(torch.randn(N, device=device, generator=g) * 0.3) * 1.5
     return [torch.stack([x, y_hat, z], -1), *_shape_and_looks(sig, H, W, N, g, device)]
+
+
+def small_world_scene(seed: int = 0) -> List[torch.Tensor]:
+    """The CPU render benchmark's 288x512 scene, in world coordinates: 2 x 144 x 256 pixel-aligned Gaussians
+    with depths 0.1-5, ~1 px footprints, opacities 0.05-1. Returns [means, quats, scales, opacities, colours]."""
+    g = torch.Generator().manual_seed(seed)
+    gy, gx = torch.meshgrid(torch.arange(144), torch.arange(256), indexing="ij")
+    x, z = -1 + (2 * gx.flatten() + 1) / 256, 1 - (2 * gy.flatten() + 1) / 144
+    frames = []
+    for _ in range(2):
+        n = x.numel()
+        frames.append(torch.stack([x + (torch.rand(n, generator=g) - 0.5) / 256,
+                                   1 / (0.2 + 9.8 * torch.rand(n, generator=g)),
+                                   z + (torch.rand(n, generator=g) - 0.5) / 144], -1))
+    means = torch.cat(frames)
+    n = means.shape[0]
+    quats = torch.zeros(n, 4)
+    quats[:, 0] = 1
+    scales = 0.1 * torch.nn.functional.softplus(torch.randn(n, 3, generator=g) - 3)
+    return [means, quats, scales, 0.05 + 0.95 * torch.rand(n, generator=g), torch.rand(n, 3, generator=g)]
 
 
 def _shape_and_looks(sig: torch.Tensor, H: int, W: int, n: int, g: torch.Generator, device: Any):
