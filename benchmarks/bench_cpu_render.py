@@ -36,8 +36,10 @@ def main() -> None:
         out = rasterize(*ps, vm, K, 512, 288, backend="torch")
         (out.rgb.sum() + out.depth.sum()).backward()
         fb.append(time.perf_counter() - t)
-    print(f"| 288x512, 73,728 G, torch backend, {a.threads} threads | forward {statistics.median(fwd):.2f} s | "
-          f"forward+backward {statistics.median(fb):.2f} s |")
+    print(
+        f"| 288x512, 73,728 G, torch backend, {a.threads} threads | forward {statistics.median(fwd):.2f} s | "
+        f"forward+backward {statistics.median(fb):.2f} s |"
+    )
 
 
 if __name__ == "__main__":

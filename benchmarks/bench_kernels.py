@@ -41,8 +41,11 @@ def attention_rows():
         "upsampler st1 (2 fr) 8x2304": (8, 6, 2304, 2304),
         "upsampler st2 (2 fr) 32x2304": (32, 3, 2304, 2304),
     }
-    backends = {"flash": SDPBackend.FLASH_ATTENTION, "cudnn": SDPBackend.CUDNN_ATTENTION,
-                "efficient": SDPBackend.EFFICIENT_ATTENTION}
+    backends = {
+        "flash": SDPBackend.FLASH_ATTENTION,
+        "cudnn": SDPBackend.CUDNN_ATTENTION,
+        "efficient": SDPBackend.EFFICIENT_ATTENTION,
+    }
     rows = []
     for name, (b, h, lq, lk) in shapes.items():
         q = torch.randn(b, h, lq, 64, device="cuda", dtype=torch.bfloat16)
@@ -83,8 +86,10 @@ def mlp_rows():
         ref = eager()
         _timed(rows, f"norm+MLP d{d} M{m} [eager cuBLAS]", eager, flops)
         for cfg in fused.NORM_MLP_CONFIGS:
+
             def run(c=cfg):
                 return fused.norm_mlp_triton(x, y, nw, 1e-5, mlp.fc1.weight, mlp.fc2.weight, shift, c)
+
             try:
                 err = (run() - ref).abs().max().item() / ref.abs().max().item()
             except Exception as e:
@@ -113,8 +118,11 @@ def heads_rows():
     with torch.no_grad():
         _timed(rows, "dynamic heads 73728 G [eager, TF32]", eager)
         for cfg in fused_heads.HEADS_CONFIGS:
-            _timed(rows, f"dynamic heads 73728 G [triton {cfg}]",
-                   lambda c=cfg: fused_heads.dynamic_heads_triton(heads, proj.weight, dyn, feats0, feats1, c))
+            _timed(
+                rows,
+                f"dynamic heads 73728 G [triton {cfg}]",
+                lambda c=cfg: fused_heads.dynamic_heads_triton(heads, proj.weight, dyn, feats0, feats1, c),
+            )
     return rows
 
 

@@ -51,24 +51,44 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-STAGES = [("arrival", "depth_done", "decode->depth done"), ("depth_done", "model_done", "model"),
-          ("model_done", "render_done", "hand-over + render"), ("render_done", "viewer_sent", "jpeg + send"),
-          ("arrival", "viewer_sent", "total")]
+STAGES = [
+    ("arrival", "depth_done", "decode->depth done"),
+    ("depth_done", "model_done", "model"),
+    ("model_done", "render_done", "hand-over + render"),
+    ("render_done", "viewer_sent", "jpeg + send"),
+    ("arrival", "viewer_sent", "total"),
+]
 
 
-def summarise(records: List[Dict[str, float]], intervals: int, dropped: int, emitted: int, wall: float,
-              skip: int) -> dict:
+def summarise(
+    records: List[Dict[str, float]], intervals: int, dropped: int, emitted: int, wall: float, skip: int
+) -> dict:
     recs = [r for r in records if r.get("k", 0) >= skip]
     total = [1e3 * (r["viewer_sent"] - r["arrival"]) for r in recs]
     stages = {}
     for a, b, name in STAGES:
         xs = [1e3 * (r[b] - r[a]) for r in recs if a in r and b in r and not math.isnan(r[b] - r[a])]
-        stages[name] = {"mean_ms": sum(xs) / len(xs) if xs else math.nan, "p50_ms": _pct(xs, 50),
-                        "max_ms": max(xs) if xs else math.nan}
-    return {"latency_ms": {"p50": _pct(total, 50), "p90": _pct(total, 90), "p99": _pct(total, 99),
-                           "max": max(total) if total else math.nan, "n": len(total)},
-            "stages": stages, "intervals": intervals, "viewer_updates": len(records), "dropped": dropped,
-            "source_frames": emitted, "wall_s": wall, "intervals_per_s": intervals / wall if wall > 0 else math.nan}
+        stages[name] = {
+            "mean_ms": sum(xs) / len(xs) if xs else math.nan,
+            "p50_ms": _pct(xs, 50),
+            "max_ms": max(xs) if xs else math.nan,
+        }
+    return {
+        "latency_ms": {
+            "p50": _pct(total, 50),
+            "p90": _pct(total, 90),
+            "p99": _pct(total, 99),
+            "max": max(total) if total else math.nan,
+            "n": len(total),
+        },
+        "stages": stages,
+        "intervals": intervals,
+        "viewer_updates": len(records),
+        "dropped": dropped,
+        "source_frames": emitted,
+        "wall_s": wall,
+        "intervals_per_s": intervals / wall if wall > 0 else math.nan,
+    }
 
 
 def run(a) -> dict:
@@ -90,9 +110,16 @@ def run(a) -> dict:
     if not video.is_file():
         info = build_video(Path(a.clip), video, 640, 480, max_frames=a.frames)
     model = load_checkpoint(weights["checkpoint"], device=dev, dino_weights=weights["dino"])
-    common = dict(checkpoint=Path(weights["checkpoint"]), depth="compute", depth_checkpoint=Path(weights[enc]),
-                  device=str(dev), fps=a.fps, window=a.window, exit_when_done=True,
-                  depth_short_side=56 if a.tiny else 518)
+    common = dict(
+        checkpoint=Path(weights["checkpoint"]),
+        depth="compute",
+        depth_checkpoint=Path(weights[enc]),
+        device=str(dev),
+        fps=a.fps,
+        window=a.window,
+        exit_when_done=True,
+        depth_short_side=56 if a.tiny else 518,
+    )
 
     # warm-up: kernel choices, CUDA graph capture, allocator, first-call costs (as fast as possible)
     t0 = time.perf_counter()
@@ -108,9 +135,16 @@ def run(a) -> dict:
     args = LiveArgs(source=str(video), **common)
     src = open_source(args)
     engine = build_engine(args, model, src, sync_timings=True)
-    session = LiveSession(model_size=engine.size, device=dev, window=a.window, fps=a.fps, headless_render=True,
-                          viewer=ViewerOptions(port=_free_port(), max_resolution=a.max_resolution),
-                          keep_stats=True, source_label=str(video))
+    session = LiveSession(
+        model_size=engine.size,
+        device=dev,
+        window=a.window,
+        fps=a.fps,
+        headless_render=True,
+        viewer=ViewerOptions(port=_free_port(), max_resolution=a.max_resolution),
+        keep_stats=True,
+        source_label=str(video),
+    )
     if dev.type == "cuda":
         torch.cuda.reset_peak_memory_stats()
     t1 = time.perf_counter()
@@ -124,15 +158,25 @@ def run(a) -> dict:
         session.close()
     recs = list(session.stats.records)
     out = {
-        "config": {"device": str(dev), "model": "tiny" if a.tiny else "paper", "depth": enc, "fps": a.fps,
-                   "frames": a.frames, "window": a.window, "source": info, "render_long_side":
-                   session.viewer.renderer.max_resolution, "options": engine.stats["options"],
-                   "gpu": torch.cuda.get_device_name(0) if dev.type == "cuda" else None},
-        "warmup_s": warm_s, "message": res.message, "ok": res.ok,
+        "config": {
+            "device": str(dev),
+            "model": "tiny" if a.tiny else "paper",
+            "depth": enc,
+            "fps": a.fps,
+            "frames": a.frames,
+            "window": a.window,
+            "source": info,
+            "render_long_side": session.viewer.renderer.max_resolution,
+            "options": engine.stats["options"],
+            "gpu": torch.cuda.get_device_name(0) if dev.type == "cuda" else None,
+        },
+        "warmup_s": warm_s,
+        "message": res.message,
+        "ok": res.ok,
         "all": summarise(recs, res.intervals, res.dropped, res.frames_used, wall, 0),
         "steady": summarise(recs, res.intervals, res.dropped, res.frames_used, wall, a.skip),
         "engine_stats": engine.stats,
-        "peak_gpu_mib": torch.cuda.max_memory_allocated() / 2 ** 20 if dev.type == "cuda" else None,
+        "peak_gpu_mib": torch.cuda.max_memory_allocated() / 2**20 if dev.type == "cuda" else None,
         "records": recs,
     }
     return out
@@ -141,17 +185,22 @@ def run(a) -> dict:
 def table(r: dict) -> str:
     s, c = r["all"], r["config"]
     lat = s["latency_ms"]
-    rows = ["| live (bench_live.py) | value |", "|---|---|",
-            f"| device / model / depth | {c['gpu'] or c['device']} / {c['model']} / DA-V2 {c['depth']} |",
-            f"| source | 640x480 real time at {c['fps']:g} frames/s, {s['source_frames']} frames |",
-            f"| intervals / viewer updates | {s['intervals']} / {s['viewer_updates']} ({s['intervals_per_s']:.1f} "
-            f"intervals/s) |",
-            f"| dropped source frames | {s['dropped']} |",
-            f"| arrival -> viewer latency p50 / p90 / p99 / max | {lat['p50']:.1f} / {lat['p90']:.1f} / "
-            f"{lat['p99']:.1f} / {lat['max']:.1f} ms |"]
+    rows = [
+        "| live (bench_live.py) | value |",
+        "|---|---|",
+        f"| device / model / depth | {c['gpu'] or c['device']} / {c['model']} / DA-V2 {c['depth']} |",
+        f"| source | 640x480 real time at {c['fps']:g} frames/s, {s['source_frames']} frames |",
+        f"| intervals / viewer updates | {s['intervals']} / {s['viewer_updates']} ({s['intervals_per_s']:.1f} "
+        f"intervals/s) |",
+        f"| dropped source frames | {s['dropped']} |",
+        f"| arrival -> viewer latency p50 / p90 / p99 / max | {lat['p50']:.1f} / {lat['p90']:.1f} / "
+        f"{lat['p99']:.1f} / {lat['max']:.1f} ms |",
+    ]
     st = r["steady"]["latency_ms"]
-    rows.append(f"| same, after the first {r.get('skip', 0)} intervals | {st['p50']:.1f} / {st['p90']:.1f} / "
-                f"{st['p99']:.1f} / {st['max']:.1f} ms |")
+    rows.append(
+        f"| same, after the first {r.get('skip', 0)} intervals | {st['p50']:.1f} / {st['p90']:.1f} / "
+        f"{st['p99']:.1f} / {st['max']:.1f} ms |"
+    )
     for name, v in s["stages"].items():
         rows.append(f"| stage {name} (mean / max) | {v['mean_ms']:.1f} / {v['max_ms']:.1f} ms |")
     rows.append(f"| render size (long side) | {c['render_long_side']} px |")
@@ -161,8 +210,11 @@ def table(r: dict) -> str:
 def main(argv: Optional[List[str]] = None) -> dict:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--clip", default=str(DEFAULT_CLIP))
-    ap.add_argument("--work", default=os.environ.get("STREAMSPLAT_BENCH_WORK", "/tmp/bench_recon"),
-                    help="folder for the video and weights (shared with bench_reconstruct.py: reused)")
+    ap.add_argument(
+        "--work",
+        default=os.environ.get("STREAMSPLAT_BENCH_WORK", "/tmp/bench_recon"),
+        help="folder for the video and weights (shared with bench_reconstruct.py: reused)",
+    )
     ap.add_argument("--encoder", default="vits", choices=["vits", "vitb", "vitl"])
     ap.add_argument("--fps", type=float, default=30.0, help="real-time playback rate of the source")
     ap.add_argument("--frames", type=int, default=None, help="source frames (default: the whole clip, 250)")

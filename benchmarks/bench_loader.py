@@ -38,9 +38,15 @@ def main() -> None:
     seqs = davis.discover(root, "all")
     ds = ClipDataset(seqs, args.frames, augment=not args.no_augment, size=(288, 512))
     torch.set_num_threads(1)
-    dl = DataLoader(ds, batch_size=args.batch_size, sampler=ds.sampler(args.clips + 8 * args.batch_size),
-                    num_workers=args.workers, collate_fn=collate_clips, persistent_workers=False,
-                    worker_init_fn=lambda _: torch.set_num_threads(1))
+    dl = DataLoader(
+        ds,
+        batch_size=args.batch_size,
+        sampler=ds.sampler(args.clips + 8 * args.batch_size),
+        num_workers=args.workers,
+        collate_fn=collate_clips,
+        persistent_workers=False,
+        worker_init_fn=lambda _: torch.set_num_threads(1),
+    )
     it = iter(dl)
     for _ in range(2 * max(1, args.workers)):  # warm-up: worker start, first file opens
         next(it)
@@ -49,9 +55,21 @@ def main() -> None:
         b = next(it)
         n += b["rgb"].shape[0]
     dt = time.perf_counter() - t0
-    print(json.dumps({"clips_per_s": round(n / dt, 2), "frames_per_s": round(n * args.frames / dt, 1),
-                      "workers": args.workers, "clips": n, "seconds": round(dt, 2), "augment": not args.no_augment,
-                      "frames_per_clip": args.frames, "size": [288, 512], "cpus": os.cpu_count()}))
+    print(
+        json.dumps(
+            {
+                "clips_per_s": round(n / dt, 2),
+                "frames_per_s": round(n * args.frames / dt, 1),
+                "workers": args.workers,
+                "clips": n,
+                "seconds": round(dt, 2),
+                "augment": not args.no_augment,
+                "frames_per_clip": args.frames,
+                "size": [288, 512],
+                "cpus": os.cpu_count(),
+            }
+        )
+    )
 
 
 if __name__ == "__main__":

@@ -84,8 +84,17 @@ def main():
     rows = []
 
     def record(scenario, impl, fwd, fb, mem=None, note=""):
-        row = dict(scenario=scenario, impl=impl, fwd_ms=fwd, fwd_bwd_ms=fb, peak_mib=mem, note=note, device=dev_name,
-                   torch=torch.__version__, gsplat=gs_version)
+        row = dict(
+            scenario=scenario,
+            impl=impl,
+            fwd_ms=fwd,
+            fwd_bwd_ms=fb,
+            peak_mib=mem,
+            note=note,
+            device=dev_name,
+            torch=torch.__version__,
+            gsplat=gs_version,
+        )
         rows.append(row)
         print(json.dumps(row), flush=True)
 
@@ -100,8 +109,19 @@ def main():
         leaves = [t.clone().requires_grad_(True) for t in (world, quats, scales, opac, cols)]
 
         def ours_f():
-            o = rasterize(*leaves, vm[None], K[None], W, H, bg, alpha_clamp=clamp, near_plane=near, far_plane=far,
-                          backend="cuda", check_inputs=False)
+            o = rasterize(
+                *leaves,
+                vm[None],
+                K[None],
+                W,
+                H,
+                bg,
+                alpha_clamp=clamp,
+                near_plane=near,
+                far_plane=far,
+                backend="cuda",
+                check_inputs=False,
+            )
             return o.rgb, o.depth, o.alpha
 
         def ours_fb():
@@ -113,10 +133,27 @@ def main():
         fb = bench(ours_fb, R)
         record(tag, "ours (CUDA)", f[0], fb[0], peak_mib(ours_fb))
         if gs_raster is not None:
+
             def gs_f():
-                out, alpha, _ = gs_raster(leaves[0], leaves[1], leaves[2], leaves[3], leaves[4], vm[None], K[None], W,
-                                          H, near_plane=near, far_plane=far, eps2d=0.3, sh_degree=None, packed=False,
-                                          backgrounds=bg, render_mode="RGB+D", camera_model="ortho")
+                out, alpha, _ = gs_raster(
+                    leaves[0],
+                    leaves[1],
+                    leaves[2],
+                    leaves[3],
+                    leaves[4],
+                    vm[None],
+                    K[None],
+                    W,
+                    H,
+                    near_plane=near,
+                    far_plane=far,
+                    eps2d=0.3,
+                    sh_degree=None,
+                    packed=False,
+                    backgrounds=bg,
+                    render_mode="RGB+D",
+                    camera_model="ortho",
+                )
                 return out[..., :3], out[..., 3:4], alpha
 
             def gs_fb():
@@ -128,7 +165,9 @@ def main():
                 err = max(((x - y).norm() / y.norm().clamp_min(1e-12)).item() for x, y in zip(a, b))
                 g = bench(gs_f, R)
             gfb = bench(gs_fb, R)
-            record(tag, f"gsplat {gs_version} ortho", g[0], gfb[0], peak_mib(gs_fb), note=f"max rel diff vs ours {err:.2e}")
+            record(
+                tag, f"gsplat {gs_version} ortho", g[0], gfb[0], peak_mib(gs_fb), note=f"max rel diff vs ours {err:.2e}"
+            )
 
     H, W = 288, 512
     if "a" in args.only:
@@ -155,10 +194,21 @@ def main():
 
         def ours_f():
             m, mo, g0, g1, q, s, o, c = leaves
-            dg = DynamicGaussians(means=m, quats=q, scales=s, opacities=o, colours=c, motion=mo, t0=t0, gamma0=g0,
-                                  gamma1=g1)
-            out = render_dynamic(dg, times, H, W, bg.view(B, T, 3), alpha_clamp=clamp, near_plane=near,
-                                 far_plane=far, backend="cuda", check_inputs=False).reshape(I)
+            dg = DynamicGaussians(
+                means=m, quats=q, scales=s, opacities=o, colours=c, motion=mo, t0=t0, gamma0=g0, gamma1=g1
+            )
+            out = render_dynamic(
+                dg,
+                times,
+                H,
+                W,
+                bg.view(B, T, 3),
+                alpha_clamp=clamp,
+                near_plane=near,
+                far_plane=far,
+                backend="cuda",
+                check_inputs=False,
+            ).reshape(I)
             return out.rgb, out.depth, out.alpha
 
         def ours_fb():
@@ -182,8 +232,9 @@ def main():
 
         def torch_motion():
             m, mo, g0, g1, q, s, o, c = leaves
-            dg = DynamicGaussians(means=m, quats=q, scales=s, opacities=o, colours=c, motion=mo, t0=t0, gamma0=g0,
-                                  gamma1=g1)
+            dg = DynamicGaussians(
+                means=m, quats=q, scales=s, opacities=o, colours=c, motion=mo, t0=t0, gamma0=g0, gamma1=g1
+            )
             world, valid = canonical_to_world(positions_at(dg, times))
             op = opacities_at(dg, times) * valid.to(world.dtype)
 
@@ -194,9 +245,26 @@ def main():
 
         def loop_f():
             wm, q, s, o, c = torch_motion()
-            return [rasterize(wm[i:i + 1], q[i:i + 1], s[i:i + 1], o[i:i + 1], c[i:i + 1], vms[i:i + 1],
-                              Ks[i:i + 1], W, H, bg[i:i + 1], alpha_clamp=clamp, near_plane=near, far_plane=far,
-                              backend="cuda", check_inputs=False) for i in range(I)]
+            return [
+                rasterize(
+                    wm[i : i + 1],
+                    q[i : i + 1],
+                    s[i : i + 1],
+                    o[i : i + 1],
+                    c[i : i + 1],
+                    vms[i : i + 1],
+                    Ks[i : i + 1],
+                    W,
+                    H,
+                    bg[i : i + 1],
+                    alpha_clamp=clamp,
+                    near_plane=near,
+                    far_plane=far,
+                    backend="cuda",
+                    check_inputs=False,
+                )
+                for i in range(I)
+            ]
 
         def loop_fb():
             outs = loop_f()
@@ -208,11 +276,28 @@ def main():
         lfb = bench(loop_fb, max(20, R // 2), warmup=2)
         record(tag, "ours, per-image Python loop", lf[0], lfb[0], peak_mib(loop_fb))
         if gs_raster is not None:
+
             def gs_f():
                 wm, q, s, o, c = torch_motion()
-                out, alpha, _ = gs_raster(wm, q, s, o, c, vms[:, None], Ks[:, None], W, H, near_plane=near,
-                                          far_plane=far, eps2d=0.3, sh_degree=None, packed=False,
-                                          backgrounds=bg[:, None], render_mode="RGB+D", camera_model="ortho")
+                out, alpha, _ = gs_raster(
+                    wm,
+                    q,
+                    s,
+                    o,
+                    c,
+                    vms[:, None],
+                    Ks[:, None],
+                    W,
+                    H,
+                    near_plane=near,
+                    far_plane=far,
+                    eps2d=0.3,
+                    sh_degree=None,
+                    packed=False,
+                    backgrounds=bg[:, None],
+                    render_mode="RGB+D",
+                    camera_model="ortho",
+                )
                 out, alpha = out.reshape(I, H, W, 4), alpha.reshape(I, H, W, 1)
                 return out[..., :3], out[..., 3:4], alpha
 
@@ -224,8 +309,14 @@ def main():
                 err = max(((x - y).norm() / y.norm().clamp_min(1e-12)).item() for x, y in zip(a, b))
                 g_ = bench(gs_f, R)
             gfb = bench(gs_fb, R)
-            record(tag, f"gsplat {gs_version} ortho (motion in PyTorch)", g_[0], gfb[0], peak_mib(gs_fb),
-                   note=f"max rel diff vs ours {err:.2e}")
+            record(
+                tag,
+                f"gsplat {gs_version} ortho (motion in PyTorch)",
+                g_[0],
+                gfb[0],
+                peak_mib(gs_fb),
+                note=f"max rel diff vs ours {err:.2e}",
+            )
         del leaves, w
 
     if "c" in args.only:
@@ -236,7 +327,9 @@ def main():
         with open(args.out, "a") as f:
             for r in rows:
                 f.write(json.dumps(r) + "\n")
-    print(f"\ndevice: {dev_name}; torch {torch.__version__}; gsplat {gs_version}; median of {R} (loop: {max(20, R // 2)})")
+    print(
+        f"\ndevice: {dev_name}; torch {torch.__version__}; gsplat {gs_version}; median of {R} (loop: {max(20, R // 2)})"
+    )
     print("| scenario | implementation | forward ms | fwd+bwd ms | peak MiB (F+B) | note |")
     print("|---|---|---|---|---|---|")
     for r in rows:

@@ -56,8 +56,18 @@ FIELDS = ("means", "scales", "opacities", "colours", "motion", "gamma0", "gamma1
 
 # ------------------------------------------------------------------ workers (fresh processes)
 def _cli_argv(video: str, w: Dict[str, str], enc: str, out: Path, extra: List[str]) -> List[str]:
-    return [video, "--checkpoint", w["checkpoint"], "--dino-weights", w["dino"], "--depth-checkpoint", w[enc],
-            "--output", str(out), *extra]
+    return [
+        video,
+        "--checkpoint",
+        w["checkpoint"],
+        "--dino-weights",
+        w["dino"],
+        "--depth-checkpoint",
+        w[enc],
+        "--output",
+        str(out),
+        *extra,
+    ]
 
 
 def _stats_of(summary: Any) -> dict:
@@ -85,9 +95,13 @@ def worker_reconstruct(spec: dict) -> dict:
     t1 = time.perf_counter()
     summary = cli.main(args)
     t_main = time.perf_counter() - t1
-    res = {"import_s": t_import, "main_s": t_main, "stats": _stats_of(summary),
-           "summary": {k: v for k, v in (summary.items() if isinstance(summary, dict) else []) if k != "stats"},
-           "max_rss_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0}
+    res = {
+        "import_s": t_import,
+        "main_s": t_main,
+        "stats": _stats_of(summary),
+        "summary": {k: v for k, v in (summary.items() if isinstance(summary, dict) else []) if k != "stats"},
+        "max_rss_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0,
+    }
     if torch.cuda.is_available():
         res["peak_gpu_mib"] = torch.cuda.max_memory_allocated() / 2**20
         res["peak_gpu_reserved_mib"] = torch.cuda.max_memory_reserved() / 2**20
@@ -152,7 +166,7 @@ def _spawn(kind: str, spec: dict, env: Dict[str, str], log: Optional[Path] = Non
     if p.returncode != 0 or not lines:
         tail = "\n".join((p.stderr or p.stdout).strip().splitlines()[-15:])
         return {"error": f"{kind} worker exited with {p.returncode}:\n{tail}", "process_s": wall}
-    res = json.loads(lines[-1][len(RESULT_TAG):])
+    res = json.loads(lines[-1][len(RESULT_TAG) :])
     res["process_s"] = wall
     return res
 
@@ -165,10 +179,17 @@ def _derive(res: dict) -> dict:
     stages = s.get("stages_ms_per_frame") or {}
     wall = s.get("wall_s")
     first = s.get("first_interval_s", s.get("t_first_output"))
-    out = {"frames": frames, "process_s": res.get("process_s"), "main_s": res.get("main_s"), "stream_s": wall,
-           "first_output_s": first, "stages_ms_per_frame": {k: stages.get(k) for k in STAGES if k in stages},
-           "peak_gpu_mib": res.get("peak_gpu_mib"), "max_rss_mib": res.get("max_rss_mib"),
-           "mp4_frames": [res.get("summary", {}).get(k) for k in ("reconstruction_frames", "interpolated_frames")]}
+    out = {
+        "frames": frames,
+        "process_s": res.get("process_s"),
+        "main_s": res.get("main_s"),
+        "stream_s": wall,
+        "first_output_s": first,
+        "stages_ms_per_frame": {k: stages.get(k) for k in STAGES if k in stages},
+        "peak_gpu_mib": res.get("peak_gpu_mib"),
+        "max_rss_mib": res.get("max_rss_mib"),
+        "mp4_frames": [res.get("summary", {}).get(k) for k in ("reconstruction_frames", "interpolated_frames")],
+    }
     if frames:
         out["fps_process"] = frames / res["process_s"] if res.get("process_s") else None
         out["fps_main"] = frames / res["main_s"] if res.get("main_s") else None
@@ -183,20 +204,26 @@ def _f(x, fmt="{:.1f}") -> str:
 
 
 def table(results: dict) -> str:
-    rows = ["| encoder | run | frames | process s | frames/s (process) | frames/s (stream) | frames/s (steady) "
-            "| first output s | " + " | ".join(f"{s} ms/f" for s in STAGES) + " | peak GPU MiB | mp4 frames |",
-            "|" + "---|" * (10 + len(STAGES))]
+    rows = [
+        "| encoder | run | frames | process s | frames/s (process) | frames/s (stream) | frames/s (steady) "
+        "| first output s | " + " | ".join(f"{s} ms/f" for s in STAGES) + " | peak GPU MiB | mp4 frames |",
+        "|" + "---|" * (10 + len(STAGES)),
+    ]
     for r in results["runs"]:
         d = r.get("derived") or {}
         if "error" in r:
             rows.append(f"| {r['encoder']} | {r['run']} | FAILED: {r['error'].splitlines()[0]} |")
             continue
         st = d.get("stages_ms_per_frame", {})
-        rows.append(f"| {r['encoder']} | {r['run']} | {d.get('frames')} | {_f(d.get('process_s'))} | "
-                    f"{_f(d.get('fps_process'))} | {_f(d.get('fps_stream'))} | {_f(d.get('fps_steady'))} | "
-                    f"{_f(d.get('first_output_s'), '{:.2f}')} | "
-                    + " | ".join(_f(st.get(s), "{:.2f}") for s in STAGES) + f" | {_f(d.get('peak_gpu_mib'), '{:.0f}')} | "
-                    + "/".join(str(x) for x in d.get("mp4_frames", [])) + " |")
+        rows.append(
+            f"| {r['encoder']} | {r['run']} | {d.get('frames')} | {_f(d.get('process_s'))} | "
+            f"{_f(d.get('fps_process'))} | {_f(d.get('fps_stream'))} | {_f(d.get('fps_steady'))} | "
+            f"{_f(d.get('first_output_s'), '{:.2f}')} | "
+            + " | ".join(_f(st.get(s), "{:.2f}") for s in STAGES)
+            + f" | {_f(d.get('peak_gpu_mib'), '{:.0f}')} | "
+            + "/".join(str(x) for x in d.get("mp4_frames", []))
+            + " |"
+        )
     for enc, c in results.get("compare", {}).items():
         if "error" in c:
             rows.append(f"\neager vs default ({enc}): FAILED: {c['error'].splitlines()[0]}")
@@ -205,14 +232,20 @@ def table(results: dict) -> str:
         rows.append(f"\neager vs default ({enc}, first {c['intervals']} intervals), max |diff|: {parts}")
     lg = results.get("long")
     if lg:
-        rows.append("\n| memory | frames | peak GPU allocated MiB | peak GPU reserved MiB | host max RSS MiB |\n|---|---|---|---|---|")
+        rows.append(
+            "\n| memory | frames | peak GPU allocated MiB | peak GPU reserved MiB | host max RSS MiB |\n|---|---|---|---|---|"
+        )
         for name in ("short", "long"):
             r = lg.get(name, {})
-            rows.append(f"| {name} | {(r.get('stats') or {}).get('frames', 'n/a')} | {_f(r.get('peak_gpu_mib'))} | "
-                        f"{_f(r.get('peak_gpu_reserved_mib'))} | {_f(r.get('max_rss_mib'))} |")
+            rows.append(
+                f"| {name} | {(r.get('stats') or {}).get('frames', 'n/a')} | {_f(r.get('peak_gpu_mib'))} | "
+                f"{_f(r.get('peak_gpu_reserved_mib'))} | {_f(r.get('max_rss_mib'))} |"
+            )
         if "growth" in lg:
-            rows.append(f"\ngrowth from 100 to {lg['frames']} frames: GPU {_f(lg['growth'].get('gpu_mib'), '{:+.1f}')} MiB, "
-                        f"host RSS {_f(lg['growth'].get('rss_mib'), '{:+.1f}')} MiB")
+            rows.append(
+                f"\ngrowth from 100 to {lg['frames']} frames: GPU {_f(lg['growth'].get('gpu_mib'), '{:+.1f}')} MiB, "
+                f"host RSS {_f(lg['growth'].get('rss_mib'), '{:+.1f}')} MiB"
+            )
     if results.get("skipped"):
         rows.append("\nskipped (time budget): " + ", ".join(results["skipped"]))
     if results.get("interrupted"):
@@ -234,16 +267,25 @@ def main(argv: Optional[List[str]] = None) -> dict:
     ap.add_argument("--clip", type=Path, default=DEFAULT_CLIP, help="source clip (default: .whl/clips/bikes.mp4)")
     ap.add_argument("--work", type=Path, default=None, help="folder for the video, weights and outputs (reused)")
     ap.add_argument("--encoders", nargs="+", default=None, help="DA-V2 encoders (default: vits vitl; tiny with --tiny)")
-    ap.add_argument("--frames", type=int, default=None, help="frames of the 640x480 video (default: all; 6 with --tiny)")
+    ap.add_argument(
+        "--frames", type=int, default=None, help="frames of the 640x480 video (default: all; 6 with --tiny)"
+    )
     ap.add_argument("--compare-intervals", type=int, default=8, help="intervals compared with the eager path (0: skip)")
     ap.add_argument("--no-fresh", action="store_true", help="skip the empty-cache ('fresh machine') run")
-    ap.add_argument("--fresh-all", action="store_true",
-                    help="a 'fresh machine' run for every encoder (default: the first only; kernel choices and "
-                         "Triton builds are the StreamSplat model's, shared by all encoders)")
+    ap.add_argument(
+        "--fresh-all",
+        action="store_true",
+        help="a 'fresh machine' run for every encoder (default: the first only; kernel choices and "
+        "Triton builds are the StreamSplat model's, shared by all encoders)",
+    )
     ap.add_argument("--long", type=int, default=0, help="also the memory check over this many frames (e.g. 10000)")
     ap.add_argument("--long-encoder", default=None, help="encoder of the long run (default: the first)")
-    ap.add_argument("--budget-s", type=float, default=None,
-                    help="start no new step after this many seconds (what is done is still reported)")
+    ap.add_argument(
+        "--budget-s",
+        type=float,
+        default=None,
+        help="start no new step after this many seconds (what is done is still reported)",
+    )
     ap.add_argument("--tiny", action="store_true", help="CPU smoke run: tiny model and DA-V2, few frames")
     ap.add_argument("--json", type=Path, default=None)
     a = ap.parse_args(argv)
@@ -274,14 +316,21 @@ def main(argv: Optional[List[str]] = None) -> dict:
     cuda_cache = {"STREAMSPLAT_CUDA_CACHE_DIR": str(cuda_cache_dir())}
 
     def cache_env(cache: Path) -> Dict[str, str]:
-        return {**env, **cuda_cache, "STREAMSPLAT_CACHE_DIR": str(cache), "TRITON_CACHE_DIR": str(cache / "triton"),
-                "TORCHINDUCTOR_CACHE_DIR": str(cache / "inductor")}
+        return {
+            **env,
+            **cuda_cache,
+            "STREAMSPLAT_CACHE_DIR": str(cache),
+            "TRITON_CACHE_DIR": str(cache / "triton"),
+            "TORCHINDUCTOR_CACHE_DIR": str(cache / "inductor"),
+        }
 
     old = signal.signal(signal.SIGTERM, _on_term) if threading.current_thread() is threading.main_thread() else None
     try:
         t = time.perf_counter()
         video = work / f"clip_640x480_{frames or 'all'}.mp4"
-        results["video"] = build_video(a.clip.resolve(), video, max_frames=frames) if not video.is_file() else {"path": str(video)}
+        results["video"] = (
+            build_video(a.clip.resolve(), video, max_frames=frames) if not video.is_file() else {"path": str(video)}
+        )
         results["video"]["build_s"] = time.perf_counter() - t
         t = time.perf_counter()
         w = build_weights(work, encoders, a.tiny)
@@ -305,7 +354,10 @@ def main(argv: Optional[List[str]] = None) -> dict:
             for label, tag in plan:
                 if not room(f"reconstruct {enc} {tag}"):
                     continue
-                spec = {"argv": _cli_argv(str(video), w, enc, work / f"out_{enc}_{tag}", []), "if_supported": tiny_extra}
+                spec = {
+                    "argv": _cli_argv(str(video), w, enc, work / f"out_{enc}_{tag}", []),
+                    "if_supported": tiny_extra,
+                }
                 r = _spawn("reconstruct", spec, cache_env(cache), work / f"log_{enc}_{tag}.txt")
                 r.update(encoder=enc, run=label)
                 if "error" not in r:
@@ -313,16 +365,25 @@ def main(argv: Optional[List[str]] = None) -> dict:
                 used[cache] = True
                 results["runs"].append(r)
                 save()
-                print(json.dumps({k: r.get(k) for k in ("encoder", "run", "derived", "error")}, default=str), flush=True)
+                print(
+                    json.dumps({k: r.get(k) for k in ("encoder", "run", "derived", "error")}, default=str), flush=True
+                )
 
         # 2. eager (fp32) against the default options on the first intervals
         for enc in encoders if a.compare_intervals > 0 else []:
             if not room(f"compare {enc}"):
                 continue
-            spec = {"checkpoint": w["checkpoint"], "dino": w["dino"], "depth": w[enc], "video": str(video),
-                    "intervals": a.compare_intervals, "short_side": tiny_extra.get("depth_short_side")}
-            results["compare"][enc] = _spawn("compare", spec, cache_env(caches.get(enc, work / "cache")),
-                                             work / f"log_{enc}_compare.txt")
+            spec = {
+                "checkpoint": w["checkpoint"],
+                "dino": w["dino"],
+                "depth": w[enc],
+                "video": str(video),
+                "intervals": a.compare_intervals,
+                "short_side": tiny_extra.get("depth_short_side"),
+            }
+            results["compare"][enc] = _spawn(
+                "compare", spec, cache_env(caches.get(enc, work / "cache")), work / f"log_{enc}_compare.txt"
+            )
             save()
             print(json.dumps({"compare": enc, **results["compare"][enc]}, default=str), flush=True)
 
@@ -336,18 +397,27 @@ def main(argv: Optional[List[str]] = None) -> dict:
             lg: Dict[str, Any] = {"frames": a.long, "encoder": enc, "build_s": time.perf_counter() - t}
             results["long"] = lg
             for name, extra in (("short", ["--max-frames", "100"]), ("long", [])):
-                spec = {"argv": _cli_argv(str(long_video), w, enc, work / f"out_long_{name}", extra),
-                        "if_supported": tiny_extra}
-                lg[name] = _spawn("reconstruct", spec, cache_env(caches.get(enc, work / "cache")),
-                                  work / f"log_long_{name}.txt")
+                spec = {
+                    "argv": _cli_argv(str(long_video), w, enc, work / f"out_long_{name}", extra),
+                    "if_supported": tiny_extra,
+                }
+                lg[name] = _spawn(
+                    "reconstruct", spec, cache_env(caches.get(enc, work / "cache")), work / f"log_long_{name}.txt"
+                )
                 save()
-                print(json.dumps({"long": name, "derived": _derive(lg[name]) if "error" not in lg[name] else lg[name]},
-                                 default=str), flush=True)
+                print(
+                    json.dumps(
+                        {"long": name, "derived": _derive(lg[name]) if "error" not in lg[name] else lg[name]},
+                        default=str,
+                    ),
+                    flush=True,
+                )
             s_, l_ = lg["short"], lg["long"]
             if "error" not in s_ and "error" not in l_:
-                lg["growth"] = {"gpu_mib": None if s_.get("peak_gpu_mib") is None else
-                                l_["peak_gpu_mib"] - s_["peak_gpu_mib"],
-                                "rss_mib": l_["max_rss_mib"] - s_["max_rss_mib"]}
+                lg["growth"] = {
+                    "gpu_mib": None if s_.get("peak_gpu_mib") is None else l_["peak_gpu_mib"] - s_["peak_gpu_mib"],
+                    "rss_mib": l_["max_rss_mib"] - s_["max_rss_mib"],
+                }
                 lg["derived"] = _derive(l_)
     except _Stopped:
         results["interrupted"] = "SIGTERM"

@@ -27,8 +27,16 @@ from .common import gpu_time_ms
 
 def apply(model: StreamSplat, dtype: str, fused=False, silu=False, mlp=False, heads=False) -> None:
     """One benchmark variant's inference options (bf16 or fp32 weights, which fused kernels)."""
-    prepare(model, InferenceOptions(dtype=torch.bfloat16 if dtype == "bf16" else None, fused=fused,
-                                    fused_silu=silu, fused_mlp=mlp, fused_heads=heads))
+    prepare(
+        model,
+        InferenceOptions(
+            dtype=torch.bfloat16 if dtype == "bf16" else None,
+            fused=fused,
+            fused_silu=silu,
+            fused_mlp=mlp,
+            fused_heads=heads,
+        ),
+    )
 
 
 def _time_fn(fn, iters: int, graph: bool) -> float:
@@ -85,7 +93,9 @@ def breakdown(model: StreamSplat, frames, iters: int, render: bool, graph: bool 
                 tq = torch.ones(1, 1, device="cuda")
                 res["render t=1 (1 image, eager)"] = _time_fn(
                     lambda: render_dynamic(out, tq, model.height, model.width, backgrounds=bg, check_inputs=False),
-                    iters, False)
+                    iters,
+                    False,
+                )
         except Exception as e:  # pragma: no cover - the rasterizer is built separately
             print(f"render: failed ({type(e).__name__}: {str(e)[:300]}); not timed")
     return res
@@ -99,8 +109,10 @@ def sdpa_context(kind: str):
         return contextlib.nullcontext()
     from torch.nn.attention import SDPBackend, sdpa_kernel
 
-    order = {"cudnn": [SDPBackend.CUDNN_ATTENTION, SDPBackend.FLASH_ATTENTION, SDPBackend.EFFICIENT_ATTENTION],
-             "flash": [SDPBackend.FLASH_ATTENTION, SDPBackend.EFFICIENT_ATTENTION]}[kind]
+    order = {
+        "cudnn": [SDPBackend.CUDNN_ATTENTION, SDPBackend.FLASH_ATTENTION, SDPBackend.EFFICIENT_ATTENTION],
+        "flash": [SDPBackend.FLASH_ATTENTION, SDPBackend.EFFICIENT_ATTENTION],
+    }[kind]
     try:
         return sdpa_kernel(order, set_priority=True)
     except TypeError:  # older torch: no priorities, just the allowed set
@@ -202,8 +214,12 @@ def main() -> None:
     ap.add_argument("--no-render", action="store_true")
     ap.add_argument("--eager-frames", type=int, default=300, help="frames for the eager throughput line")
     ap.add_argument("--no-fused", action="store_true", help="skip the Triton fused add+RMSNorm variant")
-    ap.add_argument("--sdpa", default="default", help="comma list of attention backends to compare "
-                    "(default, flash, cudnn); the long memory run uses the fastest")
+    ap.add_argument(
+        "--sdpa",
+        default="default",
+        help="comma list of attention backends to compare "
+        "(default, flash, cudnn); the long memory run uses the fastest",
+    )
     ap.add_argument("--profile", action="store_true", help="print the top GPU kernels")
     args = ap.parse_args()
     if not torch.cuda.is_available():
@@ -216,10 +232,14 @@ def main() -> None:
     oracle = copy.deepcopy(model)  # fp32, plain modules: InferenceOptions.eager(), the test oracle
     apply(model, args.dtype)
     g = torch.Generator(device=dev).manual_seed(0)
-    frames = [(torch.rand(1, 3, 288, 512, device=dev, generator=g), torch.rand(1, 1, 288, 512, device=dev, generator=g))
-              for _ in range(8)]
-    print(f"device: {torch.cuda.get_device_name()} | torch {torch.__version__} | dtype {args.dtype} | "
-          f"{model.config.encoder.gaussians_per_frame * 2} Gaussians per interval")
+    frames = [
+        (torch.rand(1, 3, 288, 512, device=dev, generator=g), torch.rand(1, 1, 288, 512, device=dev, generator=g))
+        for _ in range(8)
+    ]
+    print(
+        f"device: {torch.cuda.get_device_name()} | torch {torch.__version__} | dtype {args.dtype} | "
+        f"{model.config.encoder.gaussians_per_frame * 2} Gaussians per interval"
+    )
     rows = []
     with torch.no_grad():
         ms_eager, _, _, sess = stream_run(model, frames, args.eager_frames, cuda_graph=False)
@@ -244,8 +264,10 @@ def main() -> None:
                         ms, _, _, sess = stream_run(model, frames, 300, cuda_graph=True, overlap=v["overlap"])
                         sess.close()  # its graph and pool go back before the next variant
                     rows.append((variant_name(v), ms))
-                    print(f"{variant_name(v)}: {ms:.3f} ms/frame (variant took {time.perf_counter() - t:.0f}s)",
-                          flush=True)
+                    print(
+                        f"{variant_name(v)}: {ms:.3f} ms/frame (variant took {time.perf_counter() - t:.0f}s)",
+                        flush=True,
+                    )
                     if ms < best_ms:
                         best, best_ms = v, ms
                 except Exception as e:  # pragma: no cover
@@ -277,8 +299,10 @@ def main() -> None:
             bd = breakdown(model, frames, args.breakdown_iters, render=not args.no_render)
             ms_long, p100, pend, _ = stream_run(model, frames, args.frames, cuda_graph=graph, overlap=best["overlap"])
         rows.append((f"{variant_name(best) if graph else 'eager'}, {args.frames} frames", ms_long))
-    print(f"\nper-module GPU time of one new frame (each module replayed as a CUDA graph, one stream; "
-          f"{variant_name(best)})")
+    print(
+        f"\nper-module GPU time of one new frame (each module replayed as a CUDA graph, one stream; "
+        f"{variant_name(best)})"
+    )
     print(f"| {'module':<30} | {'ms':>7} |\n|{'-' * 32}|{'-' * 9}|")
     for n, v in bd.items():
         print(f"| {n:<30} | {v:7.3f} |")
@@ -289,8 +313,10 @@ def main() -> None:
         print(f"| {n:<56} | {ms:8.3f} | {1e3 / ms:8.1f} |")
     p100 = p100 or pend  # fewer than 100 frames: no early reading
     growth = (pend - p100) / p100 * 100
-    print(f"\npeak GPU memory: after 100 frames {p100 / 2**20:.1f} MiB, after {args.frames} frames "
-          f"{pend / 2**20:.1f} MiB ({growth:+.3f}%) -> {'FLAT' if abs(growth) <= 1 else 'GROWS'}")
+    print(
+        f"\npeak GPU memory: after 100 frames {p100 / 2**20:.1f} MiB, after {args.frames} frames "
+        f"{pend / 2**20:.1f} MiB ({growth:+.3f}%) -> {'FLAT' if abs(growth) <= 1 else 'GROWS'}"
+    )
 
 
 if __name__ == "__main__":

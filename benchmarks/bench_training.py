@@ -121,9 +121,18 @@ def bench_stage(stage: int, steps: int, B: int, grad_ckpt: bool, compile_blocks:
     t_render = _timed(render_only, steps)
     model = opt = g = None  # free the GPU memory before the next stage (closures above still refer to them)
     torch.cuda.empty_cache()
-    return {"stage": stage, "batch": B, "grad_checkpoint": grad_ckpt, "compile": compile_blocks, "step_ms": t_step,
-            "samples_per_s": B / t_step * 1e3, "peak_GiB": peak, "network_ms": t_net, "render_ms": t_render,
-            "other_ms": max(t_step - t_net - t_render, 0.0)}
+    return {
+        "stage": stage,
+        "batch": B,
+        "grad_checkpoint": grad_ckpt,
+        "compile": compile_blocks,
+        "step_ms": t_step,
+        "samples_per_s": B / t_step * 1e3,
+        "peak_GiB": peak,
+        "network_ms": t_net,
+        "render_ms": t_render,
+        "other_ms": max(t_step - t_net - t_render, 0.0),
+    }
 
 
 def bench_loader(stage: int, batch: int, workers: int, n_batches: int) -> dict:
@@ -135,9 +144,16 @@ def bench_loader(stage: int, batch: int, workers: int, n_batches: int) -> dict:
 
     out = DavisDataParserConfig().setup().get_dataparser_outputs("train")
     ds = ClipDataset(out.metadata["sequences"], 6 if stage == 2 else 1, size=(288, 512))
-    loader = DataLoader(ds, batch_size=batch, sampler=WeightedSampler(ds.item_weights(), 0),
-                        num_workers=workers, collate_fn=collate_clips, pin_memory=True, prefetch_factor=4,
-                        persistent_workers=True)
+    loader = DataLoader(
+        ds,
+        batch_size=batch,
+        sampler=WeightedSampler(ds.item_weights(), 0),
+        num_workers=workers,
+        collate_fn=collate_clips,
+        pin_memory=True,
+        prefetch_factor=4,
+        persistent_workers=True,
+    )
     it = iter(loader)
     for _ in range(workers):
         next(it)
@@ -153,8 +169,12 @@ def main() -> None:
     ap.add_argument("--stages", type=int, nargs="+", default=[1, 2])
     ap.add_argument("--steps", type=int, default=10)
     ap.add_argument("--workers", type=int, default=8)
-    ap.add_argument("--variants", nargs="+", default=["base"],
-                    help="any of: base, ckpt (gradient checkpointing), compile, ckpt+compile")
+    ap.add_argument(
+        "--variants",
+        nargs="+",
+        default=["base"],
+        help="any of: base, ckpt (gradient checkpointing), compile, ckpt+compile",
+    )
     ap.add_argument("--no-loader", action="store_true")
     ap.add_argument("--json", type=Path, default=None)
     args = ap.parse_args()
@@ -182,8 +202,10 @@ def main() -> None:
         if "error" in r:
             print(f"| {r['stage']} | {r['batch']} | {r['variant']} | {r['error']} | | | | | |")
             continue
-        print(f"| {r['stage']} | {r['batch']} | {r['variant']} | {r['samples_per_s']:.1f} | {r['step_ms']:.1f} | "
-              f"{r['peak_GiB']:.1f} | {r['network_ms']:.1f} | {r['render_ms']:.1f} | {r['other_ms']:.1f} |")
+        print(
+            f"| {r['stage']} | {r['batch']} | {r['variant']} | {r['samples_per_s']:.1f} | {r['step_ms']:.1f} | "
+            f"{r['peak_GiB']:.1f} | {r['network_ms']:.1f} | {r['render_ms']:.1f} | {r['other_ms']:.1f} |"
+        )
     for l in loaders:
         print(f"loader, stage {l['stage']}: {l['samples_per_s']:.1f} samples/s with {l['workers']} workers")
 

@@ -20,8 +20,18 @@ from streamsplat_ns.inference import gpu_time_ms
 REPO = Path(__file__).resolve().parents[1]
 DEFAULT_CLIP = REPO / ".whl" / "clips" / "bikes.mp4"
 
-__all__ = ["REPO", "DEFAULT_CLIP", "gpu_time_ms", "gpu_median_ms", "pixel_aligned", "random_scene", "small_world_scene", "build_video",
-           "loop_video", "build_weights"]
+__all__ = [
+    "REPO",
+    "DEFAULT_CLIP",
+    "gpu_time_ms",
+    "gpu_median_ms",
+    "pixel_aligned",
+    "random_scene",
+    "small_world_scene",
+    "build_video",
+    "loop_video",
+    "build_weights",
+]
 
 
 # ------------------------------------------------------------------ timing
@@ -73,9 +83,16 @@ def small_world_scene(seed: int = 0) -> List[torch.Tensor]:
     frames = []
     for _ in range(2):
         n = x.numel()
-        frames.append(torch.stack([x + (torch.rand(n, generator=g) - 0.5) / 256,
-                                   1 / (0.2 + 9.8 * torch.rand(n, generator=g)),
-                                   z + (torch.rand(n, generator=g) - 0.5) / 144], -1))
+        frames.append(
+            torch.stack(
+                [
+                    x + (torch.rand(n, generator=g) - 0.5) / 256,
+                    1 / (0.2 + 9.8 * torch.rand(n, generator=g)),
+                    z + (torch.rand(n, generator=g) - 0.5) / 144,
+                ],
+                -1,
+            )
+        )
     means = torch.cat(frames)
     n = means.shape[0]
     quats = torch.zeros(n, 4)
@@ -129,7 +146,7 @@ def build_video(src: Path, dst: Path, width: int = 640, height: int = 480, max_f
                 img = f.reformat(width=nw, height=nh, format="rgb24").to_ndarray()
                 canvas = np.zeros((height, width, 3), np.uint8)
                 y, x = (height - nh) // 2, (width - nw) // 2
-                canvas[y:y + nh, x:x + nw] = img
+                canvas[y : y + nh, x : x + nw] = img
                 for p in os_.encode(av.VideoFrame.from_ndarray(canvas, format="rgb24")):
                     out.mux(p)
                 n += 1

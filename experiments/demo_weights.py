@@ -55,10 +55,17 @@ def demo_model_configs(smoke: bool = False):
 
     up = UpsamplerConfig(stages=3, depth=2, window_size=256, min_width=32, head_dim=16)
     h, w, width = (48, 64, 64) if smoke else (144, 256, 192)
-    enc = EncoderConfig(image_height=h, image_width=w, patch_size=8, width=width, depth=4, head_dim=32,
-                        upsampler=up, pixel_skip=32)
-    dec = DecoderConfig(width=width, depth=4, head_dim=32, head_hidden=64, upsampler=up,
-                        dino=DinoConfig(embed_dim=96, depth=2, num_heads=2, img_size=56, num_register_tokens=4))
+    enc = EncoderConfig(
+        image_height=h, image_width=w, patch_size=8, width=width, depth=4, head_dim=32, upsampler=up, pixel_skip=32
+    )
+    dec = DecoderConfig(
+        width=width,
+        depth=4,
+        head_dim=32,
+        head_hidden=64,
+        upsampler=up,
+        dino=DinoConfig(embed_dim=96, depth=2, num_heads=2, img_size=56, num_register_tokens=4),
+    )
     return enc, dec
 
 
@@ -79,8 +86,9 @@ def _move_sequence(src_root: Path, name: str, dst_root: Path, new: str, stride: 
     for sub, ext in (("JPEGImages", ".jpg"), ("Annotations_unsupervised", ".png"), ("Annotations", ".png")):
         (dst_root / sub / RESOLUTION / new).mkdir(parents=True, exist_ok=True)
         for i, s in enumerate(stems):
-            os.replace(src_root / sub / RESOLUTION / name / f"{s}{ext}",
-                       dst_root / sub / RESOLUTION / new / f"{i:05d}{ext}")
+            os.replace(
+                src_root / sub / RESOLUTION / name / f"{s}{ext}", dst_root / sub / RESOLUTION / new / f"{i:05d}{ext}"
+            )
     for i, s in enumerate(stems):
         dst = davis_depth_path(dst_root, RESOLUTION, new, f"{i:05d}")
         dst.parent.mkdir(parents=True, exist_ok=True)
@@ -98,8 +106,9 @@ def _make_group(args) -> List[str]:
         cfg, stride, prefix = SampleConfig(), 1, "heldout"
     else:
         h, w, stride = group_spec(seed)
-        cfg = SampleConfig(num_sequences=per_seed, num_frames=(FRAMES - 1) * stride + 1, height=h, width=w,
-                           seed=seed, num_val=0)
+        cfg = SampleConfig(
+            num_sequences=per_seed, num_frames=(FRAMES - 1) * stride + 1, height=h, width=w, seed=seed, num_val=0
+        )
         prefix = f"g{seed:03d}-{h}x{w}-s{stride}"
     make_sample(tmp, cfg)
     names = []
@@ -118,8 +127,15 @@ def make_data(root: Path, num_sequences: int, workers: int) -> Dict[str, object]
     embedded sample (seed 0) as the val split. Reused when its recipe matches."""
     per_seed = 4
     seeds = list(range(1, 1 + (num_sequences + per_seed - 1) // per_seed))
-    recipe = {"version": RECIPE_VERSION, "train_seeds": seeds, "per_seed": per_seed, "frames": FRAMES,
-              "sizes": SIZES, "strides": STRIDES, "held_out_seed": HELD_OUT_SEED}
+    recipe = {
+        "version": RECIPE_VERSION,
+        "train_seeds": seeds,
+        "per_seed": per_seed,
+        "frames": FRAMES,
+        "sizes": SIZES,
+        "strides": STRIDES,
+        "held_out_seed": HELD_OUT_SEED,
+    }
     recipe = json.loads(json.dumps(recipe))
     marker = root / ".demo_data.json"
     if marker.is_file() and json.loads(marker.read_text()) == recipe:
@@ -136,14 +152,26 @@ def make_data(root: Path, num_sequences: int, workers: int) -> Dict[str, object]
     (sets / "train.txt").write_text("\n".join(train) + "\n")
     (sets / "val.txt").write_text("\n".join(val) + "\n")
     marker.write_text(json.dumps(recipe))
-    print(f"data: {len(train)} training sequences (seeds {seeds[0]}..{seeds[-1]}) + held-out {val} in "
-          f"{time.time() - t:.0f} s -> {root}", flush=True)
+    print(
+        f"data: {len(train)} training sequences (seeds {seeds[0]}..{seeds[-1]}) + held-out {val} in "
+        f"{time.time() - t:.0f} s -> {root}",
+        flush=True,
+    )
     return recipe
 
 
 # ---------------------------------------------------------------------------------------------- training
-def trainer_config(stage: str, work: Path, data: Path, device: str, workers: int, encoder_ckpt: Optional[Path],
-                   batch: Optional[int] = None, eval_clips: int = 16, smoke: bool = False):
+def trainer_config(
+    stage: str,
+    work: Path,
+    data: Path,
+    device: str,
+    workers: int,
+    encoder_ckpt: Optional[Path],
+    batch: Optional[int] = None,
+    eval_clips: int = 16,
+    smoke: bool = False,
+):
     from streamsplat_ns.method_configs.methods import scripted_config
 
     stage2 = stage == "decoder"
@@ -184,9 +212,21 @@ class Curve:
         self.path.write_text(json.dumps(self.rows))
 
 
-def train_stage(stage: str, work: Path, data: Path, device: str, workers: int, deadline: float, reserve_s: float,
-                max_steps: Optional[int], encoder_ckpt: Optional[Path], eval_every: int,
-                batch: Optional[int] = None, eval_clips: int = 16, smoke: bool = False) -> Dict[str, object]:
+def train_stage(
+    stage: str,
+    work: Path,
+    data: Path,
+    device: str,
+    workers: int,
+    deadline: float,
+    reserve_s: float,
+    max_steps: Optional[int],
+    encoder_ckpt: Optional[Path],
+    eval_every: int,
+    batch: Optional[int] = None,
+    eval_clips: int = 16,
+    smoke: bool = False,
+) -> Dict[str, object]:
     """Train (or resume) one stage until the deadline (minus ``reserve_s`` for evaluation and export) or
     ``max_steps``. The cosine schedule's length is set once, from the step rate of the first 150 steps and the
     time left, and kept in ``schedule.json`` so that a resumed run follows the same schedule."""
@@ -220,9 +260,16 @@ def train_stage(stage: str, work: Path, data: Path, device: str, workers: int, d
         loss, loss_dict, metrics = orig(step)
         if step % curve.every == 0:
             lr = trainer.optimizers.schedulers["networks"].get_last_lr()[0]
-            curve.add({"step": step, "time_s": round(time.time() - t0, 2), "loss": float(loss.detach()), "lr": lr,
-                       **{k: float(v) for k, v in loss_dict.items()},
-                       **{f"train_{k}": float(v) for k, v in metrics.items() if k.startswith("psnr")}})
+            curve.add(
+                {
+                    "step": step,
+                    "time_s": round(time.time() - t0, 2),
+                    "loss": float(loss.detach()),
+                    "lr": lr,
+                    **{k: float(v) for k, v in loss_dict.items()},
+                    **{f"train_{k}": float(v) for k, v in metrics.items() if k.startswith("psnr")},
+                }
+            )
         return loss, loss_dict, metrics
 
     trainer.train_iteration = iteration
@@ -239,8 +286,13 @@ def train_stage(stage: str, work: Path, data: Path, device: str, workers: int, d
             print(f"{stage}: {rate:.1f} steps/s -> cosine schedule to step {sched.max_steps}", flush=True)
         if eval_every and step % eval_every == 0 and step > start:
             ev = trainer.pipeline.get_average_eval_image_metrics()
-            curve.add({"step": step, "time_s": round(time.time() - t0, 2),
-                       **{f"heldout_{k}": v for k, v in ev.items() if k.startswith(("psnr", "ssim"))}})
+            curve.add(
+                {
+                    "step": step,
+                    "time_s": round(time.time() - t0, 2),
+                    **{f"heldout_{k}": v for k, v in ev.items() if k.startswith(("psnr", "ssim"))},
+                }
+            )
         if time.time() > stop_at or (max_steps is not None and step + 1 >= max_steps):
             trainer.stop_training = True
 
@@ -249,11 +301,24 @@ def train_stage(stage: str, work: Path, data: Path, device: str, workers: int, d
     steps = trainer.step - start
     secs = time.time() - t0
     ev = trainer.pipeline.get_average_eval_image_metrics(get_std=True)
-    curve.add({"step": trainer.step, "time_s": round(secs, 2),
-               **{f"heldout_{k}": v for k, v in ev.items() if k.startswith(("psnr", "ssim"))}})
-    return {"stage": stage, "run": str(run), "first_step": start, "last_step": start + steps - 1,
-            "steps_this_run": steps, "seconds": secs, "steps_per_s": steps / max(secs, 1e-9),
-            "schedule_max_steps": sched.max_steps, "heldout_windows": ev}
+    curve.add(
+        {
+            "step": trainer.step,
+            "time_s": round(secs, 2),
+            **{f"heldout_{k}": v for k, v in ev.items() if k.startswith(("psnr", "ssim"))},
+        }
+    )
+    return {
+        "stage": stage,
+        "run": str(run),
+        "first_step": start,
+        "last_step": start + steps - 1,
+        "steps_this_run": steps,
+        "seconds": secs,
+        "steps_per_s": steps / max(secs, 1e-9),
+        "schedule_max_steps": sched.max_steps,
+        "heldout_windows": ev,
+    }
 
 
 # ---------------------------------------------------------------------------------------------- export
@@ -282,20 +347,36 @@ def main() -> None:
     ap.add_argument("--work", type=Path, default=Path("/tmp/demo_run"), help="data, runs, checkpoints (resumable)")
     ap.add_argument("--stage", choices=["encoder", "decoder"], required=True)
     ap.add_argument("--out", type=Path, required=True, help="results of this command (small files)")
-    ap.add_argument("--deadline-minutes", type=float, default=8.3,
-                    help="the whole command (data, build, training, evaluation, export) ends by then")
-    ap.add_argument("--reserve-minutes", type=float, default=None,
-                    help="kept for evaluation and export after training (default 0.6 stage 1, 1.0 stage 2)")
+    ap.add_argument(
+        "--deadline-minutes",
+        type=float,
+        default=8.3,
+        help="the whole command (data, build, training, evaluation, export) ends by then",
+    )
+    ap.add_argument(
+        "--reserve-minutes",
+        type=float,
+        default=None,
+        help="kept for evaluation and export after training (default 0.6 stage 1, 1.0 stage 2)",
+    )
     ap.add_argument("--max-steps", type=int, default=None, help="stop after this step (smoke tests)")
     ap.add_argument("--sequences", type=int, default=320, help="training sequences (4 per seed, 24 frames each)")
     ap.add_argument("--workers", type=int, default=None, help="data workers (default: cores - 2)")
     ap.add_argument("--eval-every", type=int, default=1000, help="held-out windows every N steps (0 = off)")
-    ap.add_argument("--encoder-checkpoint", type=Path, default=None,
-                    help="stage 2: stage-1 weights (default: the stage-1 run in --work)")
+    ap.add_argument(
+        "--encoder-checkpoint",
+        type=Path,
+        default=None,
+        help="stage 2: stage-1 weights (default: the stage-1 run in --work)",
+    )
     ap.add_argument("--batch-size", type=int, default=None, help="default 16 (stage 1) / 8 (stage 2); smoke tests: 1")
     ap.add_argument("--eval-clips", type=int, default=16, help="held-out windows in the training curve")
-    ap.add_argument("--eval-frames", type=int, default=None, help="frames per sequence in the final score "
-                    "(default all 24; smoke tests: 6)")
+    ap.add_argument(
+        "--eval-frames",
+        type=int,
+        default=None,
+        help="frames per sequence in the final score (default all 24; smoke tests: 6)",
+    )
     ap.add_argument("--smoke", action="store_true", help="CPU smoke test: the demo model's structure at 48x64")
     ap.add_argument("--eval-sequences", type=int, default=4, help="embedded-sample sequences in the final score")
     args = ap.parse_args()
@@ -314,8 +395,9 @@ def main() -> None:
     if device == "cuda":  # build the rasterizer while the data is generated (a process: no fork with threads)
         import subprocess
 
-        builder = subprocess.Popen([sys.executable, "-c", "from streamsplat_ns.rendering import _cuda; "
-                                    "_cuda.load_extension()"])
+        builder = subprocess.Popen(
+            [sys.executable, "-c", "from streamsplat_ns.rendering import _cuda; _cuda.load_extension()"]
+        )
     recipe = make_data(work / "data", args.sequences, max(cores - 1, 1))
     if builder is not None:
         builder.wait()
@@ -329,22 +411,46 @@ def main() -> None:
     if args.stage == "decoder":
         enc_ckpt = args.encoder_checkpoint or (work / "runs" / "demo" / "demo-encoder" / "run" / "model.safetensors")
         if not enc_ckpt.is_file():
-            raise SystemExit(f"no stage-1 weights at {enc_ckpt}: run --stage encoder first (same --work), or pass "
-                             f"--encoder-checkpoint OUT1/stage1.safetensors from the stage-1 command")
-    res = train_stage(args.stage, work, work / "data", device, workers, deadline, reserve, args.max_steps, enc_ckpt,
-                      args.eval_every, args.batch_size, args.eval_clips, args.smoke)
+            raise SystemExit(
+                f"no stage-1 weights at {enc_ckpt}: run --stage encoder first (same --work), or pass "
+                f"--encoder-checkpoint OUT1/stage1.safetensors from the stage-1 command"
+            )
+    res = train_stage(
+        args.stage,
+        work,
+        work / "data",
+        device,
+        workers,
+        deadline,
+        reserve,
+        args.max_steps,
+        enc_ckpt,
+        args.eval_every,
+        args.batch_size,
+        args.eval_clips,
+        args.smoke,
+    )
     run = Path(res["run"])
     dev_name = torch.cuda.get_device_name() if device == "cuda" else f"cpu ({cores} cores)"
-    record = {"stage": args.stage, "command": " ".join(shlex.quote(a) for a in [sys.executable] + sys.argv),
-              "device": dev_name, "host": socket.gethostname(), "torch": torch.__version__, "data": recipe,
-              "result": res, "curve": json.loads((run / "curve.json").read_text())}
+    record = {
+        "stage": args.stage,
+        "command": " ".join(shlex.quote(a) for a in [sys.executable] + sys.argv),
+        "device": dev_name,
+        "host": socket.gethostname(),
+        "torch": torch.__version__,
+        "data": recipe,
+        "result": res,
+        "curve": json.loads((run / "curve.json").read_text()),
+    }
     if args.stage == "encoder":
         shutil.copy(run / "model.safetensors", args.out / "stage1.safetensors")
         (args.out / "stage1.json").write_text(json.dumps(record, indent=1))
         ev = res["heldout_windows"]
-        print(f"stage 1 done: steps {res['first_step']}..{res['last_step']} ({res['steps_per_s']:.1f}/s); held-out "
-              f"key PSNR (256x256 windows) {ev.get('psnr_key', float('nan')):.2f} dB -> {args.out}/stage1.safetensors",
-              flush=True)
+        print(
+            f"stage 1 done: steps {res['first_step']}..{res['last_step']} ({res['steps_per_s']:.1f}/s); held-out "
+            f"key PSNR (256x256 windows) {ev.get('psnr_key', float('nan')):.2f} dB -> {args.out}/stage1.safetensors",
+            flush=True,
+        )
         return
     # stage 2: the demo weights, their scores on the held-out embedded sample (fp32 file and fp16 file)
     from streamsplat_ns.cli.demo import SAMPLE_ORDER, evaluate_sample
@@ -356,28 +462,36 @@ def main() -> None:
     stage1_json = enc_ckpt.parent / "stage1.json"
     if stage1_json.is_file():  # the stage-1 command's record, when carried next to --encoder-checkpoint
         record["stage1"] = json.loads(stage1_json.read_text())
-    names = SAMPLE_ORDER[:args.eval_sequences]
+    names = SAMPLE_ORDER[: args.eval_sequences]
     scores = {}
     for label, path in (("fp32", run / "model.safetensors"),):
         model = load_checkpoint(path, device, allow_random_dino=True)
-        scores[label] = evaluate_sample(model, device, names, sample_root=work / "sample",
-                                            max_frames=args.eval_frames)
+        scores[label] = evaluate_sample(model, device, names, sample_root=work / "sample", max_frames=args.eval_frames)
         del model
     m = scores["fp32"]["mean"]
-    summary = (f"trained by {Path(__file__).name}: stage 2 step {res['last_step'] + 1} on {dev_name}; held-out "
-               f"embedded sample: key {m['psnr_key']:.2f} dB, middle {m['psnr_middle']:.2f} dB "
-               f"(blend {m['psnr_middle_blend']:.2f}, nearest {m['psnr_middle_nearest']:.2f})")
+    summary = (
+        f"trained by {Path(__file__).name}: stage 2 step {res['last_step'] + 1} on {dev_name}; held-out "
+        f"embedded sample: key {m['psnr_key']:.2f} dB, middle {m['psnr_middle']:.2f} dB "
+        f"(blend {m['psnr_middle_blend']:.2f}, nearest {m['psnr_middle_nearest']:.2f})"
+    )
     dst = args.out / "demo_weights.safetensors"
-    size = export_fp16(run / "model.safetensors", dst, {"streamsplat_ns.demo.summary": summary,
-                                                        "streamsplat_ns.demo.recipe": "experiments/demo_weights.py"})
+    size = export_fp16(
+        run / "model.safetensors",
+        dst,
+        {"streamsplat_ns.demo.summary": summary, "streamsplat_ns.demo.recipe": "experiments/demo_weights.py"},
+    )
     model = load_checkpoint(dst, device, allow_random_dino=True)
-    scores["fp16_file"] = evaluate_sample(model, device, names, sample_root=work / "sample",
-                                            max_frames=args.eval_frames)
+    scores["fp16_file"] = evaluate_sample(
+        model, device, names, sample_root=work / "sample", max_frames=args.eval_frames
+    )
     record.update({"scores": scores, "file_bytes": size, "summary": summary})
     (args.out / "demo_weights.json").write_text(json.dumps(record, indent=1))
     f = scores["fp16_file"]["mean"]
-    print(f"stage 2 done: {dst} ({size / 2**20:.2f} MiB)\n{summary}\nfp16 file: key {f['psnr_key']:.2f} dB, middle "
-          f"{f['psnr_middle']:.2f} dB; total {time.time() - T_START:.0f} s", flush=True)
+    print(
+        f"stage 2 done: {dst} ({size / 2**20:.2f} MiB)\n{summary}\nfp16 file: key {f['psnr_key']:.2f} dB, middle "
+        f"{f['psnr_middle']:.2f} dB; total {time.time() - T_START:.0f} s",
+        flush=True,
+    )
     if size > 16 * 2**20:
         raise SystemExit(f"{dst} is {size / 2**20:.1f} MiB > 16 MiB: shrink the model")
 

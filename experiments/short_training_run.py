@@ -22,8 +22,16 @@ from pathlib import Path
 import torch
 
 
-def medium(cfg, stage2: bool, device: str, up_stages: int = 2, max_steps: int = 3000, width: int = 256,
-           lr: float = 1e-3, patch: int = 4):
+def medium(
+    cfg,
+    stage2: bool,
+    device: str,
+    up_stages: int = 2,
+    max_steps: int = 3000,
+    width: int = 256,
+    lr: float = 1e-3,
+    patch: int = 4,
+):
     """144x256 (half the paper's resolution), 6-layer transformers. ``patch=4`` keeps the paper's token
     grid (36 x 64) and, with two x2 upsampler stages, its Gaussian grid (144 x 256, here one per pixel).
     With 8x8 patches at this resolution key-frame PSNR plateaued near 26 dB whatever the width (256 or
@@ -53,17 +61,35 @@ def medium(cfg, stage2: bool, device: str, up_stages: int = 2, max_steps: int = 
     return cfg
 
 
-def run_stage(out: Path, stage: str, minutes: float, data: Path, device: str, encoder_ckpt=None,
-              up_stages: int = 2, max_steps: int = 3000, width: int = 256, lr: float = 1e-3, patch: int = 4):
+def run_stage(
+    out: Path,
+    stage: str,
+    minutes: float,
+    data: Path,
+    device: str,
+    encoder_ckpt=None,
+    up_stages: int = 2,
+    max_steps: int = 3000,
+    width: int = 256,
+    lr: float = 1e-3,
+    patch: int = 4,
+):
     from nerfstudio.engine.callbacks import TrainingCallback, TrainingCallbackLocation
     from nerfstudio.scripts.train import _set_random_seed
 
     from streamsplat_ns.method_configs.methods import scripted_config
 
     stage2 = stage == "decoder"
-    cfg = medium(scripted_config(stage, True, out, 10**6, experiment="short",
-                                 method_name=f"streamsplat-{stage}-medium"), stage2, device, up_stages, max_steps, width, lr,
-                 patch)
+    cfg = medium(
+        scripted_config(stage, True, out, 10**6, experiment="short", method_name=f"streamsplat-{stage}-medium"),
+        stage2,
+        device,
+        up_stages,
+        max_steps,
+        width,
+        lr,
+        patch,
+    )
     cfg.pipeline.datamanager.data = data
     cfg.pipeline.model.encoder_checkpoint = encoder_ckpt
     run = out / "short" / cfg.method_name / "run"
@@ -94,8 +120,13 @@ def main() -> None:
     ap.add_argument("--minutes", type=float, nargs=2, default=[3.5, 3.5])
     ap.add_argument("--sequences", type=int, default=48)
     ap.add_argument("--json", type=Path, default=None, help="results; stages run earlier are kept")
-    ap.add_argument("--stages", nargs="+", choices=["encoder", "decoder"], default=["encoder", "decoder"],
-                    help="which stages this command trains (resumes each from --out if checkpoints exist)")
+    ap.add_argument(
+        "--stages",
+        nargs="+",
+        choices=["encoder", "decoder"],
+        default=["encoder", "decoder"],
+        help="which stages this command trains (resumes each from --out if checkpoints exist)",
+    )
     ap.add_argument("--max-steps", type=int, nargs=2, default=[3000, 3000], help="cosine schedule length per stage")
     ap.add_argument("--upsampler-stages", type=int, default=2, help="x2 upsampler stages")
     ap.add_argument("--patch", type=int, default=4, help="patch size (4 at 144x256 = the paper's token grid)")
@@ -116,26 +147,39 @@ def main() -> None:
     kw = dict(up_stages=args.upsampler_stages, width=args.width, lr=args.lr, patch=args.patch)
     run1 = args.out / "short" / "streamsplat-encoder-medium" / "run"
     if "encoder" in args.stages:
-        run1, results["encoder"] = run_stage(args.out, "encoder", args.minutes[0], data, device,
-                                             max_steps=args.max_steps[0], **kw)
+        run1, results["encoder"] = run_stage(
+            args.out, "encoder", args.minutes[0], data, device, max_steps=args.max_steps[0], **kw
+        )
         print(json.dumps(results["encoder"]), flush=True)
     if "decoder" in args.stages:
         if not (run1 / "model.safetensors").is_file():
             raise SystemExit(f"no stage-1 weights at {run1 / 'model.safetensors'}: train --stages encoder first")
-        _, results["decoder"] = run_stage(args.out, "decoder", args.minutes[1], data, device,
-                                          encoder_ckpt=run1 / "model.safetensors", max_steps=args.max_steps[1], **kw)
+        _, results["decoder"] = run_stage(
+            args.out,
+            "decoder",
+            args.minutes[1],
+            data,
+            device,
+            encoder_ckpt=run1 / "model.safetensors",
+            max_steps=args.max_steps[1],
+            **kw,
+        )
         print(json.dumps(results["decoder"]), flush=True)
     if args.json:
         args.json.write_text(json.dumps(list(results.values()), indent=1))
     name = torch.cuda.get_device_name() if device == "cuda" else "cpu"
     print(f"\n{name}; held-out sequences: 4 x 24 frames; metrics at 256x256")
-    print("| stage | steps | steps/s | key PSNR | middle PSNR | nearest-key PSNR | blend PSNR | key SSIM | middle SSIM |")
+    print(
+        "| stage | steps | steps/s | key PSNR | middle PSNR | nearest-key PSNR | blend PSNR | key SSIM | middle SSIM |"
+    )
     print("|---|---|---|---|---|---|---|---|---|")
     for r in results.values():
         f = lambda k: f"{r[k]:.2f}" if k in r else "-"  # noqa: E731
-        print(f"| {r['stage']} | {r['last_step'] + 1} | {r['steps_per_s']:.1f} | {f('psnr_key')} | {f('psnr_middle')} | "
-              f"{f('psnr_middle_baseline_nearest')} | {f('psnr_middle_baseline_blend')} | {f('ssim_key')} | "
-              f"{f('ssim_middle')} |")
+        print(
+            f"| {r['stage']} | {r['last_step'] + 1} | {r['steps_per_s']:.1f} | {f('psnr_key')} | {f('psnr_middle')} | "
+            f"{f('psnr_middle_baseline_nearest')} | {f('psnr_middle_baseline_blend')} | {f('ssim_key')} | "
+            f"{f('ssim_middle')} |"
+        )
 
 
 if __name__ == "__main__":

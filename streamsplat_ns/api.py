@@ -29,13 +29,33 @@ from .networks.checkpoint import (
 from .networks.model import StreamSplat
 from .streaming import StreamingSession
 
-__all__ = ["load_checkpoint", "save_checkpoint", "read_tensors", "check_state_dict", "check_finite",
-           "CheckpointError", "render", "StreamSplat", "StreamingSession", "Gaussians", "DynamicGaussians",
-           "CONFIG_KEY", "FORMAT_KEY", "DINO_ENV", "DINO_FILE"]
+__all__ = [
+    "load_checkpoint",
+    "save_checkpoint",
+    "read_tensors",
+    "check_state_dict",
+    "check_finite",
+    "CheckpointError",
+    "render",
+    "StreamSplat",
+    "StreamingSession",
+    "Gaussians",
+    "DynamicGaussians",
+    "CONFIG_KEY",
+    "FORMAT_KEY",
+    "DINO_ENV",
+    "DINO_FILE",
+]
 
 
-def render(g: Union[Gaussians, DynamicGaussians], times: Optional[Tensor] = None, height: int = 288,
-           width: int = 512, background: Union[float, Tensor] = 0.5, **kw):
+def render(
+    g: Union[Gaussians, DynamicGaussians],
+    times: Optional[Tensor] = None,
+    height: int = 288,
+    width: int = 512,
+    background: Union[float, Tensor] = 0.5,
+    **kw,
+):
     """Render from the canonical camera: dynamic Gaussians at ``times`` ([T] or [B, T], in [0, 1]) ->
     ``RenderOutput`` with ``[B, T, H, W, C]`` tensors; static Gaussians -> ``[B, H, W, C]``. Grey 0.5
     background by default, as the authors evaluate."""

@@ -27,8 +27,11 @@ class OutOfSpaceError(OSError):
     """The disk filled while writing ``path``; the message names the file and the fix."""
 
     def __init__(self, path: PathLike, detail: str = "") -> None:
-        super().__init__(errno.ENOSPC, f"{path}: no space left on the device while writing it{detail}; free space "
-                                       f"or choose another output folder (the partial file was removed)")
+        super().__init__(
+            errno.ENOSPC,
+            f"{path}: no space left on the device while writing it{detail}; free space "
+            f"or choose another output folder (the partial file was removed)",
+        )
         self.path = Path(path)
 
 
@@ -38,8 +41,9 @@ def is_disk_full(exc: BaseException) -> bool:
         return True
     # torch.save / C++ writers report a full disk as RuntimeError("... unexpected pos ..." / "file write failed")
     msg = str(exc)
-    return isinstance(exc, RuntimeError) and ("unexpected pos" in msg or "write failed" in msg
-                                              or "No space left" in msg)
+    return isinstance(exc, RuntimeError) and (
+        "unexpected pos" in msg or "write failed" in msg or "No space left" in msg
+    )
 
 
 def temp_name(path: PathLike, tmp_dir: Optional[PathLike] = None) -> Path:

@@ -42,8 +42,15 @@ _R_CAM = np.array([[1.0, 0, 0], [0, 0, -1.0], [0, 1.0, 0]])
 def _quat_mul(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     aw, ax, ay, az = np.moveaxis(a, -1, 0)
     bw, bx, by, bz = np.moveaxis(b, -1, 0)
-    return np.stack([aw * bw - ax * bx - ay * by - az * bz, aw * bx + ax * bw + ay * bz - az * by,
-                     aw * by - ax * bz + ay * bw + az * bx, aw * bz + ax * by - ay * bx + az * bw], axis=-1)
+    return np.stack(
+        [
+            aw * bw - ax * bx - ay * by - az * bz,
+            aw * bx + ax * bw + ay * bz - az * by,
+            aw * by - ax * bz + ay * bw + az * bx,
+            aw * bz + ax * by - ay * bx + az * bw,
+        ],
+        axis=-1,
+    )
 
 
 def ply_header(n: int, n_rest: int) -> bytes:
@@ -56,8 +63,14 @@ def ply_header(n: int, n_rest: int) -> bytes:
 
 
 def write_ply(
-    path: Union[str, os.PathLike], means: np.ndarray, quats: np.ndarray, scales: np.ndarray, opacities: np.ndarray,
-    colours: np.ndarray, sh: Optional[np.ndarray] = None, sh_degree: int = 3,
+    path: Union[str, os.PathLike],
+    means: np.ndarray,
+    quats: np.ndarray,
+    scales: np.ndarray,
+    opacities: np.ndarray,
+    colours: np.ndarray,
+    sh: Optional[np.ndarray] = None,
+    sh_degree: int = 3,
 ) -> int:
     """Write N Gaussians given in world units (opacities in (0, 1), scales as std-devs, RGB colours in
     [0, 1] or SH ``[N, K, 3]``). ``sh_degree`` pads f_rest with zeros up to that degree (3 = the format
@@ -77,8 +90,9 @@ def write_ply(
     a = np.clip(opacities.astype(np.float64), 1e-6, 1 - 1e-6)
     q = quats / np.linalg.norm(quats, axis=-1, keepdims=True).clip(1e-12)
     cols = [means, np.zeros((n, 3)), dc, rest, np.log(a / (1 - a))[:, None], np.log(np.clip(scales, 1e-12, None)), q]
-    data = np.concatenate([np.asarray(c, np.float64).reshape(n, c.shape[-1] if np.ndim(c) > 1 else 1) for c in cols],
-                          axis=1).astype("<f4")
+    data = np.concatenate(
+        [np.asarray(c, np.float64).reshape(n, c.shape[-1] if np.ndim(c) > 1 else 1) for c in cols], axis=1
+    ).astype("<f4")
     with atomic_path(path) as tmp, open(tmp, "wb") as f:
         f.write(ply_header(n, rest.shape[1]))
         f.write(data.tobytes())
@@ -115,7 +129,7 @@ def gaussians_at(g: Union[Gaussians, DynamicGaussians], time: Optional[float] = 
             if time is None:
                 raise ValueError("exporting dynamic Gaussians needs a time in [0, 1] of their interval")
             t = torch.tensor([[float(time)]], device=g.means.device, dtype=g.means.dtype)
-            one = DynamicGaussians(**{k: (None if v is None else v[b:b + 1]) for k, v in vars(g).items()})
+            one = DynamicGaussians(**{k: (None if v is None else v[b : b + 1]) for k, v in vars(g).items()})
             pos = positions_at(one, t)[0, 0]
             opa = opacities_at(one, t)[0, 0]
         else:
@@ -126,8 +140,12 @@ def gaussians_at(g: Union[Gaussians, DynamicGaussians], time: Optional[float] = 
 
 
 def export_ply(
-    path: Union[str, os.PathLike], g: Union[Gaussians, DynamicGaussians], time: Optional[float] = None,
-    batch_index: int = 0, min_opacity: float = PLY_MIN_OPACITY, frame: Literal["world", "opencv"] = PLY_FRAME,
+    path: Union[str, os.PathLike],
+    g: Union[Gaussians, DynamicGaussians],
+    time: Optional[float] = None,
+    batch_index: int = 0,
+    min_opacity: float = PLY_MIN_OPACITY,
+    frame: Literal["world", "opencv"] = PLY_FRAME,
     sh_degree: int = 3,
 ) -> int:
     """Export one batch item (dynamic Gaussians at ``time``) as a standard 3DGS ``.ply``.

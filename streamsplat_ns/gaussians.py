@@ -40,8 +40,10 @@ class Gaussians:
 
     def map(self, fn) -> "Gaussians":
         """Apply ``fn`` to every tensor field (e.g. ``.detach()``, ``.to(device)``)."""
-        return replace(self, **{f.name: (None if getattr(self, f.name) is None else fn(getattr(self, f.name)))
-                                for f in fields(self)})
+        return replace(
+            self,
+            **{f.name: (None if getattr(self, f.name) is None else fn(getattr(self, f.name))) for f in fields(self)},
+        )
 
     def to(self, *args, **kwargs) -> "Gaussians":
         return self.map(lambda t: t.to(*args, **kwargs))

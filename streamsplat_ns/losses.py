@@ -31,9 +31,14 @@ def _ssi_normalise(x: Float[Tensor, "B P"], mask: Optional[Tensor]) -> Tensor:
     return out
 
 
-def ssi_depth_loss(rendered_depth: Float[Tensor, "B *pix"], target_disparity: Float[Tensor, "B *pix"],  # noqa: F821
-                   valid: Optional[Tensor] = None, robust_threshold: float = 0.0, robust_width: float = 0.06,
-                   robust_min: float = 0.1) -> Tensor:
+def ssi_depth_loss(
+    rendered_depth: Float[Tensor, "B *pix"],  # noqa: F821
+    target_disparity: Float[Tensor, "B *pix"],  # noqa: F821
+    valid: Optional[Tensor] = None,
+    robust_threshold: float = 0.0,
+    robust_width: float = 0.06,
+    robust_min: float = 0.1,
+) -> Tensor:
     """L1 between median/MAD-normalised disparities, jointly over all pixels (and views) of a sample.
 
     ``robust_threshold > 0`` enables the stage-2 weighting ``sigmoid(-(d^2 - thr) / width)`` clamped

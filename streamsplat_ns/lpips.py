@@ -53,7 +53,7 @@ class LPIPSVGG(nn.Module):
             if not Path(p).is_file():
                 raise FileNotFoundError(f"LPIPS weights not found: {p}")
         vgg = torch.load(vgg_path, map_location="cpu", weights_only=True)
-        feats = {k[len("features."):]: v for k, v in vgg.items() if k.startswith("features.")}
+        feats = {k[len("features.") :]: v for k, v in vgg.items() if k.startswith("features.")}
         m.features.load_state_dict(feats, strict=True)
         lin = torch.load(lin_path, map_location="cpu", weights_only=True)
         for i, layer in enumerate(m.lins):
@@ -86,7 +86,9 @@ def load_lpips(vgg_path: Optional[Path], lin_path: Optional[Path], what: str = "
     if vgg_path is None or lin_path is None or not Path(vgg_path).is_file() or not Path(lin_path).is_file():
         logger.warning(
             "%s is skipped: no local LPIPS-VGG weights (set lpips_vgg_path to torchvision's vgg16-397923af.pth "
-            "and lpips_lin_path to the lpips package's weights/v0.1/vgg.pth; nothing is downloaded)", what)
+            "and lpips_lin_path to the lpips package's weights/v0.1/vgg.pth; nothing is downloaded)",
+            what,
+        )
         return None
     return LPIPSVGG.from_files(Path(vgg_path), Path(lin_path))
 

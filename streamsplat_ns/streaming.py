@@ -31,8 +31,9 @@ def _batch(x: Tensor, channels: int, what: str) -> Tensor:
     if x.dim() == 2 and channels == 1:
         x = x[None, None]
     if x.dim() != 4 or x.shape[1] != channels:
-        raise ValueError(f"StreamingSession.push: {what} must be [{channels}, H, W] or [B, {channels}, H, W], "
-                         f"got {tuple(x.shape)}")
+        raise ValueError(
+            f"StreamingSession.push: {what} must be [{channels}, H, W] or [B, {channels}, H, W], got {tuple(x.shape)}"
+        )
     return x
 
 
@@ -50,8 +51,14 @@ class StreamingSession:
     ``InferenceOptions.default_for(device)`` (the CUDA graph on CUDA). ``cuda_graph`` / ``overlap`` override.
     """
 
-    def __init__(self, model: StreamSplat, options: Optional[InferenceOptions] = None, *,
-                 cuda_graph: Optional[bool] = None, overlap: Optional[bool] = None) -> None:
+    def __init__(
+        self,
+        model: StreamSplat,
+        options: Optional[InferenceOptions] = None,
+        *,
+        cuda_graph: Optional[bool] = None,
+        overlap: Optional[bool] = None,
+    ) -> None:
         model._require_decoder()
         self.model = model
         dev = next(model.parameters()).device
@@ -108,8 +115,10 @@ class StreamingSession:
         rgb = _batch(rgb, 3, "rgb").to(dev, torch.float32)
         disparity = _batch(disparity, 1, "disparity").to(dev, torch.float32)
         if self._shape is not None and tuple(rgb.shape) != self._shape:
-            raise ValueError(f"StreamingSession.push: frame shape changed from {self._shape} to {tuple(rgb.shape)}; "
-                             "call reset() to start a new stream")
+            raise ValueError(
+                f"StreamingSession.push: frame shape changed from {self._shape} to {tuple(rgb.shape)}; "
+                "call reset() to start a new stream"
+            )
         self._shape = tuple(rgb.shape)
         if m.config.depth_norm == "pair":
             out = self._push_pair_norm(rgb, disparity)
@@ -152,9 +161,14 @@ class StreamingSession:
         return render(self.current, times, height or self.model.height, width or self.model.width, **kw)
 
 
-def stream(model: StreamSplat, frames: Iterable[Tuple[Tensor, Tensor]], options: Optional[InferenceOptions] = None,
-           *, cuda_graph: Optional[bool] = None, overlap: Optional[bool] = None
-           ) -> Iterator[Tuple[int, DynamicGaussians]]:
+def stream(
+    model: StreamSplat,
+    frames: Iterable[Tuple[Tensor, Tensor]],
+    options: Optional[InferenceOptions] = None,
+    *,
+    cuda_graph: Optional[bool] = None,
+    overlap: Optional[bool] = None,
+) -> Iterator[Tuple[int, DynamicGaussians]]:
     """Yield ``(k, Gaussians of the interval [k, k + 1])`` for a stream of ``(rgb, disparity)`` frames."""
     s = StreamingSession(model, options, cuda_graph=cuda_graph, overlap=overlap)
     for rgb, disp in frames:

@@ -25,8 +25,9 @@ def demo_weights():
 
     path = demo_weights_path(check=False)
     if not path.is_file():
-        pytest.skip(f"no trained demo weights at {path} (made on a GPU by experiments/demo_weights.py; "
-                    "see docs/benchmarks.md)")
+        pytest.skip(
+            f"no trained demo weights at {path} (made on a GPU by experiments/demo_weights.py; see docs/benchmarks.md)"
+        )
     return path
 
 

@@ -86,8 +86,15 @@ def main() -> None:
             print(json.dumps({"pid": pid}), flush=True)
         elif req["cmd"] == "wait":
             _, status = os.waitpid(int(req["pid"]), 0)
-            print(json.dumps({"exitcode": os.WEXITSTATUS(status) if os.WIFEXITED(status) else None,
-                              "signal": os.WTERMSIG(status) if os.WIFSIGNALED(status) else None}), flush=True)
+            print(
+                json.dumps(
+                    {
+                        "exitcode": os.WEXITSTATUS(status) if os.WIFEXITED(status) else None,
+                        "signal": os.WTERMSIG(status) if os.WIFSIGNALED(status) else None,
+                    }
+                ),
+                flush=True,
+            )
 
 
 if __name__ == "__main__":

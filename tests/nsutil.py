@@ -8,8 +8,15 @@ from typing import Optional
 import torch
 
 
-def small_config(out: Path, stage: str = "encoder", steps: int = 2, batch_size: int = 2,
-                 encoder_ckpt: Optional[Path] = None, load_dir: Optional[Path] = None, steps_per_save: int = 1000):
+def small_config(
+    out: Path,
+    stage: str = "encoder",
+    steps: int = 2,
+    batch_size: int = 2,
+    encoder_ckpt: Optional[Path] = None,
+    load_dir: Optional[Path] = None,
+    steps_per_save: int = 1000,
+):
     from streamsplat_ns.method_configs.methods import scripted_config
 
     cfg = scripted_config(stage, True, out, steps, experiment="test")

@@ -29,8 +29,20 @@ def test_letterbox_and_loop(bench, tmp_path):
 
 
 def test_tiny_run_end_to_end(bench, tmp_path, capsys):
-    res = bench.main(["--tiny", "--no-fresh", "--frames", "3", "--compare-intervals", "1", "--work", str(tmp_path),
-                      "--json", str(tmp_path / "r.json")])
+    res = bench.main(
+        [
+            "--tiny",
+            "--no-fresh",
+            "--frames",
+            "3",
+            "--compare-intervals",
+            "1",
+            "--work",
+            str(tmp_path),
+            "--json",
+            str(tmp_path / "r.json"),
+        ]
+    )
     assert res["ok"], res
     (run,) = res["runs"]
     d = run["derived"]

@@ -72,8 +72,8 @@ def attn(x, sd, p, heads, ctx=None):
     W, b = sd[p + "packed_proj.weight"], sd[p + "packed_proj.bias"]
     c = x if ctx is None else ctx
     q = x @ W[:d].T + b[:d]
-    k = c @ W[d:2 * d].T + b[d:2 * d]
-    v = c @ W[2 * d:].T + b[2 * d:]
+    k = c @ W[d : 2 * d].T + b[d : 2 * d]
+    v = c @ W[2 * d :].T + b[2 * d :]
     sp = lambda t: t.view(t.shape[0], t.shape[1], heads, -1).transpose(1, 2)
     q, k, v = sp(q), sp(k), sp(v)
     a = torch.softmax(q @ k.transpose(-1, -2) / (d // heads) ** 0.5, -1) @ v
@@ -92,7 +92,7 @@ def block(x, sd, p, heads, window=None, shift=False):
     else:
         idx = (torch.arange(L) - window // 2) % L if shift else torch.arange(L)
         hh = h[:, idx]
-        o_r = torch.cat([attn(hh[:, i:i + window], sd, p + "attn.", heads) for i in range(0, L, window)], 1)
+        o_r = torch.cat([attn(hh[:, i : i + window], sd, p + "attn.", heads) for i in range(0, L, window)], 1)
         o = torch.empty_like(o_r)
         o[:, idx] = o_r
     x = x + o
@@ -133,9 +133,14 @@ def ref_static(sd, e, rgb, disp, heads_of, window, stage1):
     Hg, Wg = 4 * gh, 4 * gw
     xyz = torch.stack([sd[pr + "x_map"] + t[..., 0] / Wg, 0.5 + 0.5 * t[..., 1], sd[pr + "z_map"] + t[..., 2] / Hg], -1)
     s = 0.1 * F.softplus(lin("gs_layer.scale"))
-    return dict(tokens=tokens, feats=f, rgb=torch.sigmoid(lin("gs_layer.rgb")),
-                opacity=0.05 + 0.95 * torch.sigmoid(lin("gs_layer.opacity"))[..., 0],
-                scale=torch.stack([s[..., 0], (s[..., 0] + s[..., 1]) / 2, s[..., 1]], -1), xyz=xyz)
+    return dict(
+        tokens=tokens,
+        feats=f,
+        rgb=torch.sigmoid(lin("gs_layer.rgb")),
+        opacity=0.05 + 0.95 * torch.sigmoid(lin("gs_layer.opacity"))[..., 0],
+        scale=torch.stack([s[..., 0], (s[..., 0] + s[..., 1]) / 2, s[..., 1]], -1),
+        xyz=xyz,
+    )
 
 
 def ref_pair(sd, rgb0, d0, rgb1, d1, dino0, dino1, heads_of, window):
@@ -145,9 +150,13 @@ def ref_pair(sd, rgb0, d0, rgb1, d1, dino0, dino1, heads_of, window):
     p = "model.decoder.transformer_decoder."
     L = s0["tokens"].shape[1]
     x = torch.cat([s0["tokens"], s1["tokens"]], 1) + sd[p + "positional_embedding"]
-    x = x + torch.cat([sd[p + "cls_embedding"][:, :1].expand(1, L, -1), sd[p + "cls_embedding"][:, 1:].expand(1, L, -1)], 1)
+    x = x + torch.cat(
+        [sd[p + "cls_embedding"][:, :1].expand(1, L, -1), sd[p + "cls_embedding"][:, 1:].expand(1, L, -1)], 1
+    )
     x = rms(x, sd[p + "layernorm1.weight"])
-    cond = lambda dn: rms(dn @ sd[p + "condition_proj.weight"].T + sd[p + "positional_encoding.pe"], sd[p + "condition_ln.weight"])
+    cond = lambda dn: rms(
+        dn @ sd[p + "condition_proj.weight"].T + sd[p + "positional_encoding.pe"], sd[p + "condition_ln.weight"]
+    )
     c = torch.cat([cond(dino1), cond(dino0)], 0)  # [D1; D0], paired with the halves
     i = 0
     while f"{p}transformer.resblocks.{i}.self_attn_ln.weight" in sd:
@@ -174,6 +183,7 @@ def ref_pair(sd, rgb0, d0, rgb1, d1, dino0, dino1, heads_of, window):
                 h = h @ sd[f"{g}{name}.layers.{j}.weight"].T + sd[f"{g}{name}.layers.{j}.bias"]
                 h = F.silu(h) if act else h
             return h
+
         v = torch.tanh(m3("xyz_dynamic")) * (1 - 1e-3)
         v = v.view(1, -1, 1, 3) * sd["model.gs_dynamic_predictor.dynamic_scalar"]
         o = m3("opacity_dynamic")
@@ -244,7 +254,9 @@ def test_official_mismatch_lists_keys(tmp_path):
     sd["model.something_else"] = torch.zeros(1)
     p = tmp_path / "bad.safetensors"
     save_file(sd, str(p))
-    with pytest.raises(ValueError, match=r"(?s)missing keys:.*model\.encoder_proj\.weight.*unexpected keys:.*something_else"):
+    with pytest.raises(
+        ValueError, match=r"(?s)missing keys:.*model\.encoder_proj\.weight.*unexpected keys:.*something_else"
+    ):
         load_checkpoint(p, config=ModelConfig.tiny(), allow_random_dino=True)
 
 
@@ -256,13 +268,18 @@ def tsv(name):
 
 def random_sd(shapes, seed=0):
     g = torch.Generator().manual_seed(seed)
-    return {k: torch.empty(s).uniform_(-0.01, 0.01, generator=g) if len(s) and s[0] < 4000 and len(s) < 3
-            else torch.zeros(s) + 0.001 * (i + 1) for i, (k, s) in enumerate(shapes.items())}
+    return {
+        k: torch.empty(s).uniform_(-0.01, 0.01, generator=g)
+        if len(s) and s[0] < 4000 and len(s) < 3
+        else torch.zeros(s) + 0.001 * (i + 1)
+        for i, (k, s) in enumerate(shapes.items())
+    }
 
 
 @pytest.mark.skipif(not LAYOUT.is_dir(), reason="official layout files not available")
-@pytest.mark.parametrize("name,layout", [("encoder_stage1.tsv", "stage1"), ("decoder_stage2.tsv", "stage2"),
-                                         ("inference.tsv", "inference")])
+@pytest.mark.parametrize(
+    "name,layout", [("encoder_stage1.tsv", "stage1"), ("decoder_stage2.tsv", "stage2"), ("inference.tsv", "inference")]
+)
 def test_official_tsv_layouts_map_strictly(name, layout):
     shapes = tsv(name)
     sd = {k: torch.empty(s, device="meta") for k, s in shapes.items()}

@@ -21,8 +21,13 @@ RUN: dict = {}
 
 def _clip(n=7, gap=3, h=8, w=12, seed=0) -> Clip:
     g = torch.Generator().manual_seed(seed)
-    return Clip(name="c", source="test", rgb=torch.rand(n, 3, h, w, generator=g), disparity=torch.rand(n, 1, h, w,
-                generator=g), key_gap=gap)
+    return Clip(
+        name="c",
+        source="test",
+        rgb=torch.rand(n, 3, h, w, generator=g),
+        disparity=torch.rand(n, 1, h, w, generator=g),
+        key_gap=gap,
+    )
 
 
 def test_protocol_frames_and_baselines():
@@ -84,8 +89,15 @@ def test_dataset_written_and_parsed_with_times(tmp_path):
 
 def test_checkpoint_errors_name_the_file(tmp_path):
     good = tmp_path / "good.ckpt"
-    torch.save({"step": 3, "pipeline": {"w": torch.ones(2)}, "optimizers": {"lr": np.float64(1e-3)},
-                "dtype": np.dtype("float32")}, good)
+    torch.save(
+        {
+            "step": 3,
+            "pipeline": {"w": torch.ones(2)},
+            "optimizers": {"lr": np.float64(1e-3)},
+            "dtype": np.dtype("float32"),
+        },
+        good,
+    )
     obj = load_nerfstudio_checkpoint(good)
     assert obj["optimizers"]["lr"] == 1e-3 and obj["step"] == 3
     data = good.read_bytes()
@@ -100,7 +112,7 @@ def test_checkpoint_errors_name_the_file(tmp_path):
         info = max(z.infolist(), key=lambda i: i.file_size)
     raw = bytearray(data)
     off = info.header_offset  # local header: name and extra lengths at +26 and +28
-    u16 = lambda i: int.from_bytes(raw[i:i + 2], "little")  # noqa: E731
+    u16 = lambda i: int.from_bytes(raw[i : i + 2], "little")  # noqa: E731
     start = off + 30 + u16(off + 26) + u16(off + 28)
     raw[start + 2] ^= 0xFF
     bad.write_bytes(bytes(raw))
@@ -171,9 +183,18 @@ def compare_run(tmp_path_factory):
         torch.manual_seed(0)
         ckpt = root / "tiny.safetensors"
         save_checkpoint(StreamSplat.from_config(ModelConfig.tiny()), ckpt)
-        cfg = CompareConfig(checkpoint=ckpt, methods=("splatfacto", "nerfacto", "dnerf"), steps=("3",),
-                            rays_per_batch=64, tiny=True, max_frames=7, key_gap=3, image_size=(16, 32),
-                            output=root / "out", device="cpu")
+        cfg = CompareConfig(
+            checkpoint=ckpt,
+            methods=("splatfacto", "nerfacto", "dnerf"),
+            steps=("3",),
+            rays_per_batch=64,
+            tiny=True,
+            max_frames=7,
+            key_gap=3,
+            image_size=(16, 32),
+            output=root / "out",
+            device="cpu",
+        )
         RUN["result"] = run_comparison(cfg, argv=["--tiny"])
         RUN["out"] = root / "out"
     return RUN
@@ -185,8 +206,14 @@ def test_compare_end_to_end_cpu(compare_run):
     doc = json.loads((out / "table.json").read_text())
     md = (out / "table.md").read_text()
     rows = {r["method"]: r for r in doc["rows"]}
-    assert list(rows) == ["StreamSplat", "splatfacto", "nerfacto", "dnerf", "baseline: nearest key frame",
-                          "baseline: linear blend"]
+    assert list(rows) == [
+        "StreamSplat",
+        "splatfacto",
+        "nerfacto",
+        "dnerf",
+        "baseline: nearest key frame",
+        "baseline: linear blend",
+    ]
     assert doc["clip"]["key_frames"] == [0, 3, 6] and doc["clip"]["middle_frames"] == [1, 2, 4, 5]
     if not torch.cuda.is_available():
         assert rows["splatfacto"]["status"] == "skipped: needs CUDA" and "skipped: needs CUDA" in md
@@ -243,8 +270,16 @@ def test_compare_splatfacto_on_gpu(tmp_path):
     torch.manual_seed(0)
     ckpt = tmp_path / "tiny.safetensors"
     save_checkpoint(StreamSplat.from_config(ModelConfig.tiny()), ckpt)
-    cfg = CompareConfig(checkpoint=ckpt, methods=("splatfacto", "nerfacto", "dnerf"), steps=("30",),
-                        max_frames=11, key_gap=5, image_size=(64, 112), output=tmp_path / "out", device="cuda")
+    cfg = CompareConfig(
+        checkpoint=ckpt,
+        methods=("splatfacto", "nerfacto", "dnerf"),
+        steps=("30",),
+        max_frames=11,
+        key_gap=5,
+        image_size=(64, 112),
+        output=tmp_path / "out",
+        device="cuda",
+    )
     rows = {r["method"]: r for r in run_comparison(cfg, argv=[])["rows"]}
     for name in ("StreamSplat", "splatfacto", "nerfacto", "dnerf"):
         assert rows[name]["status"] == "ok", (name, rows[name]["status"])

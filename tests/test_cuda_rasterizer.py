@@ -37,9 +37,14 @@ def scene(n, seed, lead=(), spread=1.25, depth=(-0.3, 4.0), opac=(0.05, 1.0)):
     """Random Gaussians: some off-screen (|x|,|z| > 1) and some behind the camera (depth < near)."""
     g = torch.Generator().manual_seed(seed)
     shp = (*lead, n)
-    means = torch.stack([(torch.rand(shp, generator=g) * 2 - 1) * spread,
-                         torch.rand(shp, generator=g) * (depth[1] - depth[0]) + depth[0],
-                         (torch.rand(shp, generator=g) * 2 - 1) * spread], -1)
+    means = torch.stack(
+        [
+            (torch.rand(shp, generator=g) * 2 - 1) * spread,
+            torch.rand(shp, generator=g) * (depth[1] - depth[0]) + depth[0],
+            (torch.rand(shp, generator=g) * 2 - 1) * spread,
+        ],
+        -1,
+    )
     quats = torch.randn(*shp, 4, generator=g)
     scales = torch.exp(torch.rand(*shp, 3, generator=g) * 2.5 - 4.5)  # 0.011 .. 0.14 world units
     opacities = torch.rand(shp, generator=g) * (opac[1] - opac[0]) + opac[0]
@@ -69,12 +74,16 @@ def _compare_static(inputs, vms, Ks, W, H, alpha_clamp, tile_size=16, near=0.1, 
     cu = _ext()
     I = vms.shape[0]
     gen = torch.Generator(device=DEV).manual_seed(7)
-    up = (torch.randn(I, H, W, 3, device=DEV, generator=gen), torch.randn(I, H, W, 1, device=DEV, generator=gen),
-          torch.randn(I, H, W, 1, device=DEV, generator=gen))
+    up = (
+        torch.randn(I, H, W, 3, device=DEV, generator=gen),
+        torch.randn(I, H, W, 1, device=DEV, generator=gen),
+        torch.randn(I, H, W, 1, device=DEV, generator=gen),
+    )
 
     def run(impl):
         def f(m, q, s, o, c, bg):
             return impl.rasterize_images(m, q, s, o, c, vms, Ks, W, H, bg, alpha_clamp, near, far, tile_size)
+
         return f
 
     bg = torch.rand(I, 3, device=DEV, generator=gen)
@@ -143,8 +152,14 @@ def test_zero_and_one_gaussian(n):
 
 def dynamic_scene(B, N, K, seed):
     g = torch.Generator().manual_seed(seed)
-    means = torch.stack([(torch.rand(B, N, generator=g) * 2 - 1) * 1.1, torch.rand(B, N, generator=g) * 1.1 - 0.05,
-                         (torch.rand(B, N, generator=g) * 2 - 1) * 1.1], -1)  # some y_hat outside [0, 1]
+    means = torch.stack(
+        [
+            (torch.rand(B, N, generator=g) * 2 - 1) * 1.1,
+            torch.rand(B, N, generator=g) * 1.1 - 0.05,
+            (torch.rand(B, N, generator=g) * 2 - 1) * 1.1,
+        ],
+        -1,
+    )  # some y_hat outside [0, 1]
     motion = torch.randn(B, N, K, 3, generator=g) * 0.08
     t0 = (torch.arange(N) >= N // 2).float().expand(B, N).clone()
     gamma0 = torch.rand(B, N, generator=g) * 6.0
@@ -162,16 +177,38 @@ def _torch_dynamic(means, motion, t0, gamma0, gamma1, quats, scales, opac, cols,
 
     B, N = means.shape[:2]
     T = times.shape[1]
-    gs = DynamicGaussians(means=means, quats=quats, scales=scales, opacities=opac, colours=cols, motion=motion,
-                          t0=t0, gamma0=gamma0, gamma1=gamma1)
+    gs = DynamicGaussians(
+        means=means,
+        quats=quats,
+        scales=scales,
+        opacities=opac,
+        colours=cols,
+        motion=motion,
+        t0=t0,
+        gamma0=gamma0,
+        gamma1=gamma1,
+    )
     world, valid = canonical_to_world(positions_at(gs, times))
     op = opacities_at(gs, times) * valid.to(world.dtype)
 
     def per_image(x):
         return x[:, None].expand(B, T, *x.shape[1:]).reshape(B * T, *x.shape[1:])
 
-    return _torch_impl.rasterize_images(world.reshape(B * T, N, 3), per_image(quats), per_image(scales),
-                                        op.reshape(B * T, N), per_image(cols), vms, Ks, W, H, bg, clamp, 1e-4, 1e4)
+    return _torch_impl.rasterize_images(
+        world.reshape(B * T, N, 3),
+        per_image(quats),
+        per_image(scales),
+        op.reshape(B * T, N),
+        per_image(cols),
+        vms,
+        Ks,
+        W,
+        H,
+        bg,
+        clamp,
+        1e-4,
+        1e4,
+    )
 
 
 @pytest.mark.parametrize("K", [1, 2])
@@ -184,16 +221,19 @@ def test_dynamic_fused_matches_torch_evaluated(K):
     vms, Ks = vm.expand(B * T, 4, 4).contiguous(), Kc.expand(B * T, 3, 3).contiguous()
     gen = torch.Generator(device=DEV).manual_seed(3)
     bg = torch.rand(B * T, 3, device=DEV, generator=gen)
-    up = (torch.randn(B * T, H, W, 3, device=DEV, generator=gen), torch.randn(B * T, H, W, 1, device=DEV, generator=gen),
-          torch.randn(B * T, H, W, 1, device=DEV, generator=gen))
+    up = (
+        torch.randn(B * T, H, W, 3, device=DEV, generator=gen),
+        torch.randn(B * T, H, W, 1, device=DEV, generator=gen),
+        torch.randn(B * T, H, W, 1, device=DEV, generator=gen),
+    )
 
     def fused(means, motion, g0, g1, quats, scales, opac, cols, bgs):
-        return cu.rasterize_dynamic(means, motion, dyn[2], g0, g1, times, quats, scales, opac, cols, vms, Ks, W, H,
-                                    bgs, 0.99, 1e-4, 1e4)
+        return cu.rasterize_dynamic(
+            means, motion, dyn[2], g0, g1, times, quats, scales, opac, cols, vms, Ks, W, H, bgs, 0.99, 1e-4, 1e4
+        )
 
     def ref(means, motion, g0, g1, quats, scales, opac, cols, bgs):
-        return _torch_dynamic(means, motion, dyn[2], g0, g1, quats, scales, opac, cols, times, vms, Ks, W, H, bgs,
-                              0.99)
+        return _torch_dynamic(means, motion, dyn[2], g0, g1, quats, scales, opac, cols, times, vms, Ks, W, H, bgs, 0.99)
 
     leaves = [dyn[0], dyn[1], dyn[3], dyn[4], dyn[5], dyn[6], dyn[7], dyn[8], bg]
     o_cu, g_cu = _render_and_grads(fused, leaves, up)
@@ -258,14 +298,32 @@ def test_matches_gsplat_ortho():
     up_d = torch.randn(C, H, W, 1, device=DEV, generator=gen)
 
     def ours(m, q, s, o, c):
-        rgb, depth, alpha = cu.rasterize_images(m[None], q[None], s[None], o[None], c[None], vms, Ks, W, H, bg,
-                                                0.999, 0.1, 100.0, 16)
+        rgb, depth, alpha = cu.rasterize_images(
+            m[None], q[None], s[None], o[None], c[None], vms, Ks, W, H, bg, 0.999, 0.1, 100.0, 16
+        )
         return rgb, depth, alpha
 
     def theirs(m, q, s, o, c):
-        out, alpha, _ = rasterization(m, q, s, o, c, vms, Ks, W, H, near_plane=0.1, far_plane=100.0, eps2d=0.3,
-                                      sh_degree=None, packed=False, backgrounds=bg, render_mode="RGB+D",
-                                      camera_model="ortho", rasterize_mode="classic")
+        out, alpha, _ = rasterization(
+            m,
+            q,
+            s,
+            o,
+            c,
+            vms,
+            Ks,
+            W,
+            H,
+            near_plane=0.1,
+            far_plane=100.0,
+            eps2d=0.3,
+            sh_degree=None,
+            packed=False,
+            backgrounds=bg,
+            render_mode="RGB+D",
+            camera_model="ortho",
+            rasterize_mode="classic",
+        )
         return out[..., :3], out[..., 3:4], alpha
 
     res = []

@@ -118,8 +118,11 @@ def test_co3d_set_lists_and_frame_numbers(tmp_path):
 def test_re10k_chunks_lazy_with_pickle_and_torch_depth(tmp_path):
     fx.write_re10k_chunks(tmp_path, [{"53857414accb7b44": 20, "aaaaaaaaaaaaaaaa": 17}, {"bbbbbbbbbbbbbbbb": 16}])
     seqs = re10k.discover(tmp_path, "train")
-    assert {s.name: s.num_frames for s in seqs} == {"53857414accb7b44": 20, "aaaaaaaaaaaaaaaa": 17,
-                                                     "bbbbbbbbbbbbbbbb": 16}
+    assert {s.name: s.num_frames for s in seqs} == {
+        "53857414accb7b44": 20,
+        "aaaaaaaaaaaaaaaa": 17,
+        "bbbbbbbbbbbbbbbb": 16,
+    }
     s = seqs[1]
     b = s.load([0, 7, 15], SIZE)
     assert b.rgb.shape == (3, 3, *SIZE) and torch.allclose(b.disparity.amax(dim=(1, 2, 3)), torch.ones(3))

@@ -30,8 +30,15 @@ def _worker(rank: int, world: int, port: int, out: str, results: str) -> None:
     vec = torch.cat([p.detach().flatten() for p in trainer.pipeline.model.net.parameters()])
     it = trainer.pipeline.datamanager._new_train_iter(0)
     first = next(it)
-    torch.save({"params": vec, "first_frames": first["frame_ids"], "first_seq": first["sequence"],
-                "base_dir": str(trainer.base_dir)}, Path(results) / f"rank{rank}.pt")
+    torch.save(
+        {
+            "params": vec,
+            "first_frames": first["frame_ids"],
+            "first_seq": first["sequence"],
+            "base_dir": str(trainer.base_dir),
+        },
+        Path(results) / f"rank{rank}.pt",
+    )
     dist.barrier()
     dist.destroy_process_group()
 

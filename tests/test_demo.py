@@ -56,8 +56,7 @@ def test_pixel_skip_is_off_by_default_starts_as_identity_and_is_wired():
     feats.square().mean().backward()
     assert enc.pixel_skip.conv1.weight.grad.abs().sum() > 0
     with pytest.raises(ValueError, match="whole number of pixels per Gaussian"):
-        EncoderConfig.tiny(pixel_skip=8, upsampler=UpsamplerConfig(stages=4, window_size=64, min_width=16,
-                                                                   head_dim=16))
+        EncoderConfig.tiny(pixel_skip=8, upsampler=UpsamplerConfig(stages=4, window_size=64, min_width=16, head_dim=16))
 
 
 def test_fp16_export_loads_and_computes_in_fp32(tmp_path):

@@ -163,7 +163,7 @@ def test_fast_depth_fused_dino_blocks_interpreted():
     import sys
 
     pytest.importorskip("triton")
-    code = r'''
+    code = r"""
 import copy, torch
 from test_depth import _varied, _rel
 from streamsplat_ns.depth.depth_anything import predict_disparity
@@ -184,7 +184,7 @@ assert worst < 0.03 and spread < 0.03, ("vs plain bf16", worst, spread)
 worst, spread = _rel(fused, ref)
 assert worst < 0.03 and spread < 0.03, ("vs fp32", worst, spread)
 print("OK")
-'''
+"""
     env = dict(os.environ, TRITON_INTERPRET="1", PYTHONPATH=os.pathsep.join([str(Path(__file__).parent), os.getcwd()]))
     r = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=300)
     assert r.returncode == 0 and "OK" in r.stdout, r.stderr[-3000:]
@@ -200,8 +200,9 @@ def test_fast_depth_graph_matches_eager_gpu(enc):
     from streamsplat_ns.inference.depth import DepthInference
 
     m = _varied(enc).cuda()
-    frames = [torch.randint(0, 256, (1, 480, 640, 3), dtype=torch.uint8, device="cuda").permute(0, 3, 1, 2)
-              for _ in range(2)]
+    frames = [
+        torch.randint(0, 256, (1, 480, 640, 3), dtype=torch.uint8, device="cuda").permute(0, 3, 1, 2) for _ in range(2)
+    ]
     timings = {}
     for fused in (True, False):
         f = DepthInference(copy.deepcopy(m), out_size=(288, 512), fused=fused)
@@ -224,5 +225,7 @@ def test_fast_depth_graph_matches_eager_gpu(enc):
         f.close()
         assert not f._graphs
         del f
-    print(f"DA-V2 {enc} bf16 graph, 480x640 -> 518x686 -> 288x512: {timings[True]:.2f} ms/frame fused DINOv2 "
-          f"blocks, {timings[False]:.2f} ms/frame unfused")
+    print(
+        f"DA-V2 {enc} bf16 graph, 480x640 -> 518x686 -> 288x512: {timings[True]:.2f} ms/frame fused DINOv2 "
+        f"blocks, {timings[False]:.2f} ms/frame unfused"
+    )

@@ -14,10 +14,16 @@ def random_dynamic(B=2, N=40, K=2, seed=0, dtype=torch.float64):
     quats = torch.zeros(B, N, 4, dtype=dtype)
     quats[..., 0] = 1
     return DynamicGaussians(
-        means=means, quats=quats, scales=r(B, N, 3) * 0.05 + 0.02, opacities=r(B, N) * 0.9 + 0.05,
-        colours=r(B, N, 3), motion=(r(B, N, K, 3) - 0.5) * 0.4,
+        means=means,
+        quats=quats,
+        scales=r(B, N, 3) * 0.05 + 0.02,
+        opacities=r(B, N) * 0.9 + 0.05,
+        colours=r(B, N, 3),
+        motion=(r(B, N, K, 3) - 0.5) * 0.4,
         t0=torch.cat([torch.zeros(B, N // 2, dtype=dtype), torch.ones(B, N - N // 2, dtype=dtype)], 1),
-        gamma0=r(B, N) * 4, gamma1=r(B, N))
+        gamma0=r(B, N) * 4,
+        gamma1=r(B, N),
+    )
 
 
 def test_lifecycle_properties():
@@ -35,7 +41,7 @@ def test_positions_polynomial_and_bidirectional():
     for n in range(4):
         for j, tj in enumerate(t[0]):
             dt = tj - g.t0[0, n]
-            want = g.means[0, n] + g.motion[0, n, 0] * dt + g.motion[0, n, 1] * dt ** 2
+            want = g.means[0, n] + g.motion[0, n, 0] * dt + g.motion[0, n, 1] * dt**2
             torch.testing.assert_close(pos[0, j, n], want)
     # frame-0 Gaussians sit still at t=0, frame-1 Gaussians at t=1
     torch.testing.assert_close(pos[0, 0, :2], g.means[0, :2])
@@ -111,8 +117,9 @@ def test_sh_colours_in_dynamic_render():
     sh[:, :, 0] = (g.colours - 0.5) / 0.28209479177387814
     gs = DynamicGaussians(**{**g.__dict__, "sh": sh})
     times = torch.tensor([[0.0, 0.5]])
-    torch.testing.assert_close(render_dynamic(gs, times, H, W).rgb, render_dynamic(g, times, H, W).rgb,
-                               atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(
+        render_dynamic(gs, times, H, W).rgb, render_dynamic(g, times, H, W).rgb, atol=1e-5, rtol=1e-5
+    )
     vm0, K = canonical_camera(H, W)
     vms = torch.stack([vm0, orbit_viewmat(0.0, 0.6, target_depth=1.0)])[None]  # second time: tilted camera
     plain = render_dynamic(gs, times, H, W, viewmats=vms, Ks=K)

@@ -48,7 +48,7 @@ def write_clip(folder, n=7, size=(40, 70), seed=0, depth=True):
     base = rng.integers(0, 255, (size[0], size[1] * 2, 3), dtype=np.uint8)
     frames = []
     for i in range(n):
-        rgb = np.ascontiguousarray(np.roll(base, 3 * i, axis=1)[:, :size[1]])  # a moving scene
+        rgb = np.ascontiguousarray(np.roll(base, 3 * i, axis=1)[:, : size[1]])  # a moving scene
         Image.fromarray(rgb).save(folder / f"{i:05d}.png")
         if depth:
             write_depth_png16(ddir / f"{i:05d}_pred.png", rng.random(size).astype(np.float32))
@@ -153,8 +153,9 @@ def test_engine_equals_plain_session_and_clip(tmp_path, model):
 
 
 def test_engine_rejects_bad_frames(model):
-    engine = ReconstructionEngine(model, options=InferenceOptions.eager(),
-                                  disparity=DisparitySource.depth_anything(_tiny_da(), short_side=56))
+    engine = ReconstructionEngine(
+        model, options=InferenceOptions.eager(), disparity=DisparitySource.depth_anything(_tiny_da(), short_side=56)
+    )
     good = np.zeros((20, 30, 3), np.uint8)
     frames = [Frame(0, "a", good, 0.0), Frame(1, "b", np.zeros((20, 31, 3), np.uint8), 0.0)]
     with pytest.raises(ValueError, match=r"frame 1 \(b\) is 31x20"):
@@ -176,8 +177,9 @@ def test_engine_with_depth_anything(tmp_path, model):
 
     rgbs = write_clip(tmp_path / "clip", n=3, depth=False)
     da = _tiny_da()
-    engine = ReconstructionEngine(model, options=InferenceOptions.eager(),
-                                  disparity=DisparitySource.depth_anything(da, short_side=56))
+    engine = ReconstructionEngine(
+        model, options=InferenceOptions.eager(), disparity=DisparitySource.depth_anything(da, short_side=56)
+    )
     ivs = list(engine.stream(open_frames(tmp_path / "clip")))
     s = StreamingSession(model, InferenceOptions.eager())
     for i, rgb in enumerate(rgbs):

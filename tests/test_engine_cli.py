@@ -56,8 +56,19 @@ def test_cli_folder_end_to_end(tmp_path, ckpt):
     the engine's clip reconstruction (the viewer's / export's path) for the same frames; manifest."""
     write_clip(tmp_path / "clip", n=8)
     out = tmp_path / "out"
-    res = main(ReconstructArgs(input=str(tmp_path / "clip"), checkpoint=ckpt, output=out, frame_step=2, interp=2,
-                               ply_frames=(3.0, 6.5), device="cpu", progress=False, save_gaussians=True))
+    res = main(
+        ReconstructArgs(
+            input=str(tmp_path / "clip"),
+            checkpoint=ckpt,
+            output=out,
+            frame_step=2,
+            interp=2,
+            ply_frames=(3.0, 6.5),
+            device="cpu",
+            progress=False,
+            save_gaussians=True,
+        )
+    )
     assert res["key_frame_indices"] == [0, 2, 4, 6, 7]
     assert (res["reconstruction_frames"], res["interpolated_frames"]) == (5, 8)  # one per source frame
     assert count_frames(out / "reconstruction.mp4") == 5 and count_frames(out / "interpolated_2x.mp4") == 8
@@ -86,8 +97,16 @@ def test_cli_folder_end_to_end(tmp_path, ckpt):
     for k in ("x", "y", "z", "opacity", "scale_0", "f_dc_0", "rot_1"):
         np.testing.assert_allclose(a[k], b[k], rtol=1e-5, atol=1e-5)
     with pytest.raises(ValueError, match="ply-frames"):
-        main(ReconstructArgs(input=str(tmp_path / "clip"), checkpoint=ckpt, output=out, ply_frames=(7.5,),
-                             device="cpu", progress=False))
+        main(
+            ReconstructArgs(
+                input=str(tmp_path / "clip"),
+                checkpoint=ckpt,
+                output=out,
+                ply_frames=(7.5,),
+                device="cpu",
+                progress=False,
+            )
+        )
 
 
 def test_cli_truncated_video_finalises_and_exits_nonzero(tmp_path, ckpt, monkeypatch, caplog):
@@ -105,8 +124,23 @@ def test_cli_truncated_video_finalises_and_exits_nonzero(tmp_path, ckpt, monkeyp
     for i in range(12):
         write_depth_png16(tmp_path / "v_depth" / f"{i:05d}_pred.png", rng.random((40, 70)).astype(np.float32))
     out = tmp_path / "out"
-    monkeypatch.setattr(sys, "argv", ["streamsplat-reconstruct", str(video), "--checkpoint", str(ckpt), "--output",
-                                      str(out), "--device", "cpu", "--no-progress", "--interp", "1"])
+    monkeypatch.setattr(
+        sys,
+        "argv",
+        [
+            "streamsplat-reconstruct",
+            str(video),
+            "--checkpoint",
+            str(ckpt),
+            "--output",
+            str(out),
+            "--device",
+            "cpu",
+            "--no-progress",
+            "--interp",
+            "1",
+        ],
+    )
     with pytest.raises(SystemExit) as ex:
         rc.entrypoint()
     assert ex.value.code == 1
@@ -135,8 +169,12 @@ def test_cli_disk_full_names_the_file_and_keeps_finished_outputs(tmp_path, ckpt)
     file is left, and the videos of the frames done are finalised and playable."""
     write_clip(tmp_path / "clip", n=4)
     out = tmp_path / "out"
-    r = subprocess.run([sys.executable, "-c", DISK_FULL, str(tmp_path / "clip"), str(ckpt), str(out)],
-                       capture_output=True, text=True, timeout=300)
+    r = subprocess.run(
+        [sys.executable, "-c", DISK_FULL, str(tmp_path / "clip"), str(ckpt), str(out)],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert r.returncode == 1, r.stderr[-3000:]
     import re
 
@@ -159,8 +197,16 @@ def test_reconstruct_and_live_parse_the_shared_model_arguments_alike():
     from streamsplat_ns.cli.live import LiveArgs
     from streamsplat_ns.cli.reconstruct import ReconstructArgs
 
-    flags = ["--checkpoint", "m.safetensors", "--depth", "compute", "--depth-short-side", "266",
-             "--depth-checkpoint", "da.pth"]
+    flags = [
+        "--checkpoint",
+        "m.safetensors",
+        "--depth",
+        "compute",
+        "--depth-short-side",
+        "266",
+        "--depth-checkpoint",
+        "da.pth",
+    ]
     r = tyro.cli(ReconstructArgs, args=["clip.mp4", *flags])
     live = tyro.cli(LiveArgs, args=["/dev/video0", *flags])
     assert (r.input, live.source) == ("clip.mp4", "/dev/video0")

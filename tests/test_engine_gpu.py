@@ -32,8 +32,11 @@ def test_gpu_fastest_engine_matches_eager(tmp_path, depth):
     write_clip(tmp_path / "clip", n=10, size=(60, 100))
 
     def run(options):
-        disp = (DisparitySource.files(tmp_path / "clip_depth") if depth == "file"
-                else DisparitySource.depth_anything(_tiny_da().cuda(), short_side=56))
+        disp = (
+            DisparitySource.files(tmp_path / "clip_depth")
+            if depth == "file"
+            else DisparitySource.depth_anything(_tiny_da().cuda(), short_side=56)
+        )
         eng = ReconstructionEngine(tiny_cuda(), options=options, disparity=disp)
         out = []
         for iv in eng.stream(open_frames(tmp_path / "clip")):
@@ -54,8 +57,11 @@ def test_gpu_memory_flat_and_no_host_sync(tmp_path):
     """400 frames through depth (DA-V2 tiny), the graph step, batched renders and the mp4 writer: allocated
     memory after interval 50 equals that after 399; in the steady state nothing synchronises the host."""
     model = tiny_cuda()
-    eng = ReconstructionEngine(model, options=InferenceOptions.fastest(),
-                               disparity=DisparitySource.depth_anything(_tiny_da().cuda(), short_side=56))
+    eng = ReconstructionEngine(
+        model,
+        options=InferenceOptions.fastest(),
+        disparity=DisparitySource.depth_anything(_tiny_da().cuda(), short_side=56),
+    )
     rng = np.random.default_rng(0)
     base = rng.integers(0, 255, (60, 300, 3), dtype=np.uint8)
     frames = (Frame(i, f"{i:05d}", np.ascontiguousarray(np.roll(base, i, 1)[:, :100]), 0.0) for i in range(400))
@@ -77,5 +83,5 @@ def test_gpu_memory_flat_and_no_host_sync(tmp_path):
         caught = [str(x.message) for x in w if "synchroniz" in str(x.message).lower()]
     assert writer.close() == 399 * 4
     assert not caught, f"{len(caught)} host synchronisations in the steady state, e.g. {caught[:3]}"
-    assert abs(mem[398] - mem[50]) < 2 ** 20, mem
+    assert abs(mem[398] - mem[50]) < 2**20, mem
     print("engine stats:", eng.stats)

@@ -36,10 +36,17 @@ def setup(tmp_path_factory):
     u8 = [np.array(Image.open(tmp / "clip" / f"{i:05d}.png")) for i in range(8)]
     rgb = torch.stack([torch.from_numpy(a).permute(2, 0, 1).float() / 255.0 for a in u8])
     disp = torch.stack([torch.from_numpy(disp_src.load(f"{i:05d}", (H, W)))[None] for i in range(8)])
-    cfg = StreamSplatModelConfig(stage="decoder", encoder=net.config.encoder, decoder=net.config.decoder,
-                                 allow_random_dino=True, lambda_lpips=0.0, viewer_key_gap=3)
-    model = cfg.setup(scene_box=SceneBox(aabb=torch.tensor([[-1.0, -1, -1], [1, 1, 1]])), num_train_data=1,
-                      metadata={}, device="cpu").eval()
+    cfg = StreamSplatModelConfig(
+        stage="decoder",
+        encoder=net.config.encoder,
+        decoder=net.config.decoder,
+        allow_random_dino=True,
+        lambda_lpips=0.0,
+        viewer_key_gap=3,
+    )
+    model = cfg.setup(
+        scene_box=SceneBox(aabb=torch.tensor([[-1.0, -1, -1], [1, 1, 1]])), num_train_data=1, metadata={}, device="cpu"
+    ).eval()
     model.net.load_state_dict(net.state_dict())
     model.clip_provider = lambda clip, idx: (None if idx is None else rgb[idx], None if idx is None else disp[idx], 8)
     model.clip_names = ["clip"]
@@ -75,8 +82,11 @@ def test_viewer_export_and_engine_agree(setup, tmp_path, monkeypatch):
     cfg_file = tmp_path / "config.yml"
     cfg_file.write_text("unused: the pipeline is patched in\n")
     paths = ex.main(ex.Export(load_config=cfg_file, frames=[4.0, 6.5], output_dir=tmp_path / "ply"))
-    assert [p.name for p in paths] == [ply_name("clip", 4.0), ply_name("clip", 6.5)] == \
-        ["clip_frame00004.000.ply", "clip_frame00006.500.ply"]
+    assert (
+        [p.name for p in paths]
+        == [ply_name("clip", 4.0), ply_name("clip", 6.5)]
+        == ["clip_frame00004.000.ply", "clip_frame00006.500.ply"]
+    )
     for p, f, j in zip(paths, (4.0, 6.5), (1, 2)):
         export_ply(tmp_path / "ref.ply", ivs[j].gaussians, time=ivs[j].local_time(f))  # the CLI's --ply-frames call
         a, b = read_ply(p), read_ply(tmp_path / "ref.ply")

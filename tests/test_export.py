@@ -10,17 +10,30 @@ from streamsplat_ns.gaussians import DynamicGaussians, Gaussians
 
 def dyn(n=6):
     g = torch.Generator().manual_seed(0)
-    means = torch.stack([torch.rand(1, n, generator=g) * 2 - 1, torch.rand(1, n, generator=g) * 0.8 + 0.1,
-                         torch.rand(1, n, generator=g) * 2 - 1], -1)
+    means = torch.stack(
+        [
+            torch.rand(1, n, generator=g) * 2 - 1,
+            torch.rand(1, n, generator=g) * 0.8 + 0.1,
+            torch.rand(1, n, generator=g) * 2 - 1,
+        ],
+        -1,
+    )
     quats = torch.zeros(1, n, 4)
     quats[..., 0] = 1
     motion = torch.zeros(1, n, 1, 3)
     motion[0, 0, 0, 1] = 0.1  # Gaussian 0 moves towards the camera in inverse depth
     motion[0, 1, 0, 1] = 5.0  # Gaussian 1 leaves [0, 1] by t = 1: culled
-    return DynamicGaussians(means=means, quats=quats, scales=torch.full((1, n, 3), 0.01),
-                            opacities=torch.full((1, n), 0.8), colours=torch.rand(1, n, 3, generator=g),
-                            motion=motion, t0=torch.zeros(1, n), gamma0=torch.full((1, n), 4.0),
-                            gamma1=torch.full((1, n), 0.25))
+    return DynamicGaussians(
+        means=means,
+        quats=quats,
+        scales=torch.full((1, n, 3), 0.01),
+        opacities=torch.full((1, n), 0.8),
+        colours=torch.rand(1, n, 3, generator=g),
+        motion=motion,
+        t0=torch.zeros(1, n),
+        gamma0=torch.full((1, n), 4.0),
+        gamma1=torch.full((1, n), 0.25),
+    )
 
 
 def test_header_and_values(tmp_path):

@@ -33,8 +33,14 @@ ROUNDS_IN_SAVE, ROUNDS_RANDOM = 10, 11
 class Zygote:
     def __init__(self) -> None:
         env = dict(os.environ, OMP_NUM_THREADS="1", MKL_NUM_THREADS="1", PYTHONUNBUFFERED="1")
-        self.p = subprocess.Popen([sys.executable, str(HERE / "fault_zygote.py")], stdin=subprocess.PIPE,
-                                  stdout=subprocess.PIPE, text=True, env=env, cwd=str(HERE.parent))
+        self.p = subprocess.Popen(
+            [sys.executable, str(HERE / "fault_zygote.py")],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            text=True,
+            env=env,
+            cwd=str(HERE.parent),
+        )
         ready = self._read()
         assert ready.get("ready"), ready
 
@@ -49,10 +55,12 @@ class Zygote:
         self.p.stdin.flush()
         return self._read()
 
-    def spawn(self, entry: str, argv: List[str], log: Path, env: Optional[Dict[str, str]] = None,
-              fsize: Optional[int] = None) -> int:
-        return self._ask(cmd="spawn", entry=entry, argv=[str(a) for a in argv], log=str(log), env=env or {},
-                         fsize=fsize)["pid"]
+    def spawn(
+        self, entry: str, argv: List[str], log: Path, env: Optional[Dict[str, str]] = None, fsize: Optional[int] = None
+    ) -> int:
+        return self._ask(
+            cmd="spawn", entry=entry, argv=[str(a) for a in argv], log=str(log), env=env or {}, fsize=fsize
+        )["pid"]
 
     def wait(self, pid: int) -> dict:
         return self._ask(cmd="wait", pid=pid)
@@ -81,12 +89,35 @@ def run(tmp_path_factory):
 
 
 def train_argv(run, load: bool, iterations: int = 100_000) -> List[str]:
-    argv = ["streamsplat-encoder-small", "--output-dir", run["root"] / "out", "--experiment-name", "faults",
-            "--timestamp", "run", "--vis", "tensorboard", "--logging.local-writer.enable", "False",
-            "--max-num-iterations", iterations, "--steps-per-save", "1", "--steps-per-eval-batch", "1000000",
-            "--steps-per-eval-image", "1000000", "--steps-per-eval-all-images", "1000000",
-            "--pipeline.datamanager.batch-size", "1", "--pipeline.datamanager.eval-num-clips", "1",
-            "--pipeline.datamanager.num-workers", "0"]
+    argv = [
+        "streamsplat-encoder-small",
+        "--output-dir",
+        run["root"] / "out",
+        "--experiment-name",
+        "faults",
+        "--timestamp",
+        "run",
+        "--vis",
+        "tensorboard",
+        "--logging.local-writer.enable",
+        "False",
+        "--max-num-iterations",
+        iterations,
+        "--steps-per-save",
+        "1",
+        "--steps-per-eval-batch",
+        "1000000",
+        "--steps-per-eval-image",
+        "1000000",
+        "--steps-per-eval-all-images",
+        "1000000",
+        "--pipeline.datamanager.batch-size",
+        "1",
+        "--pipeline.datamanager.eval-num-clips",
+        "1",
+        "--pipeline.datamanager.num-workers",
+        "0",
+    ]
     if load:
         argv += ["--load-dir", run["ckpts"]]
     return argv
@@ -155,8 +186,13 @@ def test_kill9_at_random_moments_then_resume(zygote, run):
         if early:
             pass
         elif mode == "save":
-            wait_for(lambda: any(p.stat().st_size > 0 for p in temps_of(run, pid) if p.exists()), 120,
-                     "a checkpoint write", pid, log)
+            wait_for(
+                lambda: any(p.stat().st_size > 0 for p in temps_of(run, pid) if p.exists()),
+                120,
+                "a checkpoint write",
+                pid,
+                log,
+            )
         elif not before:
             wait_for(lambda: bool(complete_steps(run)), 180, "the first checkpoint", pid, log)
         else:
@@ -207,8 +243,12 @@ def test_disk_full_while_training_and_exporting(zygote, run):
     # export to a disk that fills: a clear error naming the PLY, no partial PLY left behind
     out = run["root"] / "ply"
     log = run["logs"] / "diskfull_export.log"
-    pid = zygote.spawn("streamsplat-export", ["--load-config", run["base"] / "config.yml", "--output-dir", out,
-                                              "--times", "0.0"], log, fsize=16 << 10)
+    pid = zygote.spawn(
+        "streamsplat-export",
+        ["--load-config", run["base"] / "config.yml", "--output-dir", out, "--times", "0.0"],
+        log,
+        fsize=16 << 10,
+    )
     st = zygote.wait(pid)
     text = read(log).replace("\n", "")
     assert st["exitcode"] not in (0, None), text[-2000:]

@@ -73,9 +73,11 @@ def test_truncated_safetensors_as_the_stage2_encoder_checkpoint(tmp_path):
 
 def test_config_yml_as_checkpoint_names_the_file(tmp_path):
     cfg = tmp_path / "config.yml"
-    cfg.write_text("!!python/object:streamsplat_ns.nerfstudio.trainer.StreamSplatTrainerConfig\n"
-                   "_target: !!python/name:streamsplat_ns.nerfstudio.trainer.StreamSplatTrainer ''\n"
-                   "max_num_iterations: 3\n")
+    cfg.write_text(
+        "!!python/object:streamsplat_ns.nerfstudio.trainer.StreamSplatTrainerConfig\n"
+        "_target: !!python/name:streamsplat_ns.nerfstudio.trainer.StreamSplatTrainer ''\n"
+        "max_num_iterations: 3\n"
+    )
     with pytest.raises(CheckpointError, match=r"config\.yml: is a YAML config.*model\.safetensors"):
         load_checkpoint(cfg)
 
@@ -176,8 +178,11 @@ def test_truncated_ckpt_for_resume_and_eval_names_the_file(tmp_path):
     (d / ".step-000000010.ckpt.123.abc.tmp.ckpt").write_bytes(b"partial")  # must not break step parsing
     assert tr.find_step_checkpoint(d) == full
     truncated(full, full)
-    with pytest.raises(CheckpointError, match=r"step-000000009\.ckpt: truncated.*previous checkpoint "
-                                              r"step-000000004\.ckpt"):
+    with pytest.raises(
+        CheckpointError,
+        match=r"step-000000009\.ckpt: truncated.*previous checkpoint "
+        r"step-000000004\.ckpt",
+    ):
         tr.read_training_checkpoint(tr.find_step_checkpoint(d))
     # ns-eval / ns-render / streamsplat-export route through the same check (nerfstudio's own loader would
     # raise torch's "failed finding central directory")
@@ -199,9 +204,11 @@ def test_truncated_ckpt_for_resume_and_eval_names_the_file(tmp_path):
 def _limit_file_size(limit: int):
     """preexec_fn: files of the child may not exceed ``limit`` bytes; writes past it fail with EFBIG (what
     atomic.is_disk_full treats as a full disk) instead of killing it with SIGXFSZ."""
+
     def apply() -> None:
         signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
         resource.setrlimit(resource.RLIMIT_FSIZE, (limit, limit))
+
     return apply
 
 
@@ -218,11 +225,17 @@ def test_disk_full_while_saving_names_the_file_and_keeps_the_previous(tmp_path):
     target = tmp_path / "nerfstudio_models" / "step-000000002.ckpt"
     target.parent.mkdir()
     prev = _fake_ns_ckpt(target.parent / "step-000000001.ckpt", 1, {"w": torch.ones(10)})
-    r = subprocess.run([sys.executable, "-c", _SAVE_SCRIPT, str(target), str(tmp_path)], capture_output=True,
-                       text=True, preexec_fn=_limit_file_size(64 * 1024), timeout=120)
+    r = subprocess.run(
+        [sys.executable, "-c", _SAVE_SCRIPT, str(target), str(tmp_path)],
+        capture_output=True,
+        text=True,
+        preexec_fn=_limit_file_size(64 * 1024),
+        timeout=120,
+    )
     assert r.returncode != 0
-    assert f"OutOfSpaceError: [Errno 28] {target}: no space left on the device while writing it" in r.stderr, \
-        r.stderr[-2000:]
+    assert f"OutOfSpaceError: [Errno 28] {target}: no space left on the device while writing it" in r.stderr, r.stderr[
+        -2000:
+    ]
     assert not target.exists() and not [p for p in tmp_path.iterdir() if ".tmp" in p.name]
     assert torch_load(prev)["step"] == 1
 
@@ -233,8 +246,13 @@ def _static(n=5, c=None, seed=0):
     lead = () if c is None else (c,)
     means = torch.rand(*lead, n, 3, generator=g) * torch.tensor([1.0, 1.0, 2.0]) + torch.tensor([-0.5, 1.0, -1.0])
     quats = torch.nn.functional.normalize(torch.randn(*lead, n, 4, generator=g), dim=-1)
-    return dict(means=means, quats=quats, scales=torch.rand(*lead, n, 3, generator=g) * 0.1 + 0.05,
-                opacities=torch.rand(*lead, n, generator=g), colours=torch.rand(*lead, n, 3, generator=g))
+    return dict(
+        means=means,
+        quats=quats,
+        scales=torch.rand(*lead, n, 3, generator=g) * 0.1 + 0.05,
+        opacities=torch.rand(*lead, n, generator=g),
+        colours=torch.rand(*lead, n, 3, generator=g),
+    )
 
 
 def _cam(c=1):
@@ -249,16 +267,24 @@ def _dyn(b=2, n=6, k=1, seed=0):
     return DynamicGaussians(
         means=torch.rand(b, n, 3, generator=g) * 2 - 1,
         quats=torch.nn.functional.normalize(torch.randn(b, n, 4, generator=g), dim=-1),
-        scales=torch.rand(b, n, 3, generator=g) * 0.1 + 0.02, opacities=torch.rand(b, n, generator=g),
-        colours=torch.rand(b, n, 3, generator=g), motion=torch.randn(b, n, k, 3, generator=g) * 0.1,
-        t0=torch.zeros(b, n), gamma0=torch.ones(b, n), gamma1=torch.ones(b, n) * 0.5)
+        scales=torch.rand(b, n, 3, generator=g) * 0.1 + 0.02,
+        opacities=torch.rand(b, n, generator=g),
+        colours=torch.rand(b, n, 3, generator=g),
+        motion=torch.randn(b, n, k, 3, generator=g) * 0.1,
+        t0=torch.zeros(b, n),
+        gamma0=torch.ones(b, n),
+        gamma1=torch.ones(b, n) * 0.5,
+    )
 
 
-@pytest.mark.parametrize("field,value,pattern", [
-    ("means", lambda s: s["means"][:, :2], r"means has shape \(5, 2\).*last dimension must be 3"),
-    ("quats", lambda s: s["quats"][:, :3], r"quats has shape \(5, 3\)"),
-    ("opacities", lambda s: s["opacities"][:4], r"opacities has shape \(1, 4\); expected \[1, 5\]"),
-])
+@pytest.mark.parametrize(
+    "field,value,pattern",
+    [
+        ("means", lambda s: s["means"][:, :2], r"means has shape \(5, 2\).*last dimension must be 3"),
+        ("quats", lambda s: s["quats"][:, :3], r"quats has shape \(5, 3\)"),
+        ("opacities", lambda s: s["opacities"][:4], r"opacities has shape \(1, 4\); expected \[1, 5\]"),
+    ],
+)
 def test_rasterize_shapes_name_the_argument(field, value, pattern):
     s = _static()
     s[field] = value(s)
@@ -267,8 +293,13 @@ def test_rasterize_shapes_name_the_argument(field, value, pattern):
         rz.rasterize(**s, viewmats=vm, Ks=K, width=12, height=8)
 
 
-@pytest.mark.parametrize("bg,pattern", [(torch.zeros(4), r"backgrounds has shape \(4,\)"),
-                                         (torch.zeros(2, 3), r"backgrounds has shape \(2, 3\).*\[1, 3\]")])
+@pytest.mark.parametrize(
+    "bg,pattern",
+    [
+        (torch.zeros(4), r"backgrounds has shape \(4,\)"),
+        (torch.zeros(2, 3), r"backgrounds has shape \(2, 3\).*\[1, 3\]"),
+    ],
+)
 def test_rasterize_background_shape(bg, pattern):
     vm, K = _cam()
     with pytest.raises(ValueError, match=pattern):
@@ -277,8 +308,7 @@ def test_rasterize_background_shape(bg, pattern):
         rz.rasterize(**_static(), viewmats=vm, Ks=vm, width=12, height=8)
 
 
-@pytest.mark.parametrize("name", ["means", "quats", "scales", "opacities", "colours", "viewmats", "Ks",
-                                  "backgrounds"])
+@pytest.mark.parametrize("name", ["means", "quats", "scales", "opacities", "colours", "viewmats", "Ks", "backgrounds"])
 def test_rasterize_nonfinite_names_the_argument(name):
     s = _static()
     vm, K = _cam()
@@ -290,8 +320,24 @@ def test_rasterize_nonfinite_names_the_argument(name):
     rz.rasterize(**args, width=12, height=8, check_inputs=False)  # the fast path does not look
 
 
-@pytest.mark.parametrize("name", ["means", "motion", "t0", "gamma0", "gamma1", "quats", "scales", "opacities",
-                                  "colours", "times", "backgrounds", "viewmats", "Ks"])
+@pytest.mark.parametrize(
+    "name",
+    [
+        "means",
+        "motion",
+        "t0",
+        "gamma0",
+        "gamma1",
+        "quats",
+        "scales",
+        "opacities",
+        "colours",
+        "times",
+        "backgrounds",
+        "viewmats",
+        "Ks",
+    ],
+)
 def test_render_dynamic_nonfinite_names_the_argument(name):
     g = _dyn()
     vm, K = _cam()

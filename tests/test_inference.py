@@ -99,7 +99,7 @@ def test_prepared_model_trains_on_the_plain_path(tiny, monkeypatch):
 
 
 # ----------------------------------------------------------------------------------------------------- cache
-_CHOOSER = r'''
+_CHOOSER = r"""
 import json, sys, warnings
 import torch
 from streamsplat_ns.inference import choices
@@ -115,13 +115,18 @@ with warnings.catch_warnings(record=True) as w:
            ch.choose("linear_silu", (7, 8, 9), F(None), {(3, 4): F((3, 4))})]
 print(json.dumps({"got": got, "timed": ch.timed, "timer_calls": len(calls), "path": str(ch.path),
                   "warnings": [str(x.message) for x in w]}))
-'''
+"""
 
 
 def _choose_in_subprocess(cache_dir):
     env = dict(os.environ, PYTHONPATH=os.getcwd())
-    r = subprocess.run([sys.executable, "-c", textwrap.dedent(_CHOOSER), str(cache_dir)], env=env,
-                       capture_output=True, text=True, timeout=120)
+    r = subprocess.run(
+        [sys.executable, "-c", textwrap.dedent(_CHOOSER), str(cache_dir)],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert r.returncode == 0, r.stderr[-3000:]
     return json.loads(r.stdout.strip().splitlines()[-1])
 
@@ -156,8 +161,10 @@ def _choose_here(cache_dir):
 
     ms = {None: 3.0, (1, 2): 1.0, (3, 4): 2.0}
     ch = KernelChoices(torch.device("cpu"), cache_dir, timer=lambda fn: ms[fn.key])
-    got = [ch.choose("norm_mlp", (64, 48, 192, "torch.bfloat16"), _Fn(None), {c: _Fn(c) for c in ((1, 2), (3, 4))}),
-           ch.choose("linear_silu", (7, 8, 9), _Fn(None), {(3, 4): _Fn((3, 4))})]
+    got = [
+        ch.choose("norm_mlp", (64, 48, 192, "torch.bfloat16"), _Fn(None), {c: _Fn(c) for c in ((1, 2), (3, 4))}),
+        ch.choose("linear_silu", (7, 8, 9), _Fn(None), {(3, 4): _Fn((3, 4))}),
+    ]
     return ch, got
 
 
@@ -193,7 +200,7 @@ def test_choice_cache_unwritable_folder_still_chooses(tmp_path):
     assert got == [(1, 2), (3, 4)] and ch.timed == 2
 
 
-_GPU_STREAM = r'''
+_GPU_STREAM = r"""
 import json, sys
 import torch
 from streamsplat_ns.inference import InferenceOptions, choices
@@ -208,7 +215,7 @@ with StreamingSession(m, InferenceOptions.fastest().replace(cache_dir=sys.argv[1
 torch.cuda.synchronize()
 print(json.dumps({"timed": sum(c.timed for c in choices._REGISTRY.values()),
                   "means": outs[-1].means.flatten()[:64].tolist()}))
-'''
+"""
 
 
 @pytest.mark.gpu
@@ -218,8 +225,9 @@ def test_gpu_second_process_reads_the_kernel_choices(tmp_path):
     env = dict(os.environ, PYTHONPATH=os.getcwd())
 
     def run():
-        r = subprocess.run([sys.executable, "-c", _GPU_STREAM, str(tmp_path)], env=env, capture_output=True,
-                           text=True, timeout=600)
+        r = subprocess.run(
+            [sys.executable, "-c", _GPU_STREAM, str(tmp_path)], env=env, capture_output=True, text=True, timeout=600
+        )
         assert r.returncode == 0, r.stderr[-3000:]
         return json.loads(r.stdout.strip().splitlines()[-1])
 
@@ -243,8 +251,10 @@ def test_nested_choice_while_timing_does_not_deadlock(tmp_path):
         inner.append(ch.choose("linear_silu", (5, 6, 7), lambda: None, {(1, 1): lambda: None}))
 
     result = {}
-    t = threading.Thread(target=lambda: result.setdefault(
-        "v", ch.choose("norm_mlp", (1, 2, 3), outer_eager, {(2, 2): lambda: None})), daemon=True)
+    t = threading.Thread(
+        target=lambda: result.setdefault("v", ch.choose("norm_mlp", (1, 2, 3), outer_eager, {(2, 2): lambda: None})),
+        daemon=True,
+    )
     t.start()
     t.join(timeout=20)
     assert not t.is_alive(), "nested kernel choice deadlocked"

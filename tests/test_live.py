@@ -33,12 +33,18 @@ def synthetic_frames(folder: Path, n: int = 24, h: int = H_SRC, w: int = W_SRC) 
     yy, xx = np.mgrid[0:h, 0:w].astype(np.float32)
     for i in range(n):
         ph = 2 * math.pi * i / max(n, 1)
-        img = np.stack([0.5 + 0.4 * np.sin(xx / w * 3 + ph), 0.5 + 0.4 * np.cos(yy / h * 3 + 2 * ph),
-                        0.5 + 0.4 * np.sin(ph + xx / w)], -1)
+        img = np.stack(
+            [
+                0.5 + 0.4 * np.sin(xx / w * 3 + ph),
+                0.5 + 0.4 * np.cos(yy / h * 3 + 2 * ph),
+                0.5 + 0.4 * np.sin(ph + xx / w),
+            ],
+            -1,
+        )
         disp = 0.2 + 0.5 * yy / h
         x0 = int((i * 7) % (w - 24))
-        img[16:40, x0:x0 + 24] = (1.0, 1.0, 0.1) if (i // 4) % 2 == 0 else (0.1, 0.2, 1.0)
-        disp[16:40, x0:x0 + 24] = 0.95
+        img[16:40, x0 : x0 + 24] = (1.0, 1.0, 0.1) if (i // 4) % 2 == 0 else (0.1, 0.2, 1.0)
+        disp[16:40, x0 : x0 + 24] = 0.95
         Image.fromarray((img.clip(0, 1) * 255).astype(np.uint8)).save(folder / f"{i:05d}.png")
         write_depth_png16(ddir / f"{i:05d}_pred.png", disp)
     return folder, ddir
@@ -60,8 +66,14 @@ def oracle_colours(model):
         st = orig(rgb, disp, *a, **kw)
         col = F.adaptive_avg_pool2d(rgb.float(), (gh, gw)).permute(0, 2, 3, 1).reshape(rgb.shape[0], gh * gw, 3)
         g = st.gaussians
-        st.gaussians = type(g)(means=g.means, quats=g.quats, scales=g.scales,
-                               opacities=torch.full_like(g.opacities, 0.95), colours=col.to(g.colours.dtype), sh=g.sh)
+        st.gaussians = type(g)(
+            means=g.means,
+            quats=g.quats,
+            scales=g.scales,
+            opacities=torch.full_like(g.opacities, 0.95),
+            colours=col.to(g.colours.dtype),
+            sh=g.sh,
+        )
         return st
 
     model.encode_frame = encode_frame
@@ -109,11 +121,17 @@ def _random_interval(n: int, seed: int):
     op[0, : n // 4] = 1e-4  # near-transparent: not recorded
     q = torch.zeros(1, n, 4)
     q[..., 0] = 1
-    return DynamicGaussians(means=torch.rand(1, n, 3, generator=g) * 2 - 1, quats=q,
-                            scales=torch.rand(1, n, 3, generator=g) * 0.01, opacities=op,
-                            colours=torch.rand(1, n, 3, generator=g), motion=torch.randn(1, n, 3, 3, generator=g) * .1,
-                            t0=torch.cat([torch.zeros(1, n // 2), torch.ones(1, n - n // 2)], 1),
-                            gamma0=torch.rand(1, n, generator=g) * 5, gamma1=torch.rand(1, n, generator=g))
+    return DynamicGaussians(
+        means=torch.rand(1, n, 3, generator=g) * 2 - 1,
+        quats=q,
+        scales=torch.rand(1, n, 3, generator=g) * 0.01,
+        opacities=op,
+        colours=torch.rand(1, n, 3, generator=g),
+        motion=torch.randn(1, n, 3, 3, generator=g) * 0.1,
+        t0=torch.cat([torch.zeros(1, n // 2), torch.ones(1, n - n // 2)], 1),
+        gamma0=torch.rand(1, n, generator=g) * 5,
+        gamma1=torch.rand(1, n, generator=g),
+    )
 
 
 def test_recording_roundtrip_and_budget(tmp_path):
@@ -140,14 +158,15 @@ def test_recording_roundtrip_and_budget(tmp_path):
         Recorder(tmp_path / "a", source="test", model_size=(32, 64), fps=30.0)
 
     # budget of ~2.5 intervals: drop-oldest keeps the newest two; stop keeps the first two and says so
-    budget = 2.5 * one / 2 ** 20
+    budget = 2.5 * one / 2**20
     rec = Recorder(tmp_path / "b", source="t", model_size=(32, 64), fps=30.0, config=RecordConfig(budget_mb=budget))
     for k in range(6):
         rec.add(k, (k, k + 1), _random_interval(n, k), block=True)
     rec.close()
     assert Recording(tmp_path / "b").keys == [4, 5] and rec.deleted == 4
-    rec = Recorder(tmp_path / "c", source="t", model_size=(32, 64), fps=30.0,
-                   config=RecordConfig(budget_mb=budget, policy="stop"))
+    rec = Recorder(
+        tmp_path / "c", source="t", model_size=(32, 64), fps=30.0, config=RecordConfig(budget_mb=budget, policy="stop")
+    )
     for k in range(6):
         rec.add(k, (k, k + 1), _random_interval(n, k), block=True)
     rec.close()
@@ -167,8 +186,14 @@ def test_source_that_disappears_ends_session_and_keeps_recording(source, tmp_pat
 
     folder, ddir = source
     engine = ReconstructionEngine(tiny_model(), disparity=DisparitySource.files(ddir), device="cpu")
-    s = LiveSession(model_size=engine.size, device=torch.device("cpu"), window=4, serve=False,
-                    record=tmp_path / "rec", source_label="/dev/video9")
+    s = LiveSession(
+        model_size=engine.size,
+        device=torch.device("cpu"),
+        window=4,
+        serve=False,
+        record=tmp_path / "rec",
+        source_label="/dev/video9",
+    )
     res = s.run(engine.stream(frames_of(folder, fail_after=6)))
     assert not res.ok and "disconnected" in res.message and "the source stopped" in res.message
     assert res.intervals == 5 and "recording: 5 intervals" in res.message
@@ -190,12 +215,26 @@ def test_live_cli_headless_latency_and_drops(source, tmp_path):
     from streamsplat_ns.live.viewer import ViewerOptions
 
     folder, ddir = source
-    args = LiveArgs(source=str(folder), checkpoint=Path("unused"), depth="file", depth_dir=ddir, fps=15.0,
-                    device="cpu", exit_when_done=True)
+    args = LiveArgs(
+        source=str(folder),
+        checkpoint=Path("unused"),
+        depth="file",
+        depth_dir=ddir,
+        fps=15.0,
+        device="cpu",
+        exit_when_done=True,
+    )
     src = open_source(args)
     engine = build_engine(args, tiny_model(), src)
-    s = LiveSession(model_size=engine.size, device=torch.device("cpu"), window=4, fps=15.0, headless_render=True,
-                    viewer=ViewerOptions(port=7300, max_resolution=64), keep_stats=True)
+    s = LiveSession(
+        model_size=engine.size,
+        device=torch.device("cpu"),
+        window=4,
+        fps=15.0,
+        headless_render=True,
+        viewer=ViewerOptions(port=7300, max_resolution=64),
+        keep_stats=True,
+    )
     try:
         res = s.run(engine.stream(src), source=src)
         end = time.time() + 60  # the CPU renderer is slow on a loaded 2-core machine
@@ -227,8 +266,18 @@ def test_view_opens_reconstruct_output_and_renders(source, tmp_path):
     ckpt = tmp_path / "tiny.safetensors"
     save_checkpoint(tiny_model(), ckpt)
     out = tmp_path / "recon"
-    reconstruct(ReconstructArgs(input=str(folder), checkpoint=ckpt, output=out, depth="file", depth_dir=ddir,
-                                device="cpu", progress=False, interp=1))
+    reconstruct(
+        ReconstructArgs(
+            input=str(folder),
+            checkpoint=ckpt,
+            output=out,
+            depth="file",
+            depth_dir=ddir,
+            device="cpu",
+            progress=False,
+            interp=1,
+        )
+    )
     opened = open_output(out, "cpu")
     assert (out / "gaussians" / "session.json").is_file()
     assert opened.window.range() == (0.0, 7.0)
@@ -236,9 +285,17 @@ def test_view_opens_reconstruct_output_and_renders(source, tmp_path):
     again = open_output(out, "cpu")  # the saved Gaussians are reused
     assert time.perf_counter() - t_cached < 2.0 and len(again.window.snapshot()) == 7
 
-    v = LiveViewer(opened.window, model_size=opened.model_size, device=torch.device("cpu"), fps=opened.fps,
-                   opts=ViewerOptions(port=7320, max_resolution=64), follow_live=False, headless=True)
+    v = LiveViewer(
+        opened.window,
+        model_size=opened.model_size,
+        device=torch.device("cpu"),
+        fps=opened.fps,
+        opts=ViewerOptions(port=7320, max_resolution=64),
+        follow_live=False,
+        headless=True,
+    )
     try:
+
         def wait_new(n0):
             end = time.time() + 20
             while v.images_sent <= n0 and time.time() < end:
@@ -255,9 +312,15 @@ def test_view_opens_reconstruct_output_and_renders(source, tmp_path):
         assert p.name.endswith("_frame00007.000.ply") and p.is_file()
     finally:
         v.close()
-    path = {"camera_path": [{"camera_to_world": [1, 0, 0, 0, 0, 0, -1, -3, 0, 1, 0, 0, 0, 0, 0, 1], "fov": 50,
-                             "render_time": t} for t in (0.0, 0.5, 1.0)], "render_height": 32, "render_width": 64,
-            "fps": 3}
+    path = {
+        "camera_path": [
+            {"camera_to_world": [1, 0, 0, 0, 0, 0, -1, -3, 0, 1, 0, 0, 0, 0, 0, 1], "fov": 50, "render_time": t}
+            for t in (0.0, 0.5, 1.0)
+        ],
+        "render_height": 32,
+        "render_width": 64,
+        "fps": 3,
+    }
     (tmp_path / "p.json").write_text(json.dumps(path))
     assert render_camera_path(opened, tmp_path / "p.json", tmp_path / "p.mp4", torch.device("cpu")) == 3
     import av
@@ -275,12 +338,26 @@ def test_live_gpu_fast_path_with_concurrent_viewer_renders(tmp_path, caplog):
     from streamsplat_ns.live.viewer import ViewerOptions
 
     folder, ddir = synthetic_frames(tmp_path / "clip", n=40)
-    args = LiveArgs(source=str(folder), checkpoint=Path("unused"), depth="file", depth_dir=ddir, fps=30.0,
-                    device="cuda", exit_when_done=True)
+    args = LiveArgs(
+        source=str(folder),
+        checkpoint=Path("unused"),
+        depth="file",
+        depth_dir=ddir,
+        fps=30.0,
+        device="cuda",
+        exit_when_done=True,
+    )
     src = open_source(args)
     engine = build_engine(args, tiny_model().cuda(), src)
-    s = LiveSession(model_size=engine.size, device=torch.device("cuda"), window=8, fps=30.0, headless_render=True,
-                    viewer=ViewerOptions(port=7340), keep_stats=True)
+    s = LiveSession(
+        model_size=engine.size,
+        device=torch.device("cuda"),
+        window=8,
+        fps=30.0,
+        headless_render=True,
+        viewer=ViewerOptions(port=7340),
+        keep_stats=True,
+    )
     try:
         res = s.run(engine.stream(src), source=src)
         end = time.time() + 10

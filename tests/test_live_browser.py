@@ -26,8 +26,9 @@ from test_live import oracle_colours, synthetic_frames, tiny_model  # noqa: E402
 
 from test_viewer_browser import CHROME, canvas_box, corr, page_render, resize, start_chromium, stop_chromium  # noqa: E402
 
-pytestmark = pytest.mark.skipif(CHROME is None, reason="no chromium binary installed "
-                                "(apt-get install -y chromium-headless-shell, as .ci/run does)")
+pytestmark = pytest.mark.skipif(
+    CHROME is None, reason="no chromium binary installed (apt-get install -y chromium-headless-shell, as .ci/run does)"
+)
 
 
 def free_port() -> int:
@@ -66,8 +67,18 @@ def test_live_in_chromium(tmp_path):
     sessions: list = []
     ready = threading.Event()
     result: dict = {}
-    args = LiveArgs(source=str(folder), checkpoint=Path("unused"), depth="file", depth_dir=ddir, fps=6.0,
-                    window=6, port=free_port(), record=tmp_path / "rec", device="cpu", wait_for_viewer=True)
+    args = LiveArgs(
+        source=str(folder),
+        checkpoint=Path("unused"),
+        depth="file",
+        depth_dir=ddir,
+        fps=6.0,
+        window=6,
+        port=free_port(),
+        record=tmp_path / "rec",
+        device="cpu",
+        wait_for_viewer=True,
+    )
 
     def run():
         try:
@@ -96,25 +107,38 @@ def test_live_in_chromium(tmp_path):
         time.sleep(0.5)
         range_a, n = viewer.window.range(), client_sent(viewer)
         region_a = page_render(page.screenshot(), box, aspect)
-        wait_for(lambda: viewer.window.range()[1] >= range_a[1] + 3 and client_sent(viewer) > n, 40,
-                 "no new intervals / renders while the source streams")
+        wait_for(
+            lambda: viewer.window.range()[1] >= range_a[1] + 3 and client_sent(viewer) > n,
+            40,
+            "no new intervals / renders while the source streams",
+        )
         time.sleep(0.5)
         region_b = page_render(page.screenshot(), box, aspect)
         diff = float(np.abs(region_b - region_a).mean())
         assert diff > 0.01, f"the page did not change as frames arrived (mean abs difference {diff:.4f})"
-        print(f"page checks: first render {t_first:.1f} s after navigation; frames {range_a} -> "
-              f"{viewer.window.range()}; page change {diff:.3f}")
+        print(
+            f"page checks: first render {t_first:.1f} s after navigation; frames {range_a} -> "
+            f"{viewer.window.range()}; page change {diff:.3f}"
+        )
 
         # the panel shows frames/s (a positive rate) and the drop count
-        text = wait_for(lambda: (lambda t: t if re.search(r"frames/s: [1-9]", t or "") else None)(
-            js(page, "document.body.innerText")), 20, "the panel never showed a frames/s rate")
+        text = wait_for(
+            lambda: (lambda t: t if re.search(r"frames/s: [1-9]", t or "") else None)(
+                js(page, "document.body.innerText")
+            ),
+            20,
+            "the panel never showed a frames/s rate",
+        )
         assert "latency:" in text and re.search(r"dropped \d+ frames", text), text
 
         # once the source has ended and the renders settle, the page shows exactly what was sent
         wait_for(lambda: viewer.window.closed, 60, "the source never ended")
         ct = list(viewer._clients.values())[0]
-        wait_for(lambda: not ct.busy and ct.last_sent and time.perf_counter() - ct.last_sent > 1.5, 60,
-                 "the client's renders never settled")
+        wait_for(
+            lambda: not ct.busy and ct.last_sent and time.perf_counter() - ct.last_sent > 1.5,
+            60,
+            "the client's renders never settled",
+        )
         sent = ct.last_image.astype(np.float32) / 255
         shot = page.screenshot()
         region = page_render(shot, box, aspect)
@@ -135,22 +159,29 @@ def test_live_in_chromium(tmp_path):
         assert c > 0.8, f"the page does not show the render the server sent (correlation {c:.2f})"
 
         # Play (clicked in the page) moves the time slider through the window
-        clicked = js(page, "(() => { const b = Array.from(document.querySelectorAll('button'))"
-                           ".find(b => b.innerText.trim() === 'Play'); if (!b) return false; b.click(); "
-                           "return true; })()")
+        clicked = js(
+            page,
+            "(() => { const b = Array.from(document.querySelectorAll('button'))"
+            ".find(b => b.innerText.trim() === 'Play'); if (!b) return false; b.click(); "
+            "return true; })()",
+        )
         assert clicked, "no Play button in the panel"
         wait_for(lambda: viewer.playing, 10, "Play did not start playback")
         assert not viewer.follow.value, "Play must leave follow-live mode"
         seen = set()
 
         def slider_values():
-            v = js(page, "JSON.stringify(Array.from(document.querySelectorAll('[role=slider]'))"
-                         ".map(s => s.getAttribute('aria-valuenow')))")
+            v = js(
+                page,
+                "JSON.stringify(Array.from(document.querySelectorAll('[role=slider]'))"
+                ".map(s => s.getAttribute('aria-valuenow')))",
+            )
             vals = [float(x) for x in json.loads(v or "[]") if x is not None]
             if vals:
                 seen.add(vals[0])
             lo, hi = viewer.window.range()
             return len(seen) >= 3 and all(lo - 6 <= x <= hi for x in seen)
+
         wait_for(slider_values, 20, f"the page's time slider did not move through the window: {sorted(seen)}", 0.3)
 
         # the session ends as the source did, and the recording holds every interval

@@ -60,8 +60,9 @@ def _write_lpips_files(tmp_path):
     torch.manual_seed(0)
     feats = {f"features.{k}": torch.randn_like(v) * 0.05 for k, v in m.features.state_dict().items()}
     torch.save(feats, tmp_path / "vgg16.pth")
-    torch.save({f"lin{i}.model.1.weight": torch.rand_like(l.weight) for i, l in enumerate(m.lins)},
-               tmp_path / "vgg_lin.pth")
+    torch.save(
+        {f"lin{i}.model.1.weight": torch.rand_like(l.weight) for i, l in enumerate(m.lins)}, tmp_path / "vgg_lin.pth"
+    )
     return tmp_path / "vgg16.pth", tmp_path / "vgg_lin.pth"
 
 

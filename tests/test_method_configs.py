@@ -10,8 +10,12 @@ from streamsplat_ns.method_configs import methods
 
 
 def test_one_literal_config_per_name():
-    assert set(methods.CONFIGS) == {"streamsplat-encoder", "streamsplat-decoder", "streamsplat-encoder-small",
-                                    "streamsplat-decoder-small"}
+    assert set(methods.CONFIGS) == {
+        "streamsplat-encoder",
+        "streamsplat-decoder",
+        "streamsplat-encoder-small",
+        "streamsplat-decoder-small",
+    }
     for name, cfg in methods.CONFIGS.items():
         assert cfg.method_name == name and cfg.pipeline.model.variant_note == ""
         assert cfg.pipeline.model.stage == ("decoder" if "decoder" in name else "encoder")
@@ -35,8 +39,9 @@ def test_cpu_fallback_is_announced_at_start_up(capsys):
     assert cfg.method_name == "streamsplat-encoder" and cfg.pipeline.model.encoder.image_height == 64
     assert yaml.load(yaml.dump(cfg), Loader=yaml.Loader).pipeline.model.variant_note == note  # in config.yml
     capsys.readouterr()
-    cfg.pipeline.model.setup(scene_box=SceneBox(torch.tensor([[-1.0, 0, -1], [1, 5, 1]])), num_train_data=1,
-                             metadata={})
+    cfg.pipeline.model.setup(
+        scene_box=SceneBox(torch.tensor([[-1.0, 0, -1], [1, 5, 1]])), num_train_data=1, metadata={}
+    )
     assert "no CUDA device on this machine" in capsys.readouterr().out.replace("\n", " ")
     if not torch.cuda.is_available():  # the registered spec on this machine is that fallback
         assert methods.streamsplat_encoder.config.pipeline.model.variant_note == note

@@ -258,7 +258,7 @@ def _run_interpreted(code: str) -> None:
 
 def test_fused_add_rmsnorm_kernel_matches_eager():
     """The Triton fused path (run on CPU through TRITON_INTERPRET=1) equals the eager bf16 path."""
-    _run_interpreted(r'''
+    _run_interpreted(r"""
 import torch
 from streamsplat_ns.networks import ModelConfig, StreamSplat
 from streamsplat_ns.inference import kernels as fused
@@ -287,12 +287,12 @@ for f in ("means", "motion", "gamma0", "gamma1", "opacities"):
     diff = (getattr(a, f) - getattr(b, f)).abs().max().item()
     assert diff < 2e-2, (f, diff)
 print("OK")
-''')
+""")
 
 
 def test_fused_shifted_window_indexing():
     """The fused kernel's rolled read / write equal torch.roll (Triton interpreter, CPU)."""
-    _run_interpreted(r'''
+    _run_interpreted(r"""
 import torch
 from streamsplat_ns.inference import kernels as fused
 x = torch.randn(2, 8, 16); y = torch.randn(2, 8, 16); w = torch.rand(16) + 0.5
@@ -302,13 +302,13 @@ assert torch.allclose(s, ref)
 href = torch.roll(torch.nn.functional.rms_norm(ref, (16,), w, 1e-5), 2, dims=1)
 assert torch.allclose(h, href, atol=1e-5)
 print("OK")
-''')
+""")
 
 
 def test_fused_linear_silu_kernel_matches_eager():
     """The fc1 + SiLU Triton GEMM (interpreter, CPU) equals silu(x @ w.T) for ragged M, N and K. fp16 and
     fp32 here: the interpreter mis-evaluates bf16 dots; bf16 is checked on the GPU (test below)."""
-    _run_interpreted(r'''
+    _run_interpreted(r"""
 import torch
 from streamsplat_ns.inference import kernels as fused
 g = torch.Generator().manual_seed(0)
@@ -327,7 +327,7 @@ from streamsplat_ns.inference.choices import get_choices
 assert torch.equal(fused.linear_silu(x, w, get_choices("cpu", None)),
                    torch.nn.functional.silu(torch.nn.functional.linear(x, w)))
 print("OK")
-''')
+""")
 
 
 @pytest.mark.gpu
@@ -341,7 +341,7 @@ def test_gpu_fused_linear_silu_bf16(tmp_path):
     g = torch.Generator(device="cuda").manual_seed(0)
     for m, n, k in ((4608, 3072, 768), (1000, 768, 192)):
         x = torch.randn(m, k, device="cuda", generator=g).bfloat16()
-        w = (torch.randn(n, k, device="cuda", generator=g) / k ** 0.5).bfloat16()
+        w = (torch.randn(n, k, device="cuda", generator=g) / k**0.5).bfloat16()
         ref = torch.nn.functional.silu(x.float() @ w.float().T)
         tol = 2e-2 * ref.abs().max().item()
         for cfg in fused.LINEAR_SILU_CONFIGS:
@@ -353,7 +353,7 @@ def test_gpu_fused_linear_silu_bf16(tmp_path):
 def test_fused_norm_mlp_kernel_matches_eager():
     """The one-kernel add + RMSNorm + MLP + add (interpreter, CPU) equals the eager maths, shifted windows and
     ragged row counts included; widths split into two power-of-two parts and not."""
-    _run_interpreted(r'''
+    _run_interpreted(r"""
 import torch
 from streamsplat_ns.inference import kernels as fused
 g = torch.Generator().manual_seed(0)
@@ -378,7 +378,7 @@ for d, dt, shift in ((48, torch.float16, 3), (96, torch.float32, 0), (64, torch.
 assert fused.width_split(192) == (128, 64) and fused.width_split(384) == (256, 128)
 assert fused.width_split(64) == (64, 0) and fused.width_split(100) is None
 print("OK")
-''')
+""")
 
 
 @pytest.mark.gpu
@@ -426,7 +426,7 @@ def test_gpu_fused_norm_mlp_bf16(tmp_path):
 def test_fused_dynamic_heads_kernel_matches_eager():
     """The one-kernel dynamic heads (interpreter, CPU, exact fp32 products) equal the eager heads on
     ``cat(static_proj(feats), dyn)``: ragged widths (padding masks), both frames' rows, order 1 and 2."""
-    _run_interpreted(r'''
+    _run_interpreted(r"""
 import torch
 from streamsplat_ns.inference import heads_kernel as fused_heads
 from streamsplat_ns.networks.heads import DynamicHeads
@@ -448,7 +448,7 @@ for (b, n, cs, cd, h, order) in ((2, 40, 24, 20, 48, 1), (1, 33, 16, 16, 32, 2))
                 assert r.shape == o.shape, (r.shape, o.shape)
                 assert (r - o).abs().max().item() < 1e-5 * max(1.0, r.abs().max().item()), (cfg, order)
 print("OK")
-''')
+""")
 
 
 @pytest.mark.gpu
@@ -466,7 +466,7 @@ def test_gpu_fused_dynamic_heads_paper_shapes():
         torch.manual_seed(0)
         heads = DynamicHeads(384, 192, 1).cuda().eval()
         g = torch.Generator(device="cuda").manual_seed(0)
-        spw = torch.randn(192, 192, device="cuda", generator=g) / 192 ** 0.5
+        spw = torch.randn(192, 192, device="cuda", generator=g) / 192**0.5
         feats0, feats1 = (torch.randn(1, 36864, 192, device="cuda", generator=g) for _ in range(2))
         dyn = torch.randn(2, 36864, 192, device="cuda", generator=g)
         stat = torch.stack([feats0, feats1], dim=1).view(2, 36864, 192)
@@ -483,7 +483,7 @@ def test_gpu_fused_dynamic_heads_paper_shapes():
 def test_fused_dinov2_matches_eager():
     """DINOv2's inference path (LayerScale folded into the projections, add + LayerNorm in one kernel; run
     through the Triton interpreter on CPU) gives the eager patch features; the parameters are untouched."""
-    _run_interpreted(r'''
+    _run_interpreted(r"""
 import torch
 from streamsplat_ns.inference import kernels as fused
 from streamsplat_ns.inference import InferenceOptions, prepare
@@ -509,7 +509,7 @@ with torch.no_grad():
 assert (got - ref).abs().max().item() < 1e-4 * ref.abs().max().item(), (got - ref).abs().max()
 assert all(torch.equal(v, m.state_dict()[k]) for k, v in before.items())
 print("OK")
-''')
+""")
 
 
 def test_compile_blocks_no_recompile_fallback():

@@ -36,15 +36,19 @@ def test_official_hub_layout_vitb14_reg():
 @pytest.mark.skipif(not LAYOUT.is_dir(), reason="official layout files not available")
 @pytest.mark.parametrize("size", ["s", "b", "l"])
 def test_depth_anything_backbone_layout(size):
-    ref = {k[len("pretrained."):]: v for k, v in tsv(f"depth_anything_v2_vit{size}.tsv").items()
-           if k.startswith("pretrained.")}
+    ref = {
+        k[len("pretrained.") :]: v
+        for k, v in tsv(f"depth_anything_v2_vit{size}.tsv").items()
+        if k.startswith("pretrained.")
+    }
     assert meta_shapes(DinoConfig.vit(size, registers=0, interpolate_offset=0.1, interpolate_antialias=False)) == ref
 
 
 def tiny(**kw):
     torch.manual_seed(0)
-    m = DinoVisionTransformer(DinoConfig(**{**dict(embed_dim=32, depth=3, num_heads=2, img_size=56,
-                                                    num_register_tokens=4), **kw}))
+    m = DinoVisionTransformer(
+        DinoConfig(**{**dict(embed_dim=32, depth=3, num_heads=2, img_size=56, num_register_tokens=4), **kw})
+    )
     for p in m.parameters():  # non-trivial values everywhere (cls / registers start near zero)
         p.data.normal_(0, 0.2)
     return m.eval()
@@ -98,8 +102,9 @@ def test_pos_embed_interpolation_variants():
     # Depth Anything: offset 0.1, no antialias -> scale_factor of (h + 0.1) / M
     m2 = tiny(interpolate_offset=0.1, interpolate_antialias=False)
     pe2 = m2.interpolate_pos_encoding(2, 3, torch.float32)
-    ref2 = F.interpolate(m2.pos_embed[:, 1:].reshape(1, 4, 4, 32).permute(0, 3, 1, 2), mode="bicubic",
-                         scale_factor=(2.1 / 4, 3.1 / 4))
+    ref2 = F.interpolate(
+        m2.pos_embed[:, 1:].reshape(1, 4, 4, 32).permute(0, 3, 1, 2), mode="bicubic", scale_factor=(2.1 / 4, 3.1 / 4)
+    )
     assert torch.allclose(pe2[0, 1:], ref2.permute(0, 2, 3, 1).reshape(6, 32), atol=1e-6)
     assert not torch.allclose(pe2[0, 1:], pe[0, 1:])
     # the native grid is used unchanged
@@ -113,7 +118,7 @@ def test_block_matches_reference_math():
     h = F.layer_norm(x, (32,), blk.norm1.weight, blk.norm1.bias, 1e-6)
     q, k, v = (h @ blk.attn.qkv.weight.T + blk.attn.qkv.bias).split(32, -1)
     q, k, v = (t.view(1, 5, 2, 16).transpose(1, 2) for t in (q, k, v))
-    a = torch.softmax(q @ k.transpose(-1, -2) * 16 ** -0.5, -1) @ v
+    a = torch.softmax(q @ k.transpose(-1, -2) * 16**-0.5, -1) @ v
     x1 = x + blk.ls1.gamma * (a.transpose(1, 2).reshape(1, 5, 32) @ blk.attn.proj.weight.T + blk.attn.proj.bias)
     h2 = F.layer_norm(x1, (32,), blk.norm2.weight, blk.norm2.bias, 1e-6)
     mlp = F.gelu(h2 @ blk.mlp.fc1.weight.T + blk.mlp.fc1.bias) @ blk.mlp.fc2.weight.T + blk.mlp.fc2.bias

@@ -1,6 +1,5 @@
 """The PyTorch reference rasterizer against an independent per-pixel loop, gsplat's projection and gradcheck."""
 
-
 import numpy as np
 import pytest
 import torch
@@ -11,9 +10,14 @@ from streamsplat_ns.rendering._torch_impl import project, rasterize_bruteforce
 
 def random_scene(n, seed=0, dtype=torch.float64, spread=1.2, depth=(0.5, 3.0)):
     g = torch.Generator().manual_seed(seed)
-    means = torch.stack([(torch.rand(n, generator=g) * 2 - 1) * spread,
-                         torch.rand(n, generator=g) * (depth[1] - depth[0]) + depth[0],
-                         (torch.rand(n, generator=g) * 2 - 1) * spread], -1)
+    means = torch.stack(
+        [
+            (torch.rand(n, generator=g) * 2 - 1) * spread,
+            torch.rand(n, generator=g) * (depth[1] - depth[0]) + depth[0],
+            (torch.rand(n, generator=g) * 2 - 1) * spread,
+        ],
+        -1,
+    )
     quats = torch.randn(n, 4, generator=g)
     scales = torch.rand(n, 3, generator=g) * 0.12 + 0.01
     opac = torch.rand(n, generator=g) * 0.9 + 0.05
@@ -41,8 +45,9 @@ def test_matches_bruteforce_loop(alpha_clamp):
     out = rasterize(means, quats, scales, opac, cols, vms, Ks, W, H, bg, alpha_clamp=alpha_clamp)
     assert out.rgb.shape == (2, H, W, 3) and out.depth.shape == (2, H, W, 1) and out.alpha.shape == (2, H, W, 1)
     for c in range(2):
-        rgb, depth, alpha = rasterize_bruteforce(means, quats, scales, opac, cols, vms[c], Ks[c], W, H, bg[c],
-                                                 alpha_clamp=alpha_clamp)
+        rgb, depth, alpha = rasterize_bruteforce(
+            means, quats, scales, opac, cols, vms[c], Ks[c], W, H, bg[c], alpha_clamp=alpha_clamp
+        )
         np.testing.assert_allclose(out.rgb[c].numpy(), rgb, atol=1e-10)
         np.testing.assert_allclose(out.depth[c].numpy(), depth, atol=1e-10)
         np.testing.assert_allclose(out.alpha[c].numpy(), alpha, atol=1e-10)
@@ -120,7 +125,8 @@ def test_projection_matches_gsplat_torch_reference():
     M = quat_to_rotmat(quats) * scales[:, None, :]
     covars = M @ M.transpose(-1, -2)
     radii, means2d, depths, conics, _ = gs._fully_fused_projection(
-        means, covars, vms, Ks, W, H, eps2d=0.3, near_plane=1e-4, far_plane=1e4, camera_model="ortho")
+        means, covars, vms, Ks, W, H, eps2d=0.3, near_plane=1e-4, far_plane=1e4, camera_model="ortho"
+    )
     ours = project(means[None], quats[None], scales[None], vms, Ks, W, H, 1e-4, 1e4)
     live = radii > 0
     assert live.sum() > 100

@@ -22,8 +22,11 @@ from streamsplat_ns.cli import camera_path as cp  # noqa: E402
 
 from conftest_ns import trained_config  # noqa: E402
 
-INRIA_FIELDS = (["x", "y", "z", "nx", "ny", "nz", "f_dc_0", "f_dc_1", "f_dc_2"] + [f"f_rest_{i}" for i in range(45)]
-                + ["opacity", "scale_0", "scale_1", "scale_2", "rot_0", "rot_1", "rot_2", "rot_3"])
+INRIA_FIELDS = (
+    ["x", "y", "z", "nx", "ny", "nz", "f_dc_0", "f_dc_1", "f_dc_2"]
+    + [f"f_rest_{i}" for i in range(45)]
+    + ["opacity", "scale_0", "scale_1", "scale_2", "rot_0", "rot_1", "rot_2", "rot_3"]
+)
 
 
 @pytest.fixture(scope="module")
@@ -73,11 +76,20 @@ def test_path_renders_sweep_is_canonical_orbit_is_novel(pipeline, config_path):
 
     model = pipeline.model
     sweep = path_cameras(cp.Sweep(load_config=config_path, frames=3, scale=1.0))
-    frames = [model.get_outputs_for_camera(sweep[i:i + 1])["rgb"] for i in range(3)]
+    frames = [model.get_outputs_for_camera(sweep[i : i + 1])["rgb"] for i in range(3)]
     H, W = frames[0].shape[:2]
     for i, t in enumerate([0.0, 0.5, 1.0]):
-        ortho = Cameras(camera_to_worlds=canonical_c2w_opengl()[None], fx=W / 2, fy=H / 2, cx=W / 2, cy=H / 2,
-                        width=W, height=H, camera_type=CameraType.ORTHOPHOTO, times=torch.tensor([[t]]))
+        ortho = Cameras(
+            camera_to_worlds=canonical_c2w_opengl()[None],
+            fx=W / 2,
+            fy=H / 2,
+            cx=W / 2,
+            cy=H / 2,
+            width=W,
+            height=H,
+            camera_type=CameraType.ORTHOPHOTO,
+            times=torch.tensor([[t]]),
+        )
         ref = model.get_outputs_for_camera(ortho)["rgb"]
         assert float((frames[i] - ref).abs().max()) < 1e-3, "sweep frame is not the canonical view"
     assert float((frames[0] - frames[2]).abs().mean()) > 0.02, "the time sweep does not change the render"
@@ -86,7 +98,7 @@ def test_path_renders_sweep_is_canonical_orbit_is_novel(pipeline, config_path):
     assert float((frames[0] - rgb[0].permute(1, 2, 0)).abs().mean()) < 0.08
 
     orbit = path_cameras(cp.Orbit(load_config=config_path, frames=4, time=0.0, yaw=30, pitch=0, scale=1.0))
-    views = [model.get_outputs_for_camera(orbit[i:i + 1]) for i in (0, 1)]  # yaw 0, yaw 30
+    views = [model.get_outputs_for_camera(orbit[i : i + 1]) for i in (0, 1)]  # yaw 0, yaw 30
     assert float((views[0]["rgb"] - frames[0]).abs().max()) < 1e-3
     assert float((views[1]["rgb"] - views[0]["rgb"]).abs().mean()) > 0.02, "the orbit shows no novel view"
     assert float(views[1]["accumulation"].mean()) > 0.5, "the orbit lost the scene"
@@ -99,13 +111,34 @@ def test_ns_render_camera_path_to_mp4(config_path, tmp_path):
     cp.main(cp.Sweep(output=tmp_path / "sweep.json", load_config=config_path, frames=4, seconds=1.0, scale=1.0))
     ns_render = shutil.which("ns-render")
     cmd = ([ns_render] if ns_render else [sys.executable, "-m", "nerfstudio.scripts.render"]) + [
-        "camera-path", "--load-config", str(config_path), "--camera-path-filename", str(tmp_path / "sweep.json"),
-        "--output-path", str(tmp_path / "sweep.mp4")]
+        "camera-path",
+        "--load-config",
+        str(config_path),
+        "--camera-path-filename",
+        str(tmp_path / "sweep.json"),
+        "--output-path",
+        str(tmp_path / "sweep.mp4"),
+    ]
     res = subprocess.run(cmd, capture_output=True, text=True, timeout=400, env={**os.environ, "STREAMSPLAT_CLIP": "1"})
     assert res.returncode == 0, res.stdout[-3000:] + res.stderr[-3000:]
-    probe = subprocess.run(["ffprobe", "-v", "error", "-select_streams", "v:0", "-count_frames", "-show_entries",
-                            "stream=width,height,nb_read_frames,codec_name", "-of", "json", str(tmp_path / "sweep.mp4")],
-                           capture_output=True, text=True, check=True)
+    probe = subprocess.run(
+        [
+            "ffprobe",
+            "-v",
+            "error",
+            "-select_streams",
+            "v:0",
+            "-count_frames",
+            "-show_entries",
+            "stream=width,height,nb_read_frames,codec_name",
+            "-of",
+            "json",
+            str(tmp_path / "sweep.mp4"),
+        ],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
     s = json.loads(probe.stdout)["streams"][0]
     assert (s["width"], s["height"], int(s["nb_read_frames"])) == (112, 64, 4), s
 
@@ -137,8 +170,16 @@ def test_export_cli_ply_round_trip(pipeline, config_path, tmp_path, monkeypatch)
 
     # the CLI builds its own pipeline with eval_setup: hand it ours (with the oracle encoder)
     monkeypatch.setattr("nerfstudio.utils.eval_utils.eval_setup", lambda *a, **k: (None, pipeline, None, 2))
-    paths = ex.main(ex.Export(load_config=config_path, times=[0.0, 1.0], clip=1, output_dir=tmp_path / "ply",
-                              frame="world", min_opacity=0.0))
+    paths = ex.main(
+        ex.Export(
+            load_config=config_path,
+            times=[0.0, 1.0],
+            clip=1,
+            output_dir=tmp_path / "ply",
+            frame="world",
+            min_opacity=0.0,
+        )
+    )
     from streamsplat_ns.export import ply_name
 
     n = pipeline.model.clip_provider(1, None)[2]  # times 0 and 1 are the clip's first and last source frames

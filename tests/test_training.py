@@ -15,12 +15,22 @@ def test_entry_points_are_discovered():
     from nerfstudio.plugins.registry_dataparser import discover_dataparsers
 
     methods, _ = discover_methods()
-    for name in ("streamsplat-encoder", "streamsplat-decoder", "streamsplat-encoder-small",
-                 "streamsplat-decoder-small"):
+    for name in (
+        "streamsplat-encoder",
+        "streamsplat-decoder",
+        "streamsplat-encoder-small",
+        "streamsplat-decoder-small",
+    ):
         assert name in methods, name
     parsers, _ = discover_dataparsers()
-    for name in ("re10k-data", "co3dv2-data", "davis-data", "youtube-vos-data", "streamsplat-combined-data",
-                 "video-data"):
+    for name in (
+        "re10k-data",
+        "co3dv2-data",
+        "davis-data",
+        "youtube-vos-data",
+        "streamsplat-combined-data",
+        "video-data",
+    ):
         assert name in parsers, name
 
 
@@ -101,9 +111,20 @@ def test_nonfinite_gradients_are_skipped(tmp_path, monkeypatch):
 def test_ns_eval_writes_paper_metrics(stage1_runs, tmp_path):
     full = stage1_runs[0]
     out = tmp_path / "eval.json"
-    r = subprocess.run([sys.executable, "-m", "nerfstudio.scripts.eval", "--load-config",
-                        str(full.base_dir / "config.yml"), "--output-path", str(out)],
-                       capture_output=True, text=True, timeout=600)
+    r = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "nerfstudio.scripts.eval",
+            "--load-config",
+            str(full.base_dir / "config.yml"),
+            "--output-path",
+            str(out),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     assert r.returncode == 0, r.stderr[-3000:]
     res = json.loads(out.read_text())["results"]
     assert 5.0 < res["psnr_key"] < 60.0 and 0.0 < res["ssim_key"] <= 1.0 and "psnr_key_std" in res
@@ -123,8 +144,17 @@ def test_stage2_viewer_path_follows_time(stage1_runs, tmp_path):
     cfg.pipeline.datamanager.batch_size = 1
     pipeline = cfg.pipeline.setup(device="cpu", test_mode="val")
     model = pipeline.model.eval()
-    cam = get_camera(CameraState(fov=np.radians(75.0), aspect=1.75, c2w=canonical_viewer_c2w(75.0),
-                                 camera_type=CameraType.PERSPECTIVE, time=0.0), 64, 112)
+    cam = get_camera(
+        CameraState(
+            fov=np.radians(75.0),
+            aspect=1.75,
+            c2w=canonical_viewer_c2w(75.0),
+            camera_type=CameraType.PERSPECTIVE,
+            time=0.0,
+        ),
+        64,
+        112,
+    )
     outs = []
     for t in (0.02, 0.05, 0.6):
         cam.times = torch.full((1, 1), t)

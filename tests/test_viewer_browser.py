@@ -30,10 +30,16 @@ sys.path.insert(0, str(Path(__file__).parent))
 from conftest_ns import trained_config  # noqa: E402
 
 CHROME = os.environ.get("STREAMSPLAT_CHROME") or next(
-    (shutil.which(n) for n in ("chromium-headless-shell", "chromium", "chromium-browser", "google-chrome")
-     if shutil.which(n)), None)
-pytestmark = pytest.mark.skipif(CHROME is None, reason="no chromium binary installed "
-                                "(apt-get install -y chromium-headless-shell, as .ci/run does)")
+    (
+        shutil.which(n)
+        for n in ("chromium-headless-shell", "chromium", "chromium-browser", "google-chrome")
+        if shutil.which(n)
+    ),
+    None,
+)
+pytestmark = pytest.mark.skipif(
+    CHROME is None, reason="no chromium binary installed (apt-get install -y chromium-headless-shell, as .ci/run does)"
+)
 
 WIN_W, WIN_H = 900, 560
 
@@ -49,7 +55,7 @@ class DevTools:
     def __init__(self, ws_url: str) -> None:
         from websockets.sync.client import connect
 
-        self.ws = connect(ws_url, max_size=64 * 2 ** 20, open_timeout=30)
+        self.ws = connect(ws_url, max_size=64 * 2**20, open_timeout=30)
         self.next_id = 0
 
     def send(self, method: str, params: dict | None = None, timeout: float = 60.0) -> dict:
@@ -76,10 +82,23 @@ class DevTools:
 
 def start_chromium(user_dir: Path):
     """Headless Chromium with SwiftShader WebGL and a DevTools port (read back from DevToolsActivePort)."""
-    cmd = [CHROME, "--headless", "--no-sandbox", "--use-angle=swiftshader", "--enable-unsafe-swiftshader",
-           "--disable-background-networking", "--disable-component-update", "--disable-sync", "--no-first-run",
-           "--disable-dev-shm-usage", f"--user-data-dir={user_dir}", f"--window-size={WIN_W},{WIN_H}",
-           "--remote-debugging-address=127.0.0.1", "--remote-debugging-port=0", "about:blank"]
+    cmd = [
+        CHROME,
+        "--headless",
+        "--no-sandbox",
+        "--use-angle=swiftshader",
+        "--enable-unsafe-swiftshader",
+        "--disable-background-networking",
+        "--disable-component-update",
+        "--disable-sync",
+        "--no-first-run",
+        "--disable-dev-shm-usage",
+        f"--user-data-dir={user_dir}",
+        f"--window-size={WIN_W},{WIN_H}",
+        "--remote-debugging-address=127.0.0.1",
+        "--remote-debugging-port=0",
+        "about:blank",
+    ]
     # own process group: killing only the browser process would orphan its GPU/renderer children
     proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, start_new_session=True)
     port_file = user_dir / "DevToolsActivePort"
@@ -119,8 +138,13 @@ def oracle_predict_static(rgb: torch.Tensor, disp: torch.Tensor):
     quats = torch.zeros(B, H * W, 4)
     quats[..., 0] = 1
     scales = torch.tensor([1.0 / W, 0.002, 1.0 / H]).expand(B, H * W, 3).clone()
-    return Gaussians(means=means, quats=quats, scales=scales, opacities=torch.full((B, H * W), 0.99),
-                     colours=rgb.permute(0, 2, 3, 1).reshape(B, H * W, 3))
+    return Gaussians(
+        means=means,
+        quats=quats,
+        scales=scales,
+        opacities=torch.full((B, H * W), 0.99),
+        colours=rgb.permute(0, 2, 3, 1).reshape(B, H * W, 3),
+    )
 
 
 class RenderLog:
@@ -150,14 +174,19 @@ class RenderLog:
             if new and new[-1][1].shape[0] >= min_height and time.time() - new[-1][0] > quiet:
                 return new[-1][1]
             time.sleep(0.2)
-        raise TimeoutError(f"no settled full-resolution render within {timeout:.0f} s "
-                           f"({len(self.images)} renders, heights {[im.shape[0] for _, im in self.images][-8:]})")
+        raise TimeoutError(
+            f"no settled full-resolution render within {timeout:.0f} s "
+            f"({len(self.images)} renders, heights {[im.shape[0] for _, im in self.images][-8:]})"
+        )
 
 
 def resize(img: np.ndarray, h: int, w: int) -> np.ndarray:
     t = torch.from_numpy(np.ascontiguousarray(img)).permute(2, 0, 1)[None]
-    return torch.nn.functional.interpolate(t, size=(h, w), mode="bilinear", align_corners=False)[0].permute(
-        1, 2, 0).numpy()
+    return (
+        torch.nn.functional.interpolate(t, size=(h, w), mode="bilinear", align_corners=False)[0]
+        .permute(1, 2, 0)
+        .numpy()
+    )
 
 
 def corr(a: np.ndarray, b: np.ndarray) -> float:
@@ -167,8 +196,10 @@ def corr(a: np.ndarray, b: np.ndarray) -> float:
 
 def canvas_box(page: DevTools) -> tuple:
     """(top, left, bottom, right) in screenshot pixels of viser's WebGL canvas (the GUI panel sits beside it)."""
-    expr = ("JSON.stringify(Array.from(document.querySelectorAll('canvas')).map(c => c.getBoundingClientRect())"
-            ".sort((a, b) => b.width * b.height - a.width * a.height)[0])")
+    expr = (
+        "JSON.stringify(Array.from(document.querySelectorAll('canvas')).map(c => c.getBoundingClientRect())"
+        ".sort((a, b) => b.width * b.height - a.width * a.height)[0])"
+    )
     r = json.loads(page.send("Runtime.evaluate", {"expression": expr, "returnByValue": True})["result"]["value"])
     return int(round(r["top"])), int(round(r["left"])), int(round(r["bottom"])), int(round(r["right"]))
 
@@ -177,9 +208,9 @@ def page_render(shot: np.ndarray, box: tuple, aspect: float) -> np.ndarray:
     """The part of a screenshot where viser draws the render: the canvas' left part of the given aspect
     (the GUI panel covers the rest), minus margins (axes gizmo, frustum at the centre is kept)."""
     t, l, b, _ = box
-    img = shot[t:b, l:l + int(round((b - t) * aspect))]
+    img = shot[t:b, l : l + int(round((b - t) * aspect))]
     h, w = img.shape[:2]
-    return img[int(0.04 * h):int(0.96 * h), int(0.1 * w):int(0.97 * w)]
+    return img[int(0.04 * h) : int(0.96 * h), int(0.1 * w) : int(0.97 * w)]
 
 
 def expected_on_page(sent: np.ndarray, box: tuple) -> np.ndarray:
@@ -205,23 +236,31 @@ def test_viewer_in_chromium_shows_scene_and_time(config_path, tmp_path, monkeypa
     model = pipeline.model
     model.net.predict_static = oracle_predict_static
     log = RenderLog(monkeypatch)
-    viewer = Viewer(ViewerConfig(websocket_host="127.0.0.1", max_num_display_images=8), log_filename=tmp_path / "v.txt",
-                    datapath=pipeline.datamanager.get_datapath(), pipeline=pipeline, train_lock=threading.Lock())
+    viewer = Viewer(
+        ViewerConfig(websocket_host="127.0.0.1", max_num_display_images=8),
+        log_filename=tmp_path / "v.txt",
+        datapath=pipeline.datamanager.get_datapath(),
+        pipeline=pipeline,
+        train_lock=threading.Lock(),
+    )
     proc = None
     try:
-        viewer.init_scene(train_dataset=pipeline.datamanager.train_dataset, train_state="completed",
-                          eval_dataset=pipeline.datamanager.eval_dataset)
+        viewer.init_scene(
+            train_dataset=pipeline.datamanager.train_dataset,
+            train_state="completed",
+            eval_dataset=pipeline.datamanager.eval_dataset,
+        )
         viewer.update_scene(step=step)
         assert viewer.include_time, "the datamanager must report includes_time so the Time slider shows"
         port = viewer.viser_server.get_port()
-        print(f'viewer up after {time.time() - t_start:.1f} s')
+        print(f"viewer up after {time.time() - t_start:.1f} s")
         proc, page = start_chromium(tmp_path / "chrome")
         page.send("Page.enable")
         t_nav = time.time()
         page.send("Page.navigate", {"url": f"http://127.0.0.1:{port}/"})
 
         sent0 = log.wait_settled(t_nav, timeout=120)
-        print(f'settled t0 after {time.time() - t_nav:.1f} s, {len(log.images)} renders')
+        print(f"settled t0 after {time.time() - t_nav:.1f} s, {len(log.images)} renders")
         shot0 = page.screenshot()
         from PIL import Image
 
@@ -244,8 +283,17 @@ def test_viewer_in_chromium_shows_scene_and_time(config_path, tmp_path, monkeypa
         from streamsplat_ns.rendering.camera import canonical_c2w_opengl
 
         hm, wm = model.image_size
-        cam = Cameras(camera_to_worlds=canonical_c2w_opengl()[None], fx=h / 2 * wm / hm, fy=h / 2, cx=w / 2,
-                      cy=h / 2, width=w, height=h, camera_type=CameraType.ORTHOPHOTO, times=torch.zeros(1, 1))
+        cam = Cameras(
+            camera_to_worlds=canonical_c2w_opengl()[None],
+            fx=h / 2 * wm / hm,
+            fy=h / 2,
+            cx=w / 2,
+            cy=h / 2,
+            width=w,
+            height=h,
+            camera_type=CameraType.ORTHOPHOTO,
+            times=torch.zeros(1, 1),
+        )
         ref = model.get_outputs_for_camera(cam)["rgb"].numpy()
         c_ref = corr(sent0, ref)
         assert c_ref > 0.9, f"the viewer's initial view is not the canonical one (correlation {c_ref:.2f})"
@@ -255,7 +303,7 @@ def test_viewer_in_chromium_shows_scene_and_time(config_path, tmp_path, monkeypa
         viewer.control_panel.time = 1.0
         viewer._trigger_rerender()
         sent1 = log.wait_settled(t_set, timeout=90)
-        print(f'settled t1 after {time.time() - t_set:.1f} s, {len(log.images)} renders')
+        print(f"settled t1 after {time.time() - t_set:.1f} s, {len(log.images)} renders")
         shot1 = page.screenshot()
         Image.fromarray((shot1 * 255).astype(np.uint8)).save(tmp_path / "viewer_t1.png")
         if keep:
@@ -286,8 +334,9 @@ def test_viewer_clip_selector_changes_render(config_path):
     c2w = canonical_viewer_c2w(75.0)
     from nerfstudio.cameras.cameras import CameraType
 
-    cam = get_camera(CameraState(fov=np.radians(75.0), aspect=1.75, c2w=c2w, camera_type=CameraType.PERSPECTIVE,
-                                 time=0.0), 96, 168)
+    cam = get_camera(
+        CameraState(fov=np.radians(75.0), aspect=1.75, c2w=c2w, camera_type=CameraType.PERSPECTIVE, time=0.0), 96, 168
+    )
     cam.times = torch.zeros(1, 1)
     out0 = model.get_outputs_for_camera(cam)
     model.viewer_clip.value = 1

@@ -26,5 +26,6 @@ def demo_weights_path(check: bool = True) -> Path:
             f"demo weights not found: {path}\n  This copy of streamsplat_ns ships without trained demo weights. "
             f"Make them with {RECIPE} (two GPU commands of < 9 minutes; see docs/benchmarks.md) and copy the "
             f"file there, or pass --weights FILE (any stage-2 checkpoint of ours), or train a small model on "
-            f"this machine with `streamsplat-demo --train`.")
+            f"this machine with `streamsplat-demo --train`."
+        )
     return path

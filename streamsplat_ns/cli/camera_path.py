@@ -120,9 +120,17 @@ def make_camera_path(args: Union[Sweep, Orbit]) -> dict:
     frames = path_frames(args)
     for f in frames:
         f["aspect"] = w / h
-    return {"camera_type": "perspective", "render_height": h, "render_width": w, "seconds": args.seconds,
-            "fps": len(frames) / args.seconds, "camera_path": frames, "keyframes": [], "crop": None,
-            "streamsplat": {"kind": type(args).__name__.lower(), "clip": args.clip}}
+    return {
+        "camera_type": "perspective",
+        "render_height": h,
+        "render_width": w,
+        "seconds": args.seconds,
+        "fps": len(frames) / args.seconds,
+        "camera_path": frames,
+        "keyframes": [],
+        "crop": None,
+        "streamsplat": {"kind": type(args).__name__.lower(), "clip": args.clip},
+    }
 
 
 def main(args: Union[Sweep, Orbit]) -> dict:
@@ -131,15 +139,23 @@ def main(args: Union[Sweep, Orbit]) -> dict:
     args.output.write_text(json.dumps(path, indent=1))
     env = f"STREAMSPLAT_CLIP={args.clip} " if args.clip is not None else ""
     cfg = args.load_config or "RUN/config.yml"
-    print(f"wrote {args.output} ({len(path['camera_path'])} frames, {path['render_width']}x{path['render_height']})\n"
-          f"render it: {env}ns-render camera-path --load-config {cfg} --camera-path-filename {args.output} "
-          f"--output-path {args.output.with_suffix('.mp4')}")
+    print(
+        f"wrote {args.output} ({len(path['camera_path'])} frames, {path['render_width']}x{path['render_height']})\n"
+        f"render it: {env}ns-render camera-path --load-config {cfg} --camera-path-filename {args.output} "
+        f"--output-path {args.output.with_suffix('.mp4')}"
+    )
     return path
 
 
 def entrypoint() -> None:
-    main(tyro.cli(Union[Annotated[Sweep, tyro.conf.subcommand("sweep")],  # type: ignore[arg-type]
-                        Annotated[Orbit, tyro.conf.subcommand("orbit")]]))
+    main(
+        tyro.cli(
+            Union[
+                Annotated[Sweep, tyro.conf.subcommand("sweep")],  # type: ignore[arg-type]
+                Annotated[Orbit, tyro.conf.subcommand("orbit")],
+            ]
+        )
+    )
 
 
 if __name__ == "__main__":

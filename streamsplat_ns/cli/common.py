@@ -40,9 +40,16 @@ class ModelArgs:
         first frame name, None for cameras and streams, which have no depth files)."""
         from streamsplat_ns.engine import DisparitySource
 
-        return DisparitySource.resolve(source, first_stem, self.depth, self.depth_dir, self.depth_checkpoint,
-                                       device=device, preprocess=self.depth_preprocess,
-                                       short_side=self.depth_short_side)
+        return DisparitySource.resolve(
+            source,
+            first_stem,
+            self.depth,
+            self.depth_dir,
+            self.depth_checkpoint,
+            device=device,
+            preprocess=self.depth_preprocess,
+            short_side=self.depth_short_side,
+        )
 
 
 def viewer_logging() -> None:

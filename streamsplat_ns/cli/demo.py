@@ -116,17 +116,25 @@ def score(pred: Float[Tensor, "N H W 3"], gt: Float[Tensor, "N H W 3"], keys: Se
         nearest.append(gt[a] if t <= 0.5 else gt[b])
         blend.append((1 - t) * gt[a] + t * gt[b])
     m = torch.tensor(mids, dtype=torch.long)
-    return {"psnr_key": psnr_np(pred[keys], gt[keys]), "psnr_middle": psnr_np(pred[m], gt[m]),
-            "psnr_middle_nearest": psnr_np(torch.stack(nearest), gt[m]),
-            "psnr_middle_blend": psnr_np(torch.stack(blend), gt[m]),
-            "key_frames": len(keys), "middle_frames": len(mids)}
+    return {
+        "psnr_key": psnr_np(pred[keys], gt[keys]),
+        "psnr_middle": psnr_np(pred[m], gt[m]),
+        "psnr_middle_nearest": psnr_np(torch.stack(nearest), gt[m]),
+        "psnr_middle_blend": psnr_np(torch.stack(blend), gt[m]),
+        "key_frames": len(keys),
+        "middle_frames": len(mids),
+    }
 
 
 def mean_scores(rows: List[Dict[str, float]]) -> Dict[str, float]:
     """Frame-weighted means over sequences (each sequence's PSNR is a mean over its frames)."""
     out: Dict[str, float] = {}
-    for k, w in (("psnr_key", "key_frames"), ("psnr_middle", "middle_frames"),
-                 ("psnr_middle_nearest", "middle_frames"), ("psnr_middle_blend", "middle_frames")):
+    for k, w in (
+        ("psnr_key", "key_frames"),
+        ("psnr_middle", "middle_frames"),
+        ("psnr_middle_nearest", "middle_frames"),
+        ("psnr_middle_blend", "middle_frames"),
+    ):
         tot = sum(r[w] for r in rows)
         out[k] = sum(r[k] * r[w] for r in rows) / max(tot, 1)
     out["key_frames"] = sum(r["key_frames"] for r in rows)
@@ -134,8 +142,14 @@ def mean_scores(rows: List[Dict[str, float]]) -> Dict[str, float]:
     return out
 
 
-def evaluate_sample(model, device: str = "cpu", names: Sequence[str] = SAMPLE_ORDER, key_gap: int = 5,
-                    sample_root: Optional[Path] = None, max_frames: Optional[int] = None) -> Dict[str, object]:
+def evaluate_sample(
+    model,
+    device: str = "cpu",
+    names: Sequence[str] = SAMPLE_ORDER,
+    key_gap: int = 5,
+    sample_root: Optional[Path] = None,
+    max_frames: Optional[int] = None,
+) -> Dict[str, object]:
     """The demo's scores on the embedded sample (fp32, eager), also used by experiments/demo_weights.py."""
     from ..data.sample import ensure_sample
     from ..engine import ReconstructionEngine
@@ -149,8 +163,12 @@ def evaluate_sample(model, device: str = "cpu", names: Sequence[str] = SAMPLE_OR
         rgb, disp = rgb[:max_frames], disp[:max_frames]
         _, pred, keys = reconstruct_sequence(engine, rgb, disp, key_gap)
         rows[name] = score(pred, rgb.permute(0, 2, 3, 1), keys)
-    return {"sequences": rows, "mean": mean_scores(list(rows.values())), "key_gap": key_gap,
-            "resolution": list(engine.size)}
+    return {
+        "sequences": rows,
+        "mean": mean_scores(list(rows.values())),
+        "key_gap": key_gap,
+        "resolution": list(engine.size),
+    }
 
 
 def _picture(gt: Tensor, pred: Tensor, keys: Sequence[int]) -> np.ndarray:
@@ -195,8 +213,10 @@ def main(cfg: DemoConfig) -> Dict[str, object]:
 
     weights = Path(cfg.weights) if cfg.weights is not None else demo_weights_path()
     if not weights.is_file():
-        raise FileNotFoundError(f"--weights {weights}: no such file (give a stage-2 .safetensors of ours, or leave "
-                                f"--weights out to use the demo weights shipped in the package)")
+        raise FileNotFoundError(
+            f"--weights {weights}: no such file (give a stage-2 .safetensors of ours, or leave "
+            f"--weights out to use the demo weights shipped in the package)"
+        )
     from ..atomic import atomic_write_text
     from ..data.sample import ensure_sample
     from ..engine import ReconstructionEngine
@@ -227,7 +247,7 @@ def main(cfg: DemoConfig) -> Dict[str, object]:
     first = None
     offset = 0  # frames of earlier sequences: the viewer's time axis runs over all reconstructed sequences
     try:
-        for name in SAMPLE_ORDER[:cfg.sequences]:
+        for name in SAMPLE_ORDER[: cfg.sequences]:
             t = time.perf_counter()
             rgb, disp = load_sample_sequence(root, name, (h, w))
             intervals, pred, keys = reconstruct_sequence(engine, rgb, disp, cfg.key_gap)
@@ -240,8 +260,11 @@ def main(cfg: DemoConfig) -> Dict[str, object]:
             if first is None:
                 first = (name, gt, pred, keys)
             r = rows[name]
-            print(f"{name}: {len(rgb)} frames, key frames {keys}: reconstructed in {time.perf_counter() - t:.1f} s; "
-                  f"key {r['psnr_key']:.2f} dB, middle {r['psnr_middle']:.2f} dB", flush=True)
+            print(
+                f"{name}: {len(rgb)} frames, key frames {keys}: reconstructed in {time.perf_counter() - t:.1f} s; "
+                f"key {r['psnr_key']:.2f} dB, middle {r['psnr_middle']:.2f} dB",
+                flush=True,
+            )
     except BaseException as e:
         rec.close("error", str(e))
         raise
@@ -252,21 +275,34 @@ def main(cfg: DemoConfig) -> Dict[str, object]:
     video = out / "interpolated.mp4"
     _write_video(video, gt, pred, fps=10.0)
     mean = mean_scores(list(rows.values()))
-    result = {"weights": str(weights), "sequences": rows, "mean": mean, "key_gap": cfg.key_gap,
-              "resolution": [h, w], "device": cfg.device, "seconds": time.perf_counter() - t0}
+    result = {
+        "weights": str(weights),
+        "sequences": rows,
+        "mean": mean,
+        "key_gap": cfg.key_gap,
+        "resolution": [h, w],
+        "device": cfg.device,
+        "seconds": time.perf_counter() - t0,
+    }
     atomic_write_text(out / "metrics.json", json.dumps(result, indent=1))
     m = mean
     print(f"\nheld-out embedded sample ({', '.join(rows)}; never trained on), PSNR at {h}x{w}:")
     print(f"  key frames (model inputs, rendered back)  {m['psnr_key']:6.2f} dB   ({m['key_frames']} frames)")
     print(f"  middle frames (rendered in between)        {m['psnr_middle']:6.2f} dB   ({m['middle_frames']} frames)")
     print(f"    baseline: repeat the nearest key frame   {m['psnr_middle_nearest']:6.2f} dB")
-    print(f"    baseline: linear blend of the key frames {m['psnr_middle_blend']:6.2f} dB   "
-          f"(model {m['psnr_middle'] - m['psnr_middle_blend']:+.2f} dB)")
-    print(f"\nwrote {picture}  (rows: ground truth, reconstruction, linear blend; frames {keys[0]}..{keys[1]} of "
-          f"{name})\n      {video}  (ground truth | reconstruction, {len(gt)} frames)\n      {out / 'metrics.json'}"
-          f"\n      {gdir}/  (the dynamic Gaussians)")
-    print(f"done in {time.perf_counter() - t0:.0f} s\n\nexplore it in the browser (then open http://127.0.0.1:7007):"
-          f"\n  {_viewer_command(gdir)}")
+    print(
+        f"    baseline: linear blend of the key frames {m['psnr_middle_blend']:6.2f} dB   "
+        f"(model {m['psnr_middle'] - m['psnr_middle_blend']:+.2f} dB)"
+    )
+    print(
+        f"\nwrote {picture}  (rows: ground truth, reconstruction, linear blend; frames {keys[0]}..{keys[1]} of "
+        f"{name})\n      {video}  (ground truth | reconstruction, {len(gt)} frames)\n      {out / 'metrics.json'}"
+        f"\n      {gdir}/  (the dynamic Gaussians)"
+    )
+    print(
+        f"done in {time.perf_counter() - t0:.0f} s\n\nexplore it in the browser (then open http://127.0.0.1:7007):"
+        f"\n  {_viewer_command(gdir)}"
+    )
     return result
 
 
@@ -299,9 +335,12 @@ def train_demo(cfg: DemoConfig) -> Dict[str, object]:
     device = "cuda" if cfg.device == "cuda" and torch.cuda.is_available() else "cpu"
     if device == "cpu":
         eta = cfg.steps * TRAIN_CPU_S_PER_STEP / max(min(threads, os.cpu_count() or 1), 1) / 60
-        print(f"training the small stage-1 model for {cfg.steps} steps on the CPU ({threads} threads): about "
-              f"{eta:.0f} minutes on 2 free cores (longer on a busy machine); the shipped demo weights need none "
-              f"of this: run streamsplat-demo without --train", flush=True)
+        print(
+            f"training the small stage-1 model for {cfg.steps} steps on the CPU ({threads} threads): about "
+            f"{eta:.0f} minutes on 2 free cores (longer on a busy machine); the shipped demo weights need none "
+            f"of this: run streamsplat-demo without --train",
+            flush=True,
+        )
     tc = scripted_config("encoder", True, cfg.output, cfg.steps, experiment="demo")
     tc.steps_per_save = max(min(cfg.steps, 25), 1)  # save early: an interrupted run still leaves weights
     tc.machine.device_type = device
@@ -325,16 +364,20 @@ def train_demo(cfg: DemoConfig) -> Dict[str, object]:
     run = trainer.base_dir
     per_step = secs / max(cfg.steps, 1)
     s2_steps = 10
-    print(f"\nheld-out frames, PSNR before training {psnr_before:.2f} dB -> after {cfg.steps} steps "
-          f"{psnr_after:.2f} dB ({secs / 60:.1f} min, {per_step:.1f} s/step)")
+    print(
+        f"\nheld-out frames, PSNR before training {psnr_before:.2f} dB -> after {cfg.steps} steps "
+        f"{psnr_after:.2f} dB ({secs / 60:.1f} min, {per_step:.1f} s/step)"
+    )
     print(f"picture: {path}  (rows: ground truth, untrained, trained)")
-    print(f"run: {run}\n  open the viewer:   ns-viewer --load-config {run / 'config.yml'} "
-          f"--viewer.websocket-host 127.0.0.1 --viewer.websocket-port 7007   (then open http://127.0.0.1:7007)\n"
-          f"  evaluate:          ns-eval --load-config {run / 'config.yml'} --output-path {cfg.output / 'eval.json'}\n"
-          f"  stage 2 on top (about {s2_steps * per_step * 3 / 60:.0f} min here, saves every 5 steps):\n"
-          f"    ns-train streamsplat-decoder-small --output-dir {cfg.output} --max-num-iterations {s2_steps} "
-          f"--steps-per-save 5 --pipeline.model.encoder-checkpoint {run / 'model.safetensors'} "
-          f"--pipeline.model.allow-random-dino True --machine.device-type {device}")
+    print(
+        f"run: {run}\n  open the viewer:   ns-viewer --load-config {run / 'config.yml'} "
+        f"--viewer.websocket-host 127.0.0.1 --viewer.websocket-port 7007   (then open http://127.0.0.1:7007)\n"
+        f"  evaluate:          ns-eval --load-config {run / 'config.yml'} --output-path {cfg.output / 'eval.json'}\n"
+        f"  stage 2 on top (about {s2_steps * per_step * 3 / 60:.0f} min here, saves every 5 steps):\n"
+        f"    ns-train streamsplat-decoder-small --output-dir {cfg.output} --max-num-iterations {s2_steps} "
+        f"--steps-per-save 5 --pipeline.model.encoder-checkpoint {run / 'model.safetensors'} "
+        f"--pipeline.model.allow-random-dino True --machine.device-type {device}"
+    )
     return {"psnr_before": psnr_before, "psnr_after": psnr_after, "run": str(run), "seconds": secs}
 
 

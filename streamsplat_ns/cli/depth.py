@@ -25,8 +25,13 @@ from streamsplat_ns.data.depth_io import atomic_write_bytes, encode_png16, quant
 from streamsplat_ns.data.errors import DataError
 
 log = logging.getLogger(__name__)
-DEFAULT_SPLITS = {"davis": ("all",), "ytvos": ("train", "valid"), "co3d": ("train", "test"),
-                  "re10k": ("train", "test"), "video": ("",)}
+DEFAULT_SPLITS = {
+    "davis": ("all",),
+    "ytvos": ("train", "valid"),
+    "co3d": ("train", "test"),
+    "re10k": ("train", "test"),
+    "video": ("",),
+}
 #: levels above a depth file where its tree's sidecar goes
 SIDECAR_LEVELS = {"davis": 2, "ytvos": 1, "co3d": 0, "video": 0, "re10k": 1}
 
@@ -115,16 +120,27 @@ class _Runner:
         env_ckpt = os.environ.get("STREAMSPLAT_DA2_CKPT")
         ckpt = args.checkpoint or (Path(env_ckpt) if env_ckpt else None)
         if ckpt is None:
-            raise SystemExit("streamsplat-depth: pass --checkpoint /path/to/depth_anything_v2_vitl.pth "
-                             "(or set STREAMSPLAT_DA2_CKPT); weights are never downloaded")
+            raise SystemExit(
+                "streamsplat-depth: pass --checkpoint /path/to/depth_anything_v2_vitl.pth "
+                "(or set STREAMSPLAT_DA2_CKPT); weights are never downloaded"
+            )
         self.args, self.device = args, torch.device(args.device)
         self.model = load_depth_anything(ckpt, args.encoder, self.device)
         self.dtype = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}[args.precision]
-        self.meta = {"model": "depth_anything_v2", "encoder": self.model.cfg.encoder,
-                     "checkpoint": Path(ckpt).name, "checkpoint_sha256": sha256_file(ckpt),
-                     "preprocess": args.preprocess, "input_short_side": args.short_side, "multiple_of": 14,
-                     "quantity": "relative_inverse_depth", "normalization": "minmax_per_frame", "dtype": "uint16",
-                     "precision": args.precision, "resolution": "source"}
+        self.meta = {
+            "model": "depth_anything_v2",
+            "encoder": self.model.cfg.encoder,
+            "checkpoint": Path(ckpt).name,
+            "checkpoint_sha256": sha256_file(ckpt),
+            "preprocess": args.preprocess,
+            "input_short_side": args.short_side,
+            "multiple_of": 14,
+            "quantity": "relative_inverse_depth",
+            "normalization": "minmax_per_frame",
+            "dtype": "uint16",
+            "precision": args.precision,
+            "resolution": "source",
+        }
 
     def infer(self, frames: List[np.ndarray]) -> List[np.ndarray]:
         """Raw disparity at native size for a list of same-size frames."""
@@ -235,6 +251,7 @@ def run_re10k_chunks(args: DepthArgs, runner: _Runner) -> int:
                 def sink_for(i):
                     def sink(d):
                         maps[i] = quantize16(d)
+
                     return sink
 
                 n += runner.run_stream(((f, sink_for(i)) for i, f in enumerate(frames)), len(frames))
@@ -249,9 +266,13 @@ def main(args: DepthArgs) -> int:
     runner = _Runner(args)
     if args.dataset == "video" and Path(args.data).is_file():
         n = run_video_file(args, runner)
-    elif args.dataset == "re10k" and (args.re10k_format == "chunks" or (
-            args.re10k_format == "auto" and any((Path(args.data) / s / "index.json").is_file()
-                                                for s in (args.split or DEFAULT_SPLITS["re10k"])))):
+    elif args.dataset == "re10k" and (
+        args.re10k_format == "chunks"
+        or (
+            args.re10k_format == "auto"
+            and any((Path(args.data) / s / "index.json").is_file() for s in (args.split or DEFAULT_SPLITS["re10k"]))
+        )
+    ):
         n = run_re10k_chunks(args, runner)
     else:
         n = run_frames(args, runner)

@@ -59,21 +59,30 @@ def main(args: Export) -> List[Path]:
     model = pipeline.model
     names = list(model.clip_names) or ["clip"]
     if not 0 <= args.clip < len(names):
-        raise ValueError(f"--clip {args.clip} is out of range: this run's display clips are "
-                         f"{dict(enumerate(names))} (dataparser --num-camera-sequences sets how many)")
+        raise ValueError(
+            f"--clip {args.clip} is out of range: this run's display clips are "
+            f"{dict(enumerate(names))} (dataparser --num-camera-sequences sets how many)"
+        )
     n = model.clip_provider(args.clip, None)[2]
     frames = list(args.frames) if args.frames is not None else [t * (n - 1) for t in args.times]
     out_of = [f for f in frames if not 0.0 <= f <= n - 1]
     if out_of:
-        raise ValueError(f"--frames {out_of} outside [0, {n - 1}] (clip {args.clip} '{names[args.clip]}' "
-                         f"has {n} frames)")
+        raise ValueError(
+            f"--frames {out_of} outside [0, {n - 1}] (clip {args.clip} '{names[args.clip]}' has {n} frames)"
+        )
     args.output_dir.mkdir(parents=True, exist_ok=True)
     written = []
     for f in frames:
         g, local_t = model.clip_gaussians(args.clip, f / max(n - 1, 1), frame=f)
         path = args.output_dir / ply_name(names[args.clip], f)
-        k = export_ply(path, g, time=local_t if isinstance(g, DynamicGaussians) else None,
-                       min_opacity=args.min_opacity, frame=args.frame, sh_degree=args.sh_degree)
+        k = export_ply(
+            path,
+            g,
+            time=local_t if isinstance(g, DynamicGaussians) else None,
+            min_opacity=args.min_opacity,
+            frame=args.frame,
+            sh_degree=args.sh_degree,
+        )
         print(f"{path}: {k} Gaussians (clip {args.clip} '{names[args.clip]}', frame {f:g} of {n}, step {step})")
         written.append(path)
     return written

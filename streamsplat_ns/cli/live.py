@@ -75,8 +75,15 @@ def open_source(args: LiveArgs):
     from streamsplat_ns.engine import open_frames
 
     realtime = not args.as_fast_as_possible
-    return open_frames(args.source, frame_step=args.frame_step, max_frames=args.max_frames, realtime=realtime,
-                       fps=args.fps, queue_size=max(1, args.queue), drop_late=realtime)
+    return open_frames(
+        args.source,
+        frame_step=args.frame_step,
+        max_frames=args.max_frames,
+        realtime=realtime,
+        fps=args.fps,
+        queue_size=max(1, args.queue),
+        drop_late=realtime,
+    )
 
 
 def build_engine(args: LiveArgs, model, source, *, sync_timings: bool = False):
@@ -90,8 +97,16 @@ def build_engine(args: LiveArgs, model, source, *, sync_timings: bool = False):
     first = getattr(source, "first_stem", None)  # a camera or stream has no files: depth is computed
     options = InferenceOptions.eager() if args.eager else InferenceOptions.default_for(dev)
     disparity = args.disparity_source(args.source, first, dev)
-    return ReconstructionEngine(model, options=options, disparity=disparity, device=dev, background=args.background,
-                                lookahead=0, prefetch_depth=1, sync_timings=sync_timings)
+    return ReconstructionEngine(
+        model,
+        options=options,
+        disparity=disparity,
+        device=dev,
+        background=args.background,
+        lookahead=0,
+        prefetch_depth=1,
+        sync_timings=sync_timings,
+    )
 
 
 def _session(args: LiveArgs, engine, dev, fps: float, label: str):
@@ -99,15 +114,27 @@ def _session(args: LiveArgs, engine, dev, fps: float, label: str):
     from streamsplat_ns.live.session import LiveSession
     from streamsplat_ns.live.viewer import ViewerOptions
 
-    return LiveSession(model_size=engine.size, device=dev, window=args.window, fps=fps,
-                       viewer=ViewerOptions(host=args.host, port=args.port, max_resolution=args.max_resolution,
-                                            jpeg_quality=args.jpeg_quality, background=args.background,
-                                            export_dir=Path(args.record or ".") / "exports",
-                                            export_name=Path(str(args.source).rstrip("/")).stem or "live"),
-                       record=None if args.record is None else Path(args.record), source_label=label,
-                       background=args.background,
-                       record_config=RecordConfig(budget_mb=args.record_budget_mb, policy=args.record_policy,
-                                                  min_opacity=args.record_min_opacity))
+    return LiveSession(
+        model_size=engine.size,
+        device=dev,
+        window=args.window,
+        fps=fps,
+        viewer=ViewerOptions(
+            host=args.host,
+            port=args.port,
+            max_resolution=args.max_resolution,
+            jpeg_quality=args.jpeg_quality,
+            background=args.background,
+            export_dir=Path(args.record or ".") / "exports",
+            export_name=Path(str(args.source).rstrip("/")).stem or "live",
+        ),
+        record=None if args.record is None else Path(args.record),
+        source_label=label,
+        background=args.background,
+        record_config=RecordConfig(
+            budget_mb=args.record_budget_mb, policy=args.record_policy, min_opacity=args.record_min_opacity
+        ),
+    )
 
 
 def main(args: LiveArgs, *, model=None, ready: Optional[threading.Event] = None, session_out: Optional[list] = None):
@@ -119,15 +146,18 @@ def main(args: LiveArgs, *, model=None, ready: Optional[threading.Event] = None,
         raise ValueError("--window and --frame-step must be >= 1")
     dev = torch.device(args.device)
     if args.record is not None and any(Path(args.record, "intervals").glob("*")):
-        raise FileExistsError(f"{args.record}: already holds a recording (intervals/ is not empty); choose a new "
-                              f"--record folder or delete the old one")
+        raise FileExistsError(
+            f"{args.record}: already holds a recording (intervals/ is not empty); choose a new "
+            f"--record folder or delete the old one"
+        )
     source = open_source(args)  # fails early on a missing file / unreachable camera, before loading weights
     try:
         if model is None:
             from streamsplat_ns.api import load_checkpoint
 
-            model = load_checkpoint(args.checkpoint, device=dev, dino_weights=args.dino_weights,
-                                    allow_random_dino=args.allow_random_dino)
+            model = load_checkpoint(
+                args.checkpoint, device=dev, dino_weights=args.dino_weights, allow_random_dino=args.allow_random_dino
+            )
         engine = build_engine(args, model, source)
         fps = source.fps or 30.0
         label = f"{args.source} ({'real time' if not args.as_fast_as_possible else 'as fast as possible'})"

@@ -116,20 +116,30 @@ def main(args: ReconstructArgs) -> Dict:
     if keys is not None:
         if len(keys) < 2:
             source.close()
-            raise ValueError(f"{args.input}: need at least two key frames, got {len(keys)} "
-                             f"({source.num_frames} frames, --frame-step {args.frame_step}, "
-                             f"--max-frames {args.max_frames})")
+            raise ValueError(
+                f"{args.input}: need at least two key frames, got {len(keys)} "
+                f"({source.num_frames} frames, --frame-step {args.frame_step}, "
+                f"--max-frames {args.max_frames})"
+            )
         out_of = [f for f in args.ply_frames if f > keys[-1]]
         if out_of:
             source.close()
-            raise ValueError(f"--ply-frames {out_of} outside [0, {keys[-1]}] (the key frames of {args.input} "
-                             f"span source frames 0..{keys[-1]})")
+            raise ValueError(
+                f"--ply-frames {out_of} outside [0, {keys[-1]}] (the key frames of {args.input} "
+                f"span source frames 0..{keys[-1]})"
+            )
     try:
         model = load_checkpoint(args.checkpoint, device=dev, dino_weights=args.dino_weights)
         model._require_decoder()
         disparity = args.disparity_source(args.input, source.first_stem, dev)
-        engine = ReconstructionEngine(model, options=options, disparity=disparity, device=dev,
-                                      background=args.background, overlap_depth=not args.eager)
+        engine = ReconstructionEngine(
+            model,
+            options=options,
+            disparity=disparity,
+            device=dev,
+            background=args.background,
+            overlap_depth=not args.eager,
+        )
     except BaseException:
         source.close()
         raise
@@ -143,26 +153,46 @@ def main(args: ReconstructArgs) -> Dict:
     name = Path(str(args.input).rstrip("/")).stem or "stream"
     ply_todo = sorted(set(float(f) for f in args.ply_frames))
     manifest = {
-        "status": "running", "input": str(args.input),
+        "status": "running",
+        "input": str(args.input),
         "input_abs": str(Path(args.input).resolve()) if Path(args.input).exists() else str(args.input),
         "checkpoint": str(args.checkpoint.resolve()),
         "dino_weights": None if args.dino_weights is None else str(args.dino_weights.resolve()),
-        "disparity": disparity.describe(), "frame_step": args.frame_step, "max_frames": args.max_frames,
-        "num_source_frames": source.num_frames, "key_frames": [],
+        "disparity": disparity.describe(),
+        "frame_step": args.frame_step,
+        "max_frames": args.max_frames,
+        "num_source_frames": source.num_frames,
+        "key_frames": [],
         "fps": {"source": source.fps, "key_frames": fps, "interpolated": fps * args.interp},
         "model": {"height": H, "width": W, "config": model.config.to_dict()},
-        "options": engine.stats["options"], "device": str(dev), "background": args.background,
-        "outputs": {"reconstruction": "reconstruction.mp4", "interpolated": f"interpolated_{args.interp}x.mp4",
-                    "ply": [], "ply_convention": {"frame": args.ply_frame, "min_opacity": args.ply_min_opacity,
-                                                  "time": "source frame index", "name": "<name>_frame<f:09.3f>.ply"}},
+        "options": engine.stats["options"],
+        "device": str(dev),
+        "background": args.background,
+        "outputs": {
+            "reconstruction": "reconstruction.mp4",
+            "interpolated": f"interpolated_{args.interp}x.mp4",
+            "ply": [],
+            "ply_convention": {
+                "frame": args.ply_frame,
+                "min_opacity": args.ply_min_opacity,
+                "time": "source frame index",
+                "name": "<name>_frame<f:09.3f>.ply",
+            },
+        },
     }
     recorder = None
     if args.save_gaussians:
         from ..live.record import RecordConfig, Recorder
 
-        recorder = Recorder(out / "gaussians", source=str(args.input), model_size=(H, W), fps=source.fps,
-                            config=RecordConfig(budget_mb=args.save_gaussians_budget_mb), background=args.background,
-                            kind="reconstruct")
+        recorder = Recorder(
+            out / "gaussians",
+            source=str(args.input),
+            model_size=(H, W),
+            fps=source.fps,
+            config=RecordConfig(budget_mb=args.save_gaussians_budget_mb),
+            background=args.background,
+            kind="reconstruct",
+        )
         manifest["gaussians"] = "gaussians"
     write_manifest(out, manifest)
     recon = engine.open_video(out / "reconstruction.mp4", fps, preset=args.video_preset)
@@ -183,8 +213,9 @@ def main(args: ReconstructArgs) -> Dict:
         i0, i1 = iv.frames
         for f in [f for f in ply_todo if i0 <= f < i1 or (final and f == i1)]:
             p = out / "ply" / ply_name(name, f)
-            n = export_ply(p, iv.gaussians, time=iv.local_time(f), min_opacity=args.ply_min_opacity,
-                           frame=args.ply_frame)
+            n = export_ply(
+                p, iv.gaussians, time=iv.local_time(f), min_opacity=args.ply_min_opacity, frame=args.ply_frame
+            )
             plys.append({"file": str(p.relative_to(out)), "frame": f, "gaussians": n})
             ply_todo.remove(f)
 
@@ -222,8 +253,12 @@ def main(args: ReconstructArgs) -> Dict:
             recorder.close("error" if problem else "complete", str(problem or ""))
     summary = _summary(out, args, engine, source, recon, interp, key_done, plys)
     # whole command, outputs closed: perf_counter stamps for benchmarks (first output = first interval ready)
-    summary["timeline"] = {"t_start": t_start, "t_weights_loaded": t_loaded, "t_first_output": engine.t_first,
-                           "t_end": time.perf_counter()}
+    summary["timeline"] = {
+        "t_start": t_start,
+        "t_weights_loaded": t_loaded,
+        "t_first_output": engine.t_first,
+        "t_end": time.perf_counter(),
+    }
     summary["wall_s_total"] = summary["timeline"]["t_end"] - t_start
     manifest.update(status="complete", key_frames=key_done, stats=summary["stats"])
     manifest["outputs"]["ply"] = plys
@@ -232,8 +267,10 @@ def main(args: ReconstructArgs) -> Dict:
     stopped = source.error if error is None else None
     if error is not None or stopped is not None:
         interrupted = isinstance(error, KeyboardInterrupt)
-        manifest.update(status="interrupted" if interrupted else "stopped",
-                        error="interrupted by the user" if interrupted else str(error or stopped))
+        manifest.update(
+            status="interrupted" if interrupted else "stopped",
+            error="interrupted by the user" if interrupted else str(error or stopped),
+        )
     if recon.frames == 0:  # nothing finished: no video files were left behind
         manifest["outputs"]["reconstruction"] = manifest["outputs"]["interpolated"] = None
     try:
@@ -243,9 +280,11 @@ def main(args: ReconstructArgs) -> Dict:
     if error is not None:
         raise error
     if stopped is not None:
-        msg = (f"{stopped}\nstopped early: {source.describe_progress()}; finalised {recon.frames} key frames in "
-               f"{out / 'reconstruction.mp4'} and {interp.frames} frames in {interp.path} (manifest: "
-               f"{out / 'reconstruction.json'})")
+        msg = (
+            f"{stopped}\nstopped early: {source.describe_progress()}; finalised {recon.frames} key frames in "
+            f"{out / 'reconstruction.mp4'} and {interp.frames} frames in {interp.path} (manifest: "
+            f"{out / 'reconstruction.json'})"
+        )
         raise ReconstructionStopped(msg, summary)
     if ply_todo:
         log.warning("--ply-frames %s lie after the last key frame %s: not written", ply_todo, key_done[-1:])
@@ -254,11 +293,20 @@ def main(args: ReconstructArgs) -> Dict:
 
 
 def _summary(out, args, engine, source, recon, interp, key_done, plys) -> Dict:
-    return {"key_frames": len(key_done), "key_frame_indices": key_done, "reconstruction": out / "reconstruction.mp4",
-            "reconstruction_frames": recon.frames, "interpolated": interp.path, "interpolated_frames": interp.frames,
-            "ply": [out / p["file"] for p in plys], "manifest": out / "reconstruction.json",
-            "source_frames": source.num_frames, "decoded_frames": source.decoded, "dropped": source.dropped,
-            "stats": engine.stats}
+    return {
+        "key_frames": len(key_done),
+        "key_frame_indices": key_done,
+        "reconstruction": out / "reconstruction.mp4",
+        "reconstruction_frames": recon.frames,
+        "interpolated": interp.path,
+        "interpolated_frames": interp.frames,
+        "ply": [out / p["file"] for p in plys],
+        "manifest": out / "reconstruction.json",
+        "source_frames": source.num_frames,
+        "decoded_frames": source.decoded,
+        "dropped": source.dropped,
+        "stats": engine.stats,
+    }
 
 
 def entrypoint() -> None:

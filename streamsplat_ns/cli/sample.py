@@ -24,11 +24,18 @@ class SampleArgs:
 
 def main(args: SampleArgs) -> Path:
     t0 = time.perf_counter()
-    cfg = SampleConfig(num_sequences=args.num_sequences, num_frames=args.num_frames, height=args.height,
-                       width=args.width, seed=args.seed)
+    cfg = SampleConfig(
+        num_sequences=args.num_sequences,
+        num_frames=args.num_frames,
+        height=args.height,
+        width=args.width,
+        seed=args.seed,
+    )
     out = make_sample(args.out_dir, cfg, progress=True)
-    print(f"wrote {args.num_sequences} sequences x {args.num_frames} frames ({args.height}x{args.width}) to {out} "
-          f"in {time.perf_counter() - t0:.1f}s\ntrain with: ns-train streamsplat-encoder davis-data --data {out}")
+    print(
+        f"wrote {args.num_sequences} sequences x {args.num_frames} frames ({args.height}x{args.width}) to {out} "
+        f"in {time.perf_counter() - t0:.1f}s\ntrain with: ns-train streamsplat-encoder davis-data --data {out}"
+    )
     return out
 
 

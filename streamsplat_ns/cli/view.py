@@ -61,8 +61,10 @@ def render_camera_path(opened, path_json: Path, output: Path, device: torch.devi
         doc = json.loads(Path(path_json).read_text())
         cams = doc["camera_path"]
     except (OSError, ValueError, KeyError) as e:
-        raise ValueError(f"{path_json}: not a camera-path JSON with a 'camera_path' list ({e}); write one with "
-                         f"streamsplat-camera-path sweep|orbit or the viewer's render panel") from e
+        raise ValueError(
+            f"{path_json}: not a camera-path JSON with a 'camera_path' list ({e}); write one with "
+            f"streamsplat-camera-path sweep|orbit or the viewer's render panel"
+        ) from e
     if not cams:
         raise ValueError(f"{path_json}: the camera path is empty")
     hm, wm = opened.model_size
@@ -98,8 +100,9 @@ def main(args: ViewArgs, *, ready=None, viewer_out: Optional[list] = None, stop=
             from streamsplat_ns.export import export_ply
 
             if not lo <= args.export_frame <= hi:
-                raise ValueError(f"--export-frame {args.export_frame} is outside the reconstruction "
-                                 f"(frames {lo:g}..{hi:g})")
+                raise ValueError(
+                    f"--export-frame {args.export_frame} is outside the reconstruction (frames {lo:g}..{hi:g})"
+                )
             item, local = IntervalWindow.pick(opened.window.snapshot(), args.export_frame)
             n = export_ply(args.output, item.gaussians, time=local)
             print(f"wrote {args.output} ({n} Gaussians at frame {args.export_frame:g})")
@@ -107,12 +110,23 @@ def main(args: ViewArgs, *, ready=None, viewer_out: Optional[list] = None, stop=
             n = render_camera_path(opened, args.render_path, args.output, dev)
             print(f"wrote {args.output} ({n} frames)")
         return opened
-    viewer = LiveViewer(opened.window, model_size=opened.model_size, device=dev, fps=opened.fps,
-                        opts=ViewerOptions(host=args.host, port=args.port, max_resolution=args.max_resolution,
-                                           background=opened.background, export_dir=Path(args.out) / "exports",
-                                           export_name=Path(str(args.out).rstrip("/")).name or "view",
-                                           title="StreamSplat view"),
-                        follow_live=False, source_label=opened.label)
+    viewer = LiveViewer(
+        opened.window,
+        model_size=opened.model_size,
+        device=dev,
+        fps=opened.fps,
+        opts=ViewerOptions(
+            host=args.host,
+            port=args.port,
+            max_resolution=args.max_resolution,
+            background=opened.background,
+            export_dir=Path(args.out) / "exports",
+            export_name=Path(str(args.out).rstrip("/")).name or "view",
+            title="StreamSplat view",
+        ),
+        follow_live=False,
+        source_label=opened.label,
+    )
     viewer.set_time(lo)
     print(f"streamsplat-view: {opened.label}\nstreamsplat-view: viewer at {viewer.url} (Ctrl-C to quit)", flush=True)
     hand_over(viewer, viewer_out, ready)

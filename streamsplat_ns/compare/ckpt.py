@@ -51,8 +51,23 @@ def safe_globals() -> List[Any]:
     that can run code."""
     scalar = _scalar_reconstructor()
     allowed: List[Any] = [(scalar, name) for name in _SCALAR_NAMES] + [np.dtype]
-    kinds = (np.bool_, np.float16, np.float32, np.float64, np.longdouble, np.int8, np.int16, np.int32, np.int64,
-             np.uint8, np.uint16, np.uint32, np.uint64, np.complex64, np.complex128)
+    kinds = (
+        np.bool_,
+        np.float16,
+        np.float32,
+        np.float64,
+        np.longdouble,
+        np.int8,
+        np.int16,
+        np.int32,
+        np.int64,
+        np.uint8,
+        np.uint16,
+        np.uint32,
+        np.uint64,
+        np.complex64,
+        np.complex128,
+    )
     for k in kinds:
         cls = type(np.dtype(k))
         if cls is not np.dtype and cls not in allowed:
@@ -75,22 +90,30 @@ def load_checkpoint(path: PathLike, map_location: Union[str, torch.device] = "cp
     unsafe file; never falls back to unsafe unpickling."""
     path = Path(path)
     if not path.is_file():
-        raise CheckpointError(path, "no such checkpoint file", "check the path (nerfstudio writes "
-                              "<run>/nerfstudio_models/step-<N>.ckpt)")
+        raise CheckpointError(
+            path, "no such checkpoint file", "check the path (nerfstudio writes <run>/nerfstudio_models/step-<N>.ckpt)"
+        )
     size = path.stat().st_size
     if size == 0:
-        raise CheckpointError(path, "the file is empty (0 bytes)", "the run that wrote it was interrupted; "
-                              "delete it and use an earlier checkpoint or train again")
+        raise CheckpointError(
+            path,
+            "the file is empty (0 bytes)",
+            "the run that wrote it was interrupted; delete it and use an earlier checkpoint or train again",
+        )
     if zipfile.is_zipfile(path):
         try:
             with zipfile.ZipFile(path) as z:
                 bad = z.testzip()
         except (zipfile.BadZipFile, OSError, EOFError) as e:
-            raise CheckpointError(path, f"corrupt checkpoint archive ({e})", "delete it and use an earlier "
-                                  "checkpoint or train again") from e
+            raise CheckpointError(
+                path, f"corrupt checkpoint archive ({e})", "delete it and use an earlier checkpoint or train again"
+            ) from e
         if bad is not None:
-            raise CheckpointError(path, f"corrupt checkpoint: member {bad!r} fails its CRC check",
-                                  "the file was damaged after writing; restore it or train again")
+            raise CheckpointError(
+                path,
+                f"corrupt checkpoint: member {bad!r} fails its CRC check",
+                "the file was damaged after writing; restore it or train again",
+            )
     try:
         with torch.serialization.safe_globals(safe_globals()):
             obj = torch.load(path, map_location=map_location, weights_only=True)
@@ -98,15 +121,25 @@ def load_checkpoint(path: PathLike, map_location: Union[str, torch.device] = "cp
         msg = str(e)
         if "GLOBAL" in msg or "weights_only" in msg:
             names = sorted(set(_GLOBAL_RE.findall(msg))) or ["an unknown global"]
-            raise CheckpointError(path, f"refused to unpickle {', '.join(names)}: it is not in the safe allow-list "
-                                  "(numpy scalars and dtypes only)", "this is not a plain nerfstudio checkpoint; "
-                                  "only load it with weights_only=False if you trust who made it") from e
-        raise CheckpointError(path, f"corrupt or truncated checkpoint ({msg.splitlines()[0][:200]})",
-                              "delete it and use an earlier checkpoint or train again") from e
+            raise CheckpointError(
+                path,
+                f"refused to unpickle {', '.join(names)}: it is not in the safe allow-list "
+                "(numpy scalars and dtypes only)",
+                "this is not a plain nerfstudio checkpoint; "
+                "only load it with weights_only=False if you trust who made it",
+            ) from e
+        raise CheckpointError(
+            path,
+            f"corrupt or truncated checkpoint ({msg.splitlines()[0][:200]})",
+            "delete it and use an earlier checkpoint or train again",
+        ) from e
     except (RuntimeError, EOFError, OSError, ValueError, zipfile.BadZipFile) as e:
         first = str(e).splitlines()[0][:200] if str(e) else type(e).__name__
-        raise CheckpointError(path, f"truncated or corrupt checkpoint ({first}, {size} bytes)",
-                              "delete it and use an earlier checkpoint or train again") from e
+        raise CheckpointError(
+            path,
+            f"truncated or corrupt checkpoint ({first}, {size} bytes)",
+            "delete it and use an earlier checkpoint or train again",
+        ) from e
     return obj
 
 
@@ -115,8 +148,11 @@ def load_nerfstudio_checkpoint(path: PathLike, map_location: Union[str, torch.de
     obj = load_checkpoint(path, map_location)
     if not isinstance(obj, dict) or "pipeline" not in obj or "step" not in obj:
         keys = sorted(obj)[:8] if isinstance(obj, dict) else type(obj).__name__
-        raise CheckpointError(path, f"not a nerfstudio checkpoint (top level: {keys})",
-                              "give a <run>/nerfstudio_models/step-<N>.ckpt file")
+        raise CheckpointError(
+            path,
+            f"not a nerfstudio checkpoint (top level: {keys})",
+            "give a <run>/nerfstudio_models/step-<N>.ckpt file",
+        )
     return obj
 
 

@@ -82,8 +82,10 @@ def offline_lpips():
             super().__init__()
 
         def forward(self, *args, **kwargs):
-            raise RuntimeError(f"nerfstudio's LPIPS-AlexNet metric needs {hub} (not downloaded here); "
-                               "streamsplat-compare reports LPIPS-VGG from local weights instead")
+            raise RuntimeError(
+                f"nerfstudio's LPIPS-AlexNet metric needs {hub} (not downloaded here); "
+                "streamsplat-compare reports LPIPS-VGG from local weights instead"
+            )
 
     original = tm_lpip.LearnedPerceptualImagePatchSimilarity
     tm_lpip.LearnedPerceptualImagePatchSimilarity = _NoAlexNetLPIPS
@@ -108,8 +110,17 @@ def warm_up_gsplat(device: str) -> float:
     means[:, 2] = 2.0
     quats = torch.tensor([[1.0, 0.0, 0.0, 0.0]], device=device)
     K = torch.tensor([[[8.0, 0, 8], [0, 8.0, 8], [0, 0, 1]]], device=device)
-    gsplat.rasterization(means, quats, torch.full((1, 3), 0.1, device=device), torch.ones(1, device=device),
-                         torch.ones(1, 3, device=device), torch.eye(4, device=device)[None], K, 16, 16)
+    gsplat.rasterization(
+        means,
+        quats,
+        torch.full((1, 3), 0.1, device=device),
+        torch.ones(1, device=device),
+        torch.ones(1, 3, device=device),
+        torch.eye(4, device=device)[None],
+        K,
+        16,
+        16,
+    )
     from nerfstudio.models.splatfacto import get_viewmat  # torch.compile'd: compiles on its first call
 
     get_viewmat(torch.eye(4, device=device)[None, :3])
@@ -117,9 +128,17 @@ def warm_up_gsplat(device: str) -> float:
     return time.perf_counter() - t
 
 
-def build_config(name: str, dataset_json: Path, steps: int, device: str, output_dir: Path,
-                 experiment: str, rays_per_batch: Optional[int] = None, tiny: bool = False,
-                 scale_schedules: bool = True):
+def build_config(
+    name: str,
+    dataset_json: Path,
+    steps: int,
+    device: str,
+    output_dir: Path,
+    experiment: str,
+    rays_per_batch: Optional[int] = None,
+    tiny: bool = False,
+    scale_schedules: bool = True,
+):
     """nerfstudio's TrainerConfig for ``name``, adapted to the clip (see the module docstring)."""
     from nerfstudio.configs.method_configs import method_configs
     from nerfstudio.data.datamanagers.base_datamanager import VanillaDataManagerConfig
@@ -128,14 +147,18 @@ def build_config(name: str, dataset_json: Path, steps: int, device: str, output_
     from .nsdata import CompareDataParserConfig
 
     if name not in method_configs:
-        raise ValueError(f"--methods {name!r}: not a nerfstudio method here; available: "
-                         f"{', '.join(available_methods())}")
+        raise ValueError(
+            f"--methods {name!r}: not a nerfstudio method here; available: {', '.join(available_methods())}"
+        )
     cfg = copy.deepcopy(method_configs[name])
     dm = cfg.pipeline.datamanager
     parser = CompareDataParserConfig(data=Path(dataset_json))
     if isinstance(dm, ParallelDataManagerConfig):
-        dm = VanillaDataManagerConfig(dataparser=parser, train_num_rays_per_batch=dm.train_num_rays_per_batch,
-                                      eval_num_rays_per_batch=dm.eval_num_rays_per_batch)
+        dm = VanillaDataManagerConfig(
+            dataparser=parser,
+            train_num_rays_per_batch=dm.train_num_rays_per_batch,
+            eval_num_rays_per_batch=dm.eval_num_rays_per_batch,
+        )
         cfg.pipeline.datamanager = dm
     dm.dataparser = parser
     dm.data = None
@@ -162,8 +185,13 @@ def build_config(name: str, dataset_json: Path, steps: int, device: str, output_
 
 
 #: splatfacto's step-based schedules (defined for its 30,000 default iterations)
-_SPLAT_SCHEDULES = ("warmup_length", "resolution_schedule", "stop_split_at", "stop_screen_size_at",
-                    "sh_degree_interval")
+_SPLAT_SCHEDULES = (
+    "warmup_length",
+    "resolution_schedule",
+    "stop_split_at",
+    "stop_screen_size_at",
+    "sh_degree_interval",
+)
 
 
 def compress_schedules(cfg, steps: int) -> List[str]:
@@ -190,14 +218,23 @@ def compress_schedules(cfg, steps: int) -> List[str]:
 
 def _shrink(model) -> None:
     """CPU smoke tests only: far fewer samples and smaller grids/MLPs (results are not the method's)."""
-    for attr, value in (("num_proposal_samples_per_ray", (8, 8)), ("num_nerf_samples_per_ray", 8),
-                        ("num_levels", 4), ("log2_hashmap_size", 12), ("hidden_dim", 16), ("hidden_dim_color", 16),
-                        ("num_coarse_samples", 4), ("num_importance_samples", 4), ("eval_num_rays_per_chunk", 4096)):
+    for attr, value in (
+        ("num_proposal_samples_per_ray", (8, 8)),
+        ("num_nerf_samples_per_ray", 8),
+        ("num_levels", 4),
+        ("log2_hashmap_size", 12),
+        ("hidden_dim", 16),
+        ("hidden_dim_color", 16),
+        ("num_coarse_samples", 4),
+        ("num_importance_samples", 4),
+        ("eval_num_rays_per_chunk", 4096),
+    ):
         if hasattr(model, attr):
             setattr(model, attr, value)
     if hasattr(model, "proposal_net_args_list"):
-        model.proposal_net_args_list = [dict(a, num_levels=2, log2_hashmap_size=10, max_res=64)
-                                        for a in model.proposal_net_args_list]
+        model.proposal_net_args_list = [
+            dict(a, num_levels=2, log2_hashmap_size=10, max_res=64) for a in model.proposal_net_args_list
+        ]
 
 
 def _default_iterations(name: str) -> int:
@@ -210,8 +247,9 @@ def render_held_out(pipeline, dataset_json: Path, clip: Clip, device: str) -> Te
     """RGB of every held-out frame, rendered through the model's ``get_outputs_for_camera``."""
     from .nsdata import CompareDataParserConfig, indices_of
 
-    outputs = CompareDataParserConfig(data=Path(dataset_json), load_3D_points=False).setup() \
-        .get_dataparser_outputs("test")
+    outputs = (
+        CompareDataParserConfig(data=Path(dataset_json), load_3D_points=False).setup().get_dataparser_outputs("test")
+    )
     order = {f: i for i, f in enumerate(indices_of(outputs))}
     missing = [f for f in clip.held_out if f not in order]
     if missing:
@@ -222,7 +260,7 @@ def render_held_out(pipeline, dataset_json: Path, clip: Clip, device: str) -> Te
     frames = []
     with torch.no_grad():
         for f in clip.held_out:
-            cam = cams[order[f]: order[f] + 1].to(model.device)
+            cam = cams[order[f] : order[f] + 1].to(model.device)
             out = model.get_outputs_for_camera(cam)
             rgb = out["rgb"] if "rgb" in out else out.get("rgb_fine")  # vanilla NeRF / dnerf: coarse + fine
             if rgb is None:
@@ -243,10 +281,19 @@ def stop_after(trainer, seconds: float, t_start: List[float]) -> None:
     trainer.callbacks.append(TrainingCallback([TrainingCallbackLocation.AFTER_TRAIN_ITERATION], check))
 
 
-def run_nerfstudio_method(name: str, clip: Clip, datasets: Dict[str, Path], steps: int, device: str,
-                          output_dir: Path, rays_per_batch: Optional[int] = None, tiny: bool = False,
-                          seed: int = 42, max_train_seconds: Optional[float] = None,
-                          scale_schedules: bool = True) -> MethodRun:
+def run_nerfstudio_method(
+    name: str,
+    clip: Clip,
+    datasets: Dict[str, Path],
+    steps: int,
+    device: str,
+    output_dir: Path,
+    rays_per_batch: Optional[int] = None,
+    tiny: bool = False,
+    seed: int = 42,
+    max_train_seconds: Optional[float] = None,
+    scale_schedules: bool = True,
+) -> MethodRun:
     """Train ``name`` on the key frames (``steps``, or fewer when ``max_train_seconds`` of optimisation run
     out first), reload its checkpoint safely, render the held-out frames."""
     from nerfstudio.utils import writer
@@ -269,8 +316,9 @@ def run_nerfstudio_method(name: str, clip: Clip, datasets: Dict[str, Path], step
         if name in CUDA_ONLY:
             run.timings["gsplat_warmup_s"] = warm_up_gsplat(device)
         default_iters = _default_iterations(name)
-        cfg = build_config(name, datasets[camera], steps, device, output_dir, clip.name, rays_per_batch, tiny,
-                           scale_schedules)
+        cfg = build_config(
+            name, datasets[camera], steps, device, output_dir, clip.name, rays_per_batch, tiny, scale_schedules
+        )
         if scale_schedules and steps < default_iters and name in CUDA_ONLY:
             run.notes.append(f"step schedules compressed from {default_iters} to {steps} steps")
         run.details["rays_per_batch"] = getattr(cfg.pipeline.datamanager, "train_num_rays_per_batch", None)
@@ -299,8 +347,9 @@ def run_nerfstudio_method(name: str, clip: Clip, datasets: Dict[str, Path], step
             pipeline.load_pipeline(state["pipeline"], state["step"])
             step = int(state["step"])
             del trainer, state
-        run.details.update(config=str(config_path), checkpoint=str(ckpt_path), checkpoint_step=step,
-                           steps_done=step + 1)
+        run.details.update(
+            config=str(config_path), checkpoint=str(ckpt_path), checkpoint_step=step, steps_done=step + 1
+        )
         if step + 1 < steps:
             run.notes.append(f"{step + 1} of {steps} steps: stopped by the {max_train_seconds:g} s training budget")
         _sync(device)

@@ -43,9 +43,11 @@ def write_ply_points(path: Path, xyz: np.ndarray, rgb: np.ndarray) -> None:
     """Binary little-endian PLY (x y z float, red green blue uchar): the layout nerfstudio-data's
     ``ply_file_path`` expects."""
     n = int(xyz.shape[0])
-    header = ("ply\nformat binary_little_endian 1.0\n"
-              f"element vertex {n}\nproperty float x\nproperty float y\nproperty float z\n"
-              "property uchar red\nproperty uchar green\nproperty uchar blue\nend_header\n").encode("ascii")
+    header = (
+        "ply\nformat binary_little_endian 1.0\n"
+        f"element vertex {n}\nproperty float x\nproperty float y\nproperty float z\n"
+        "property uchar red\nproperty uchar green\nproperty uchar blue\nend_header\n"
+    ).encode("ascii")
     rec = np.empty(n, dtype=[("x", "<f4"), ("y", "<f4"), ("z", "<f4"), ("r", "u1"), ("g", "u1"), ("b", "u1")])
     rec["x"], rec["y"], rec["z"] = xyz[:, 0], xyz[:, 1], xyz[:, 2]
     rec["r"], rec["g"], rec["b"] = rgb[:, 0], rgb[:, 1], rgb[:, 2]
@@ -60,15 +62,19 @@ def read_ply_points(path: Path):
         raise ValueError(f"{path}: not a PLY written by streamsplat-compare (no header)")
     head = data[:end].decode("ascii").splitlines()
     n = int(next(line.split()[-1] for line in head if line.startswith("element vertex")))
-    rec = np.frombuffer(data[end + len(b"end_header\n"):], count=n,
-                        dtype=[("x", "<f4"), ("y", "<f4"), ("z", "<f4"), ("r", "u1"), ("g", "u1"), ("b", "u1")])
+    rec = np.frombuffer(
+        data[end + len(b"end_header\n") :],
+        count=n,
+        dtype=[("x", "<f4"), ("y", "<f4"), ("z", "<f4"), ("r", "u1"), ("g", "u1"), ("b", "u1")],
+    )
     xyz = np.stack([rec["x"], rec["y"], rec["z"]], 1).astype(np.float32)
     rgb = np.stack([rec["r"], rec["g"], rec["b"]], 1).astype(np.uint8)
     return xyz, rgb
 
 
-def seed_points(rgb: UInt8[np.ndarray, "H W 3"], disparity: Float[np.ndarray, "H W"], camera: CameraKind,
-                stride: int = 2):
+def seed_points(
+    rgb: UInt8[np.ndarray, "H W 3"], disparity: Float[np.ndarray, "H W"], camera: CameraKind, stride: int = 2
+):
     """One point per ``stride`` pixels of a key frame, at the depth its disparity gives (the depth StreamSplat
     receives too), so splatfacto starts from the frame rather than from a random cube."""
     H, W = disparity.shape
@@ -82,9 +88,15 @@ def seed_points(rgb: UInt8[np.ndarray, "H W 3"], disparity: Float[np.ndarray, "H
     return xyz, rgb[::stride, ::stride].reshape(-1, 3)
 
 
-def write_dataset(out: Path, frames: UInt8[np.ndarray, "N H W 3"], times: Sequence[float], train: Sequence[int],
-                  test: Sequence[int], camera: CameraKind = "ortho",
-                  seed: Optional[tuple] = None) -> Path:
+def write_dataset(
+    out: Path,
+    frames: UInt8[np.ndarray, "N H W 3"],
+    times: Sequence[float],
+    train: Sequence[int],
+    test: Sequence[int],
+    camera: CameraKind = "ortho",
+    seed: Optional[tuple] = None,
+) -> Path:
     """Write ``out/transforms.json`` (+ ``out/images/``, ``out/points3D.ply``); returns the json path.
 
     ``train``: frame indices to fit (the key frames); ``test``: frames to render and score.
@@ -103,9 +115,21 @@ def write_dataset(out: Path, frames: UInt8[np.ndarray, "N H W 3"], times: Sequen
         atomic_write_bytes(out / frame_name(i), buf.getvalue())
     meta: Dict = {
         "camera_model": "ORTHOPHOTO" if camera == "ortho" else "PINHOLE",
-        "fl_x": W / 2.0, "fl_y": H / 2.0, "cx": W / 2.0, "cy": H / 2.0, "w": int(W), "h": int(H),
-        "frames": [{"file_path": frame_name(i), "transform_matrix": CANONICAL_C2W, "time": float(times[i]),
-                    "frame_index": int(i)} for i in used],
+        "fl_x": W / 2.0,
+        "fl_y": H / 2.0,
+        "cx": W / 2.0,
+        "cy": H / 2.0,
+        "w": int(W),
+        "h": int(H),
+        "frames": [
+            {
+                "file_path": frame_name(i),
+                "transform_matrix": CANONICAL_C2W,
+                "time": float(times[i]),
+                "frame_index": int(i),
+            }
+            for i in used
+        ],
         "train_filenames": [frame_name(i) for i in train],
         "val_filenames": [frame_name(i) for i in test],
         "test_filenames": [frame_name(i) for i in test],
@@ -155,9 +179,19 @@ class CompareDataParser(Nerfstudio):
             raise ValueError(f"{json_path}: frames without a 'time': {missing[:3]}")
         times = torch.tensor([by_name[Path(p).resolve()] for p in outputs.image_filenames], dtype=torch.float32)
         c = outputs.cameras
-        outputs.cameras = Cameras(camera_to_worlds=c.camera_to_worlds, fx=c.fx, fy=c.fy, cx=c.cx, cy=c.cy,
-                                  width=c.width, height=c.height, distortion_params=c.distortion_params,
-                                  camera_type=c.camera_type, times=times[:, None], metadata=c.metadata)
+        outputs.cameras = Cameras(
+            camera_to_worlds=c.camera_to_worlds,
+            fx=c.fx,
+            fy=c.fy,
+            cx=c.cx,
+            cy=c.cy,
+            width=c.width,
+            height=c.height,
+            distortion_params=c.distortion_params,
+            camera_type=c.camera_type,
+            times=times[:, None],
+            metadata=c.metadata,
+        )
         if load_pts and "ply_file_path" in meta:
             xyz, rgb = read_ply_points(json_path.parent / meta["ply_file_path"])
             outputs.metadata["points3D_xyz"] = torch.from_numpy(xyz)

@@ -63,8 +63,10 @@ class Clip:
         n = self.num_frames
         self.key = key_frames(n, self.key_gap)
         if len(self.key) < 2:
-            raise ValueError(f"{self.source}: {n} frames give {len(self.key)} key frame(s) at --key-gap "
-                             f"{self.key_gap}; need at least two (use more frames or a smaller gap)")
+            raise ValueError(
+                f"{self.source}: {n} frames give {len(self.key)} key frame(s) at --key-gap "
+                f"{self.key_gap}; need at least two (use more frames or a smaller gap)"
+            )
         self.held_out = list(range(self.key[0], self.key[-1] + 1))
 
     @property
@@ -98,10 +100,20 @@ class Clip:
         return self.rgb[list(idx)].permute(0, 2, 3, 1).contiguous()
 
 
-def load_clip(data: Optional[Path], dataparser: str = "auto", sequence: Optional[str] = None, split: str = "val",
-              size: Tuple[int, int] = (288, 512), start: int = 0, max_frames: Optional[int] = None,
-              key_gap: int = 5, depth: str = "auto", depth_checkpoint: Optional[Path] = None,
-              cache_dir: Optional[Path] = None, device: str = "cpu") -> Clip:
+def load_clip(
+    data: Optional[Path],
+    dataparser: str = "auto",
+    sequence: Optional[str] = None,
+    split: str = "val",
+    size: Tuple[int, int] = (288, 512),
+    start: int = 0,
+    max_frames: Optional[int] = None,
+    key_gap: int = 5,
+    depth: str = "auto",
+    depth_checkpoint: Optional[Path] = None,
+    cache_dir: Optional[Path] = None,
+    device: str = "cpu",
+) -> Clip:
     """A clip from one of our dataparsers (``davis``, ``video``, ``youtube-vos``, ``co3d``, ``re10k``) or a
     video file / frame folder (``auto``), resized to ``size``. ``data=None`` is the embedded sample.
 
@@ -122,11 +134,17 @@ def load_clip(data: Optional[Path], dataparser: str = "auto", sequence: Optional
             kind = "davis"
         else:
             kind = "video"
-    classes = {"davis": specs.DavisDataParserConfig, "video": specs.VideoDataParserConfig,
-               "youtube-vos": specs.YtvosDataParserConfig, "ytvos": specs.YtvosDataParserConfig,
-               "co3d": specs.Co3dDataParserConfig, "re10k": specs.Re10kDataParserConfig}
+    classes = {
+        "davis": specs.DavisDataParserConfig,
+        "video": specs.VideoDataParserConfig,
+        "youtube-vos": specs.YtvosDataParserConfig,
+        "ytvos": specs.YtvosDataParserConfig,
+        "co3d": specs.Co3dDataParserConfig,
+        "re10k": specs.Re10kDataParserConfig,
+    }
     if kind not in classes:
         raise ValueError(f"--dataparser {dataparser!r}: choose one of auto, {', '.join(classes)}")
+
     def pick(depth_mode: str):
         kw = dict(depth_mode=depth_mode, cache_dir=cache_dir, image_height=size[0], image_width=size[1])
         cfg = classes[kind](**kw) if data is None else classes[kind](data=Path(data), **kw)
@@ -138,8 +156,10 @@ def load_clip(data: Optional[Path], dataparser: str = "auto", sequence: Optional
         named = [s for s in seqs if s.name == sequence]
         if not named:
             names = ", ".join(s.name for s in seqs[:20])
-            raise DataError(f"--sequence {sequence!r} is not in {data or 'the embedded sample'} (split '{split}'); "
-                            f"available: {names}")
+            raise DataError(
+                f"--sequence {sequence!r} is not in {data or 'the embedded sample'} (split '{split}'); "
+                f"available: {names}"
+            )
         return named[0]
 
     if depth not in ("auto", "file", "compute", "zeros"):
@@ -171,8 +191,15 @@ def load_clip(data: Optional[Path], dataparser: str = "auto", sequence: Optional
         disp = compute_disparity(fb.rgb, depth_checkpoint, device)
         depth_s = time.perf_counter() - t
     source = {"file": "files", "compute": "Depth Anything V2 (computed)", "zeros": "zeros (flat disparity)"}[depth]
-    return Clip(name=seq.name, source=f"{kind}:{data or 'embedded sample'}:{seq.name}", rgb=fb.rgb.float(),
-                disparity=disp.float(), key_gap=key_gap, depth_source=source, depth_seconds=depth_s)
+    return Clip(
+        name=seq.name,
+        source=f"{kind}:{data or 'embedded sample'}:{seq.name}",
+        rgb=fb.rgb.float(),
+        disparity=disp.float(),
+        key_gap=key_gap,
+        depth_source=source,
+        depth_seconds=depth_s,
+    )
 
 
 def compute_disparity(rgb: Float[Tensor, "N 3 H W"], checkpoint: Optional[Path], device: str) -> Tensor:
@@ -183,12 +210,14 @@ def compute_disparity(rgb: Float[Tensor, "N 3 H W"], checkpoint: Optional[Path],
 
     ckpt = checkpoint or os.environ.get("STREAMSPLAT_DA2_CKPT")
     if not ckpt:
-        raise FileNotFoundError("--depth compute needs --depth-checkpoint depth_anything_v2_<enc>.pth "
-                                "(or $STREAMSPLAT_DA2_CKPT); nothing is downloaded")
+        raise FileNotFoundError(
+            "--depth compute needs --depth-checkpoint depth_anything_v2_<enc>.pth "
+            "(or $STREAMSPLAT_DA2_CKPT); nothing is downloaded"
+        )
     model = load_depth_anything(ckpt, device=device)
     out = []
     for i in range(0, rgb.shape[0], 8):
-        d = predict_disparity(model, rgb[i:i + 8].to(device), out_size=tuple(rgb.shape[-2:])).float().cpu()
+        d = predict_disparity(model, rgb[i : i + 8].to(device), out_size=tuple(rgb.shape[-2:])).float().cpu()
         lo = d.flatten(1).min(1).values[:, None, None]
         hi = d.flatten(1).max(1).values[:, None, None]
         out.append(((d - lo) / (hi - lo).clamp_min(1e-8))[:, None])
@@ -209,17 +238,21 @@ def frame_metrics(pred: Float[Tensor, "T H W 3"], gt: Float[Tensor, "T H W 3"], 
 
     pred, gt = pred.float().clamp(0, 1), gt.float().clamp(0, 1)
     p, g = at_metric_size(pred), at_metric_size(gt)
-    out = {"psnr": torch.stack([psnr(p[i], g[i]) for i in range(p.shape[0])]),
-           "ssim": torch.stack([ssim(p[i:i + 1], g[i:i + 1]) for i in range(p.shape[0])])}
+    out = {
+        "psnr": torch.stack([psnr(p[i], g[i]) for i in range(p.shape[0])]),
+        "ssim": torch.stack([ssim(p[i : i + 1], g[i : i + 1]) for i in range(p.shape[0])]),
+    }
     if lpips_net is not None:
         dev = next(lpips_net.parameters()).device
-        out["lpips"] = torch.stack([lpips_256(lpips_net, pred[i:i + 1].to(dev), gt[i:i + 1].to(dev)).cpu()
-                                    for i in range(p.shape[0])])
+        out["lpips"] = torch.stack(
+            [lpips_256(lpips_net, pred[i : i + 1].to(dev), gt[i : i + 1].to(dev)).cpu() for i in range(p.shape[0])]
+        )
     return {k: v.detach().float().cpu() for k, v in out.items()}
 
 
-def group_metrics(clip: Clip, per_frame: Dict[str, Tensor], frames: Sequence[int],
-                  skip_key: bool = False) -> Dict[str, Optional[float]]:
+def group_metrics(
+    clip: Clip, per_frame: Dict[str, Tensor], frames: Sequence[int], skip_key: bool = False
+) -> Dict[str, Optional[float]]:
     """Means over the key / middle / all held-out frames; ``frames`` are the clip indices of ``per_frame``."""
     pos = {f: i for i, f in enumerate(frames)}
     groups = {"key": clip.key, "middle": clip.middle, "all": clip.held_out}

@@ -29,32 +29,51 @@ def _seconds(v: Optional[float]) -> str:
 
 
 def markdown_table(clip: Clip, rows: List[dict], lpips_note: Optional[str], config: dict) -> str:
-    metrics = [m for m in METRICS if any(r["metrics"].get(f"{m}_{g}") is not None for r in rows for g in GROUPS)] \
-        or ["psnr", "ssim"]
-    head = ["method", "kind", "steps"] + [f"{m.upper()} {g}" for g in GROUPS for m in metrics] + \
-        ["time / clip (s)", "train (s)", "render / infer (s)", "status", "notes"]
-    lines = [f"### {clip.name}: {clip.num_frames} frames at {clip.size[0]}x{clip.size[1]}, key gap {clip.key_gap}",
-             "",
-             f"Source `{clip.source}`; disparity: {clip.depth_source}. Key frames {clip.key} (what every method "
-             f"sees); held-out: the {len(clip.key)} key frames and the {len(clip.middle)} middle frames between "
-             f"them. Metrics at 256x256 (PSNR, scikit-image SSIM{', LPIPS-VGG' if 'lpips' in metrics else ''}), "
-             f"means over frames.", "",
-             "| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    metrics = [m for m in METRICS if any(r["metrics"].get(f"{m}_{g}") is not None for r in rows for g in GROUPS)] or [
+        "psnr",
+        "ssim",
+    ]
+    head = (
+        ["method", "kind", "steps"]
+        + [f"{m.upper()} {g}" for g in GROUPS for m in metrics]
+        + ["time / clip (s)", "train (s)", "render / infer (s)", "status", "notes"]
+    )
+    lines = [
+        f"### {clip.name}: {clip.num_frames} frames at {clip.size[0]}x{clip.size[1]}, key gap {clip.key_gap}",
+        "",
+        f"Source `{clip.source}`; disparity: {clip.depth_source}. Key frames {clip.key} (what every method "
+        f"sees); held-out: the {len(clip.key)} key frames and the {len(clip.middle)} middle frames between "
+        f"them. Metrics at 256x256 (PSNR, scikit-image SSIM{', LPIPS-VGG' if 'lpips' in metrics else ''}), "
+        f"means over frames.",
+        "",
+        "| " + " | ".join(head) + " |",
+        "|" + "---|" * len(head),
+    ]
     for r in rows:
         t = r["timings"]
         infer = t.get("render_s", t.get("inference_s", t.get("compute_s")))
         cells = [r["method"], r["kind"], r["details"].get("steps_done", "-")]
-        cells += [("(input)" if r["kind"] == "baseline" and g == "key" else _fmt(r["metrics"].get(f"{m}_{g}"), m))
-                  for g in GROUPS for m in metrics]
-        cells += [_seconds(t.get("total_s")), _seconds(t.get("train_s")), _seconds(infer), r["status"],
-                  "; ".join(r["notes"])]
+        cells += [
+            ("(input)" if r["kind"] == "baseline" and g == "key" else _fmt(r["metrics"].get(f"{m}_{g}"), m))
+            for g in GROUPS
+            for m in metrics
+        ]
+        cells += [
+            _seconds(t.get("total_s")),
+            _seconds(t.get("train_s")),
+            _seconds(infer),
+            r["status"],
+            "; ".join(r["notes"]),
+        ]
         lines.append("| " + " | ".join(str(c) for c in cells) + " |")
     lines.append("")
-    notes = ["Time per clip: training (setup + optimisation) + rendering of the held-out frames for per-scene "
-             "methods; inference (key frames in memory -> held-out frames rendered, after one warm-up pass) for "
-             "StreamSplat. One-time compilation (gsplat JIT) is excluded and listed in the JSON.",
-             "Static-scene methods (nerfacto, splatfacto) fit one scene to all key frames and ignore time; dnerf and "
-             "StreamSplat use the clip's times. Baselines reproduce the key frames exactly (their input)."]
+    notes = [
+        "Time per clip: training (setup + optimisation) + rendering of the held-out frames for per-scene "
+        "methods; inference (key frames in memory -> held-out frames rendered, after one warm-up pass) for "
+        "StreamSplat. One-time compilation (gsplat JIT) is excluded and listed in the JSON.",
+        "Static-scene methods (nerfacto, splatfacto) fit one scene to all key frames and ignore time; dnerf and "
+        "StreamSplat use the clip's times. Baselines reproduce the key frames exactly (their input).",
+    ]
     if lpips_note:
         notes.append(lpips_note)
     notes.append(f"Command: `{config.get('command', '')}`")
@@ -65,12 +84,26 @@ def markdown_table(clip: Clip, rows: List[dict], lpips_note: Optional[str], conf
 def write_table(out: Path, clip: Clip, rows: List[dict], lpips_note: Optional[str], config: dict) -> Dict[str, Path]:
     out = Path(out)
     md = markdown_table(clip, rows, lpips_note, config)
-    doc = {"clip": {"name": clip.name, "source": clip.source, "num_frames": clip.num_frames,
-                    "size": list(clip.size), "key_gap": clip.key_gap, "key_frames": clip.key,
-                    "middle_frames": clip.middle, "disparity": clip.depth_source},
-           "protocol": {"metric_size": 256, "ssim": "scikit-image (gaussian 11, sigma 1.5)",
-                        "lpips": "VGG (local weights)" if not lpips_note else None, "lpips_note": lpips_note},
-           "rows": rows, "config": config}
+    doc = {
+        "clip": {
+            "name": clip.name,
+            "source": clip.source,
+            "num_frames": clip.num_frames,
+            "size": list(clip.size),
+            "key_gap": clip.key_gap,
+            "key_frames": clip.key,
+            "middle_frames": clip.middle,
+            "disparity": clip.depth_source,
+        },
+        "protocol": {
+            "metric_size": 256,
+            "ssim": "scikit-image (gaussian 11, sigma 1.5)",
+            "lpips": "VGG (local weights)" if not lpips_note else None,
+            "lpips_note": lpips_note,
+        },
+        "rows": rows,
+        "config": config,
+    }
     paths = {"markdown": out / "table.md", "json": out / "table.json"}
     atomic_write_text(paths["markdown"], md)
     atomic_write_text(paths["json"], json.dumps(doc, indent=1, default=str))
@@ -128,12 +161,20 @@ def safe_name(name: str) -> str:
 
 def summary_line(r: dict) -> str:
     m = r["metrics"]
-    return (f"{r['method']:>22}: PSNR key {_fmt(m.get('psnr_key'), 'psnr'):>6}  middle "
-            f"{_fmt(m.get('psnr_middle'), 'psnr'):>6}  time {_seconds(r['timings'].get('total_s')):>7} s  "
-            f"{r['status']}")
+    return (
+        f"{r['method']:>22}: PSNR key {_fmt(m.get('psnr_key'), 'psnr'):>6}  middle "
+        f"{_fmt(m.get('psnr_middle'), 'psnr'):>6}  time {_seconds(r['timings'].get('total_s')):>7} s  "
+        f"{r['status']}"
+    )
 
 
 def to_row(run: MethodRun, metrics: Dict[str, Optional[float]]) -> dict:
-    return {"method": run.name, "kind": run.kind, "status": run.status, "metrics": metrics,
-            "timings": {k: float(v) for k, v in run.timings.items()}, "notes": run.notes, "details": run.details}
-
+    return {
+        "method": run.name,
+        "kind": run.kind,
+        "status": run.status,
+        "metrics": metrics,
+        "timings": {k: float(v) for k, v in run.timings.items()},
+        "notes": run.notes,
+        "details": run.details,
+    }

@@ -98,8 +98,10 @@ def _lpips(cfg: CompareConfig):
     vgg = cfg.lpips_vgg or os.environ.get("STREAMSPLAT_LPIPS_VGG")
     lin = cfg.lpips_lin or os.environ.get("STREAMSPLAT_LPIPS_LIN")
     if not vgg or not lin or not Path(vgg).is_file() or not Path(lin).is_file():
-        note = ("LPIPS skipped: no local LPIPS-VGG weights (pass --lpips-vgg vgg16-397923af.pth and --lpips-lin "
-                "lpips/weights/v0.1/vgg.pth; nothing is downloaded)")
+        note = (
+            "LPIPS skipped: no local LPIPS-VGG weights (pass --lpips-vgg vgg16-397923af.pth and --lpips-lin "
+            "lpips/weights/v0.1/vgg.pth; nothing is downloaded)"
+        )
         print(note)
         return None, note
     return LPIPSVGG.from_files(Path(vgg), Path(lin)).to(cfg.device), None
@@ -125,16 +127,34 @@ def run_comparison(cfg: CompareConfig, argv: Optional[List[str]] = None) -> dict
     size = tuple(size or (288, 512))
     out = Path(cfg.output)
     out.mkdir(parents=True, exist_ok=True)
-    clip = load_clip(cfg.data, cfg.dataparser, cfg.sequence, cfg.split, size, cfg.start, cfg.max_frames,
-                     cfg.key_gap, cfg.depth, cfg.depth_checkpoint, cfg.cache_dir, cfg.device)
-    print(f"clip {clip.name}: {clip.num_frames} frames at {size[0]}x{size[1]}, key frames {clip.key}, "
-          f"{len(clip.middle)} middle frames; disparity: {clip.depth_source}")
+    clip = load_clip(
+        cfg.data,
+        cfg.dataparser,
+        cfg.sequence,
+        cfg.split,
+        size,
+        cfg.start,
+        cfg.max_frames,
+        cfg.key_gap,
+        cfg.depth,
+        cfg.depth_checkpoint,
+        cfg.cache_dir,
+        cfg.device,
+    )
+    print(
+        f"clip {clip.name}: {clip.num_frames} frames at {size[0]}x{size[1]}, key frames {clip.key}, "
+        f"{len(clip.middle)} middle frames; disparity: {clip.depth_source}"
+    )
     lpips_net, lpips_note = _lpips(cfg)
     gt = clip.frames_hwc(clip.held_out)
     command = "streamsplat-compare " + " ".join(shlex.quote(a) for a in (argv if argv is not None else sys.argv[1:]))
     config = {k: (str(v) if isinstance(v, Path) else v) for k, v in asdict(cfg).items()}
-    config.update(command=command, steps_per_method=steps, torch=torch.__version__,
-                  device_name=(torch.cuda.get_device_name() if str(cfg.device).startswith("cuda") else "cpu"))
+    config.update(
+        command=command,
+        steps_per_method=steps,
+        torch=torch.__version__,
+        device_name=(torch.cuda.get_device_name() if str(cfg.device).startswith("cuda") else "cpu"),
+    )
 
     # the clip as a nerfstudio dataset: key frames to train on, held-out frames to render
     frames_u8 = (clip.rgb.permute(0, 2, 3, 1).numpy() * 255 + 0.5).astype(np.uint8)
@@ -143,8 +163,9 @@ def run_comparison(cfg: CompareConfig, argv: Optional[List[str]] = None) -> dict
     for cam in sorted(need):
         k0 = clip.key[0]
         seed = seed_points(frames_u8[k0], clip.disparity[k0, 0].numpy(), cam)
-        datasets[cam] = write_dataset(out / "dataset", frames_u8, clip.times.tolist(), clip.key, clip.held_out,
-                                      cam, seed)
+        datasets[cam] = write_dataset(
+            out / "dataset", frames_u8, clip.times.tolist(), clip.key, clip.held_out, cam, seed
+        )
 
     order = ["StreamSplat", *cfg.methods]
     rows: Dict[str, dict] = {}
@@ -161,8 +182,9 @@ def run_comparison(cfg: CompareConfig, argv: Optional[List[str]] = None) -> dict
             else:
                 pf = frame_metrics(r.preds, gt, lpips_net)
                 metrics = group_metrics(clip, pf, clip.held_out, skip_key=r.kind == "baseline")
-                r.details["grid"] = str(write_grid(out / "grids" / f"{safe_name(r.name)}.png", clip, r,
-                                                   frames_for_grid, scale))
+                r.details["grid"] = str(
+                    write_grid(out / "grids" / f"{safe_name(r.name)}.png", clip, r, frames_for_grid, scale)
+                )
         rows[r.name] = to_row(r, metrics)
         print(summary_line(rows[r.name]))
         ordered = [rows[n] for n in order if n in rows] + [v for k, v in rows.items() if k not in order]
@@ -174,8 +196,9 @@ def run_comparison(cfg: CompareConfig, argv: Optional[List[str]] = None) -> dict
             t = time.perf_counter()
             r.preds = baseline_frames(clip, kind)
             r.timings["compute_s"] = r.timings["total_s"] = time.perf_counter() - t
-            r.notes.append("repeats the nearer key frame" if kind == "nearest" else
-                           "cross-fades the two key frames by time")
+            r.notes.append(
+                "repeats the nearer key frame" if kind == "nearest" else "cross-fades the two key frames by time"
+            )
             score(r)
     try:
         ss = run_streamsplat(clip, checkpoint, cfg.device, cfg.dino_weights, cfg.fast)
@@ -185,9 +208,21 @@ def run_comparison(cfg: CompareConfig, argv: Optional[List[str]] = None) -> dict
     score(ss)
     for name in cfg.methods:
         print(f"--- {name}: {steps[name]} steps on {len(clip.key)} key frames")
-        score(run_nerfstudio_method(name, clip, datasets, steps[name], cfg.device, out / "runs",
-                                    cfg.rays_per_batch, cfg.tiny, cfg.seed, cfg.max_train_seconds,
-                                    cfg.scale_schedules))
+        score(
+            run_nerfstudio_method(
+                name,
+                clip,
+                datasets,
+                steps[name],
+                cfg.device,
+                out / "runs",
+                cfg.rays_per_batch,
+                cfg.tiny,
+                cfg.seed,
+                cfg.max_train_seconds,
+                cfg.scale_schedules,
+            )
+        )
     final = [rows[n] for n in order if n in rows] + [v for k, v in rows.items() if k not in order]
     print(f"table: {paths['markdown']} and {paths['json']}; grids in {out / 'grids'}")
     return {"rows": final, "paths": paths, "clip": clip}
@@ -201,8 +236,10 @@ def resolve_checkpoint(checkpoint: Optional[Path]) -> Optional[Path]:
         try:
             from ..assets import demo_weights_path  # raises a clear error when the weights file is missing
         except ImportError as e:
-            raise FileNotFoundError("--checkpoint demo: this install has no packaged demo weights "
-                                    "(streamsplat_ns.assets); give a checkpoint file instead") from e
+            raise FileNotFoundError(
+                "--checkpoint demo: this install has no packaged demo weights "
+                "(streamsplat_ns.assets); give a checkpoint file instead"
+            ) from e
         return Path(demo_weights_path())
     if not Path(checkpoint).is_file():
         raise FileNotFoundError(f"--checkpoint {checkpoint}: no such file (give StreamSplat weights, or 'demo')")

@@ -20,8 +20,15 @@ from .methods import MethodRun, _sync
 from .protocol import Clip
 
 
-def run_streamsplat(clip: Clip, checkpoint: Optional[Path], device: str, dino_weights: Optional[Path] = None,
-                    fast: bool = True, background: float = 0.5, warmup: bool = True) -> MethodRun:
+def run_streamsplat(
+    clip: Clip,
+    checkpoint: Optional[Path],
+    device: str,
+    dino_weights: Optional[Path] = None,
+    fast: bool = True,
+    background: float = 0.5,
+    warmup: bool = True,
+) -> MethodRun:
     run = MethodRun(name="StreamSplat", kind="feed-forward")
     run.notes.append("uses the clip's times")
     if checkpoint is None:
@@ -35,8 +42,12 @@ def run_streamsplat(clip: Clip, checkpoint: Optional[Path], device: str, dino_we
     options = InferenceOptions.default_for(torch.device(device)) if fast else InferenceOptions.eager()
     engine = ReconstructionEngine(model, options=options, device=device, background=background)
     H, W = clip.size
-    run.details.update(checkpoint=str(checkpoint), model_size=[int(model.height), int(model.width)],
-                       options=str(options), key_frames=len(clip.key))
+    run.details.update(
+        checkpoint=str(checkpoint),
+        model_size=[int(model.height), int(model.width)],
+        options=str(options),
+        key_frames=len(clip.key),
+    )
     if (int(model.height), int(model.width)) != (H, W):
         run.notes.append(f"inputs resized to the model's {model.height}x{model.width}; rendered at {H}x{W}")
     if clip.depth_source.startswith("zeros"):

@@ -134,9 +134,12 @@ def _theta(G: np.ndarray, height: int, width: int) -> Tensor:
     return torch.from_numpy((D @ G @ np.linalg.inv(D))[:2]).float()
 
 
-def apply_params(rgb: Float[Tensor, "V 3 H W"], disparity: Optional[Float[Tensor, "V 1 H W"]],
-                 mask: Optional[Float[Tensor, "V 1 H W"]], params: AugmentParams
-                 ) -> Tuple[Tensor, Optional[Tensor], Optional[Tensor]]:
+def apply_params(
+    rgb: Float[Tensor, "V 3 H W"],
+    disparity: Optional[Float[Tensor, "V 1 H W"]],
+    mask: Optional[Float[Tensor, "V 1 H W"]],
+    params: AugmentParams,
+) -> Tuple[Tensor, Optional[Tensor], Optional[Tensor]]:
     """Apply one draw to every frame of a clip (same geometry everywhere, colour on RGB only)."""
     V, _, H, W = rgb.shape
     if params.has_geom:
@@ -157,8 +160,13 @@ def apply_params(rgb: Float[Tensor, "V 3 H W"], disparity: Optional[Float[Tensor
     return rgb, disparity, mask
 
 
-def augment_clip(rgb: Tensor, disparity: Optional[Tensor], mask: Optional[Tensor], rng: np.random.Generator,
-                 cfg: Optional[AugmentConfig] = None):
+def augment_clip(
+    rgb: Tensor,
+    disparity: Optional[Tensor],
+    mask: Optional[Tensor],
+    rng: np.random.Generator,
+    cfg: Optional[AugmentConfig] = None,
+):
     """Draw one parameter set for the clip and apply it; returns ``(rgb, disparity, mask, params)``."""
     cfg = cfg or AugmentConfig()
     params = sample_params(rng, rgb.shape[-2], rgb.shape[-1], cfg)

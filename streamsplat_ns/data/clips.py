@@ -44,9 +44,18 @@ def sample_offsets(rng: np.random.Generator, num_frames: int, max_offset: int, r
 class ClipDataset(Dataset):
     """Clips of ``num_frames`` frames from ``sequences`` (``1`` = stage 1, ``6`` = stage 2)."""
 
-    def __init__(self, sequences: Seq[Sequence], num_frames: int, weights: Optional[Mapping[str, float]] = None,
-                 augment: Union[bool, AugmentConfig] = True, size: Tuple[int, int] = (288, 512), seed: int = 0,
-                 random_offsets: bool = True, ranges: Optional[Mapping[str, int]] = None, max_skips: int = 16):
+    def __init__(
+        self,
+        sequences: Seq[Sequence],
+        num_frames: int,
+        weights: Optional[Mapping[str, float]] = None,
+        augment: Union[bool, AugmentConfig] = True,
+        size: Tuple[int, int] = (288, 512),
+        seed: int = 0,
+        random_offsets: bool = True,
+        ranges: Optional[Mapping[str, int]] = None,
+        max_skips: int = 16,
+    ):
         if num_frames < 1:
             raise ValueError("num_frames must be >= 1")
         self.num_frames, self.size, self.seed = int(num_frames), tuple(size), int(seed)
@@ -70,8 +79,12 @@ class ClipDataset(Dataset):
             seq_ids.append(np.full(count, k, np.int32))
             anchors.append(np.arange(count, dtype=np.int32))
         if dropped:
-            log.warning("ClipDataset: %d sequences shorter than %d frames skipped: %s", len(dropped), self.num_frames,
-                        ", ".join(dropped[:5]) + (" ..." if len(dropped) > 5 else ""))
+            log.warning(
+                "ClipDataset: %d sequences shorter than %d frames skipped: %s",
+                len(dropped),
+                self.num_frames,
+                ", ".join(dropped[:5]) + (" ..." if len(dropped) > 5 else ""),
+            )
         if not self.sequences:
             raise DataError(f"no sequence has at least {self.num_frames} frames")
         self._seq = np.concatenate(seq_ids)
@@ -126,13 +139,26 @@ class ClipDataset(Dataset):
             except DataError as e:  # bad input: log, count, and draw another clip
                 self.skipped += 1
                 last = e
-                log.warning("skipping bad clip %s/%s frames %s (%d skipped so far): %s", seq.dataset, seq.name,
-                            frame_ids.tolist(), self.skipped, e)
+                log.warning(
+                    "skipping bad clip %s/%s frames %s (%d skipped so far): %s",
+                    seq.dataset,
+                    seq.name,
+                    frame_ids.tolist(),
+                    self.skipped,
+                    e,
+                )
                 index = int(rng.integers(len(self)))
                 continue
             rgb, disp, mask = batch.rgb, batch.disparity, batch.mask
             if self.augment is not None:
                 rgb, disp, mask, _ = augment_clip(rgb, disp, mask, rng, self.augment)
-            return {"rgb": rgb, "disparity": disp, "mask": mask, "times": torch.from_numpy(times),
-                    "sequence": seq.name, "dataset": seq.dataset, "frame_ids": torch.from_numpy(frame_ids)}
+            return {
+                "rgb": rgb,
+                "disparity": disp,
+                "mask": mask,
+                "times": torch.from_numpy(times),
+                "sequence": seq.name,
+                "dataset": seq.dataset,
+                "frame_ids": torch.from_numpy(frame_ids),
+            }
         raise DataError(f"{self.max_skips + 1} consecutive bad clips; last error: {last}")

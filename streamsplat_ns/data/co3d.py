@@ -44,8 +44,9 @@ def frames_from_annotations(cat_dir: Path) -> Dict[str, List[Tuple[int, str]]]:
         try:
             out[str(fa["sequence_name"])].append((int(fa["frame_number"]), str(fa["image"]["path"])))
         except (KeyError, TypeError, ValueError) as e:
-            raise DataError(f"{cat_dir / 'frame_annotations.jgz'}: entry {i} lacks sequence_name/frame_number/"
-                            f"image.path ({e})") from e
+            raise DataError(
+                f"{cat_dir / 'frame_annotations.jgz'}: entry {i} lacks sequence_name/frame_number/image.path ({e})"
+            ) from e
     return out
 
 
@@ -66,14 +67,21 @@ def _read_set_list(path: Path) -> dict:
     return d
 
 
-def discover(root: Path, split: str = "train", depth_mode: DepthMode = "file", categories: Optional[List[str]] = None,
-             subset: Optional[str] = None) -> List[FrameListSequence]:
+def discover(
+    root: Path,
+    split: str = "train",
+    depth_mode: DepthMode = "file",
+    categories: Optional[List[str]] = None,
+    subset: Optional[str] = None,
+) -> List[FrameListSequence]:
     root = Path(root)
     if not root.is_dir():
         raise DataError(f"{root}: CO3Dv2 root not found")
-    cats = categories or sorted(p.name for p in root.iterdir()
-                                if p.is_dir() and ((p / "frame_annotations.jgz").is_file()
-                                                   or (p / "set_lists").is_dir()))
+    cats = categories or sorted(
+        p.name
+        for p in root.iterdir()
+        if p.is_dir() and ((p / "frame_annotations.jgz").is_file() or (p / "set_lists").is_dir())
+    )
     if not cats:
         raise DataError(f"{root}: no CO3Dv2 categories (expected <category>/frame_annotations.jgz and set_lists/)")
     subset = subset or ("manyview_test" if split in ("test", "val") else "manyview_dev")
@@ -96,8 +104,9 @@ def discover(root: Path, split: str = "train", depth_mode: DepthMode = "file", c
                         continue
                     for row in rows:
                         if not (isinstance(row, (list, tuple)) and len(row) >= 3):
-                            raise DataError(f"{f}: malformed row {row!r} in '{lst}' "
-                                            f"(expected [seq, frame_number, path])")
+                            raise DataError(
+                                f"{f}: malformed row {row!r} in '{lst}' (expected [seq, frame_number, path])"
+                            )
                         name, fn = f"{cat}/{row[0]}", int(row[1])
                         lo, hi = extent.get(name, (fn, fn))
                         extent[name] = (min(lo, fn), max(hi, fn))
@@ -117,8 +126,20 @@ def discover(root: Path, split: str = "train", depth_mode: DepthMode = "file", c
         images = [root / frames[k] for k in order]
         depths = [co3d_depth_path(p) for p in images]
         lo, hi = extent.get(name, (order[0], order[-1]))
-        out.append(FrameListSequence(name, "co3d", images, depths, None, NEARBY_RANGE, depth_mode, cmd,
-                                     positions=order, extent=(min(lo, order[0]), max(hi, order[-1]))))
+        out.append(
+            FrameListSequence(
+                name,
+                "co3d",
+                images,
+                depths,
+                None,
+                NEARBY_RANGE,
+                depth_mode,
+                cmd,
+                positions=order,
+                extent=(min(lo, order[0]), max(hi, order[-1])),
+            )
+        )
     if not out:
         raise DataError(f"{root}: no CO3Dv2 sequences for subset '{subset}' (set lists {lists})")
     return out

@@ -22,8 +22,10 @@ def resolve_resolution(root: Path, resolution: str = "auto") -> str:
     jpeg = Path(root) / "JPEGImages"
     if resolution != "auto":
         if not (jpeg / resolution).is_dir():
-            raise DataError(f"{jpeg / resolution}: no such folder; this DAVIS copy has "
-                            f"{sorted(p.name for p in jpeg.iterdir()) if jpeg.is_dir() else 'no JPEGImages'}")
+            raise DataError(
+                f"{jpeg / resolution}: no such folder; this DAVIS copy has "
+                f"{sorted(p.name for p in jpeg.iterdir()) if jpeg.is_dir() else 'no JPEGImages'}"
+            )
         return resolution
     for r in ("Full-Resolution", "480p"):  # the official provider reads Full-Resolution
         if (jpeg / r).is_dir():
@@ -48,16 +50,25 @@ def split_names(root: Path, split: str, res: str) -> List[str]:
             if not names:
                 raise DataError(f"{f}: split file is empty")
             return names
-    raise DataError(f"{root}/ImageSets/2017/{split}.txt: split file not found; use split 'all' or one of "
-                    f"{_split_files(root)}")
+    raise DataError(
+        f"{root}/ImageSets/2017/{split}.txt: split file not found; use split 'all' or one of {_split_files(root)}"
+    )
 
 
-def discover(root: Path, split: str = "train", resolution: str = "auto", mask_source: MaskSource = "unsupervised",
-             depth_mode: DepthMode = "file", names: Optional[List[str]] = None) -> List[FrameListSequence]:
+def discover(
+    root: Path,
+    split: str = "train",
+    resolution: str = "auto",
+    mask_source: MaskSource = "unsupervised",
+    depth_mode: DepthMode = "file",
+    names: Optional[List[str]] = None,
+) -> List[FrameListSequence]:
     root = Path(root)
     if not (root / "JPEGImages").is_dir():
-        raise DataError(f"{root}: not a DAVIS 2017 root (no JPEGImages/). Point --data at the folder that holds "
-                        f"JPEGImages/, Annotations_unsupervised/ and ImageSets/")
+        raise DataError(
+            f"{root}: not a DAVIS 2017 root (no JPEGImages/). Point --data at the folder that holds "
+            f"JPEGImages/, Annotations_unsupervised/ and ImageSets/"
+        )
     res = resolve_resolution(root, resolution)
     names = names or split_names(root, split, res)
     cmd = depth_command("davis", root, split, f"--resolution {res}")
@@ -75,7 +86,8 @@ def discover(root: Path, split: str = "train", resolution: str = "auto", mask_so
             if not mdir.is_dir():
                 raise DataError(
                     f"{mdir}: mask folder missing. StreamSplat uses the unsupervised annotations "
-                    f"(DAVIS-2017-Unsupervised-trainval-{res}.zip); or pass mask_source 'semi' or 'none'")
+                    f"(DAVIS-2017-Unsupervised-trainval-{res}.zip); or pass mask_source 'semi' or 'none'"
+                )
             masks = [mdir / f"{p.stem}.png" for p in images]
         depths = [davis_depth_path(root, res, name, p.stem) for p in images]
         seqs.append(FrameListSequence(name, "davis", images, depths, masks, NEARBY_RANGE, depth_mode, cmd))

@@ -23,8 +23,14 @@ DEPTH_SUFFIX = "_pred.png"
 
 #: assumed when a depth tree has no sidecar (maps made by the official StreamSplat script)
 LEGACY_SIDECAR: Dict[str, Any] = {
-    "model": "depth_anything_v2", "encoder": "vitl", "preprocess": "streamsplat", "input_short_side": 518,
-    "multiple_of": 14, "quantity": "relative_inverse_depth", "normalization": "minmax_per_frame", "dtype": "uint8",
+    "model": "depth_anything_v2",
+    "encoder": "vitl",
+    "preprocess": "streamsplat",
+    "input_short_side": 518,
+    "multiple_of": 14,
+    "quantity": "relative_inverse_depth",
+    "normalization": "minmax_per_frame",
+    "dtype": "uint8",
 }
 
 
@@ -128,6 +134,7 @@ def read_sidecar(depth_root: Union[str, Path]) -> Dict[str, Any]:
 # ----------------------------------------------------------------------------------------------
 # Path rules (identical to the official StreamSplat providers, so the authors' maps load unchanged)
 # ----------------------------------------------------------------------------------------------
+
 
 def davis_depth_path(root: Path, resolution: str, seq: str, stem: str) -> Path:
     """``DAVIS/depthImages/<res>/<seq>/<stem>_pred.png``."""

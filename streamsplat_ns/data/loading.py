@@ -27,8 +27,9 @@ class WeightedSampler(Sampler[int]):
     draws. Endless unless ``num_samples`` is given.
     """
 
-    def __init__(self, weights: torch.Tensor, seed: int, start: int = 0, num_samples: Optional[int] = None,
-                 block: int = 4096) -> None:
+    def __init__(
+        self, weights: torch.Tensor, seed: int, start: int = 0, num_samples: Optional[int] = None, block: int = 4096
+    ) -> None:
         self.weights = weights.double()
         self.seed, self.start, self.num_samples, self.block = seed, start, num_samples, block
 

@@ -39,6 +39,7 @@ NEARBY_RANGE = 15
 # Chunks
 # ----------------------------------------------------------------------------------------------
 
+
 def _load_chunk_examples(path: Path) -> List[Dict[str, Any]]:
     """The example list of a chunk; tensors stay lazy (StoredTensor) for zip chunks."""
     if is_torch_zip(path):
@@ -49,8 +50,10 @@ def _load_chunk_examples(path: Path) -> List[Dict[str, Any]]:
         try:
             data = torch.load(path, map_location="cpu", weights_only=True)
         except Exception as e:  # noqa: BLE001
-            raise DataError(f"{path}: cannot load RE10K chunk ({type(e).__name__}: {e}); the file is truncated or "
-                            f"corrupt, re-download it") from e
+            raise DataError(
+                f"{path}: cannot load RE10K chunk ({type(e).__name__}: {e}); the file is truncated or "
+                f"corrupt, re-download it"
+            ) from e
     if not isinstance(data, list) or not all(isinstance(x, dict) for x in data):
         raise DataError(f"{path}: expected a torch.save'd list of dicts (pixelSplat RE10K chunk format)")
     for i, ex in enumerate(data):
@@ -94,9 +97,11 @@ def load_depth_companion(path: Path, keys: List[str]) -> List[np.ndarray]:
         raise DataError(f"{path}: expected a dict with 'key' and 'predicted_depth_norm' (official RE10K depth format)")
     dkeys = [str(k) for k in d["key"]]
     if dkeys != list(keys):
-        raise DataError(f"{path}: clip keys differ from the chunk's ({len(dkeys)} vs {len(keys)} clips, first "
-                        f"difference at {_first_difference(dkeys, keys)}); "
-                        f"the depth file belongs to another chunk, delete it and re-run streamsplat-depth")
+        raise DataError(
+            f"{path}: clip keys differ from the chunk's ({len(dkeys)} vs {len(keys)} clips, first "
+            f"difference at {_first_difference(dkeys, keys)}); "
+            f"the depth file belongs to another chunk, delete it and re-run streamsplat-depth"
+        )
     maps = [to_numpy(x) for x in d["predicted_depth_norm"]]
     if len(maps) != len(keys):
         raise DataError(f"{path}: {len(maps)} depth stacks for {len(keys)} clips")
@@ -137,8 +142,9 @@ class RE10KChunkSequence(Sequence):
     def _example(self) -> Dict[str, Any]:
         examples = _CHUNKS.get(str(self.chunk), lambda: _load_chunk_examples(self.chunk))
         if self.position >= len(examples) or str(examples[self.position]["key"]) != self.key:
-            raise DataError(f"{self.chunk}: clip {self.key} is not at position {self.position}; the chunk changed "
-                            f"since discovery")
+            raise DataError(
+                f"{self.chunk}: clip {self.key} is not at position {self.position}; the chunk changed since discovery"
+            )
         return examples[self.position]
 
     def encoded_frame(self, index: int) -> bytes:
@@ -163,8 +169,10 @@ class RE10KChunkSequence(Sequence):
         maps = _DEPTHS.get(str(self.depth_file), lambda: load_depth_companion(self.depth_file, keys))
         stack = maps[self.position]
         if stack.ndim != 3 or stack.shape[0] != self._n:
-            raise DataError(f"{self.depth_file}: clip {self.key} has depth of shape {stack.shape} but "
-                            f"{self._n} frames; delete the file and re-run streamsplat-depth")
+            raise DataError(
+                f"{self.depth_file}: clip {self.key} has depth of shape {stack.shape} but "
+                f"{self._n} frames; delete the file and re-run streamsplat-depth"
+            )
         return stack
 
     def load(self, indices: Seq[int], size=(288, 512)) -> FrameBatch:
@@ -183,19 +191,26 @@ class RE10KChunkSequence(Sequence):
 def read_index(stage: Path) -> Dict[str, str]:
     p = stage / "index.json"
     if not p.is_file():
-        raise DataError(f"{p}: index.json missing. pixelSplat/MVSplat RE10K stages have <split>/index.json mapping "
-                        f"clip keys to chunk files (made by real_estate_10k_tools generate_index)")
+        raise DataError(
+            f"{p}: index.json missing. pixelSplat/MVSplat RE10K stages have <split>/index.json mapping "
+            f"clip keys to chunk files (made by real_estate_10k_tools generate_index)"
+        )
     try:
         idx = json.loads(p.read_text())
     except (OSError, json.JSONDecodeError) as e:
         raise DataError(f"{p}: unreadable index.json ({e})") from e
     if not isinstance(idx, dict) or not all(isinstance(k, str) and isinstance(v, str) for k, v in idx.items()):
-        raise DataError(f"{p}: expected a JSON object {{clip_key: \"000123.torch\"}}")
+        raise DataError(f'{p}: expected a JSON object {{clip_key: "000123.torch"}}')
     return idx
 
 
-def discover_chunks(root: Path, split: str = "train", depth_mode: DepthMode = "file",
-                    max_chunks: Optional[int] = None, progress: bool = True) -> List[RE10KChunkSequence]:
+def discover_chunks(
+    root: Path,
+    split: str = "train",
+    depth_mode: DepthMode = "file",
+    max_chunks: Optional[int] = None,
+    progress: bool = True,
+) -> List[RE10KChunkSequence]:
     """Clips of ``<root>/<split>/*.torch`` via ``index.json``; reads only each chunk's ``data.pkl``."""
     stage = Path(root) / split
     index = read_index(stage)
@@ -212,14 +227,18 @@ def discover_chunks(root: Path, split: str = "train", depth_mode: DepthMode = "f
     for fname in it:
         chunk = stage / fname
         if not chunk.is_file():
-            raise DataError(f"{stage / 'index.json'}: lists {len(by_chunk[fname])} clips in {fname}, which does not "
-                            f"exist; index.json does not match this copy (regenerate it)")
+            raise DataError(
+                f"{stage / 'index.json'}: lists {len(by_chunk[fname])} clips in {fname}, which does not "
+                f"exist; index.json does not match this copy (regenerate it)"
+            )
         examples = _load_chunk_examples(chunk)
         keys_here = {str(e["key"]): i for i, e in enumerate(examples)}
         for key in by_chunk[fname]:
             if key not in keys_here:
-                raise DataError(f"{stage / 'index.json'}: says clip {key} is in {fname}, but that chunk holds "
-                                f"{len(keys_here)} other clips; index.json is wrong for this copy (regenerate it)")
+                raise DataError(
+                    f"{stage / 'index.json'}: says clip {key} is in {fname}, but that chunk holds "
+                    f"{len(keys_here)} other clips; index.json is wrong for this copy (regenerate it)"
+                )
         for key in sorted(by_chunk[fname], key=lambda k: keys_here[k]):
             pos = keys_here[key]
             ex = examples[pos]
@@ -234,6 +253,7 @@ def discover_chunks(root: Path, split: str = "train", depth_mode: DepthMode = "f
 # Original release: <root>/<split>/<clip>.txt + extracted frames
 # ----------------------------------------------------------------------------------------------
 
+
 def parse_camera_txt(path: Path) -> Tuple[str, np.ndarray, np.ndarray]:
     """``(url, timestamps_us [F] int64, cameras [F, 18])`` of an original RealEstate10K clip file."""
     try:
@@ -246,8 +266,9 @@ def parse_camera_txt(path: Path) -> Tuple[str, np.ndarray, np.ndarray]:
     for ln_no, ln in enumerate(lines[1:], start=2):
         vals = ln.split()
         if len(vals) != 19:
-            raise DataError(f"{path}:{ln_no}: expected 19 numbers (timestamp, fx fy cx cy, 0 0, 3x4 w2c), "
-                            f"got {len(vals)}")
+            raise DataError(
+                f"{path}:{ln_no}: expected 19 numbers (timestamp, fx fy cx cy, 0 0, 3x4 w2c), got {len(vals)}"
+            )
         try:
             rows.append([float(v) for v in vals])
         except ValueError as e:
@@ -265,8 +286,13 @@ def _txt_positions(ts: np.ndarray) -> Dict[str, Any]:
     return {}
 
 
-def discover_txt(root: Path, split: str = "train", frames_dir: Optional[Path] = None, depth_dir: Optional[Path] = None,
-                 depth_mode: DepthMode = "file") -> List[FrameListSequence]:
+def discover_txt(
+    root: Path,
+    split: str = "train",
+    frames_dir: Optional[Path] = None,
+    depth_dir: Optional[Path] = None,
+    depth_mode: DepthMode = "file",
+) -> List[FrameListSequence]:
     """Clips ``<root>/<split>/<clip>.txt`` with frames in ``<frames_dir>/<clip>/`` (default ``<root>/frames/<split>``).
 
     Frames are matched to the txt lines by timestamp stem (``<µs>.jpg``) when possible, else by sorted
@@ -293,22 +319,35 @@ def discover_txt(root: Path, split: str = "train", frames_dir: Optional[Path] = 
         elif len(imgs) == len(ts):
             images = imgs
         else:
-            raise DataError(f"{fdir}: {len(imgs)} frames but {t} lists {len(ts)} timestamps and the file stems are "
-                            f"not the timestamps; re-extract the frames named <timestamp_us>.jpg")
+            raise DataError(
+                f"{fdir}: {len(imgs)} frames but {t} lists {len(ts)} timestamps and the file stems are "
+                f"not the timestamps; re-extract the frames named <timestamp_us>.jpg"
+            )
         depths = [folder_depth_path(depth_dir / t.stem, p.stem) for p in images]
         cmd = depth_command("re10k", root, split, "--re10k-format txt")
-        out.append(FrameListSequence(t.stem, "re10k", images, depths, None, NEARBY_RANGE, depth_mode, cmd,
-                                     **_txt_positions(ts)))
+        out.append(
+            FrameListSequence(
+                t.stem, "re10k", images, depths, None, NEARBY_RANGE, depth_mode, cmd, **_txt_positions(ts)
+            )
+        )
     if skipped:
         log.info("RE10K txt: %d of %d clips have no extracted frames in %s (skipped)", skipped, len(txts), frames_dir)
     if not out:
-        raise DataError(f"{frames_dir}: none of the {len(txts)} RE10K clips has extracted frames "
-                        f"(expected {frames_dir}/<clip_id>/<timestamp_us>.jpg)")
+        raise DataError(
+            f"{frames_dir}: none of the {len(txts)} RE10K clips has extracted frames "
+            f"(expected {frames_dir}/<clip_id>/<timestamp_us>.jpg)"
+        )
     return out
 
 
-def discover(root: Path, split: str = "train", fmt: str = "auto", depth_mode: DepthMode = "file",
-             frames_dir: Optional[Path] = None, max_chunks: Optional[int] = None) -> List[Sequence]:
+def discover(
+    root: Path,
+    split: str = "train",
+    fmt: str = "auto",
+    depth_mode: DepthMode = "file",
+    frames_dir: Optional[Path] = None,
+    max_chunks: Optional[int] = None,
+) -> List[Sequence]:
     root = Path(root)
     if fmt == "auto":
         fmt = "chunks" if (root / split / "index.json").is_file() or list((root / split).glob("*.torch")) else "txt"

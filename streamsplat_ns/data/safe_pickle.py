@@ -25,10 +25,18 @@ from streamsplat_ns.data.errors import DataError
 
 # torch legacy typed-storage names as they appear in data.pkl -> numpy dtype
 _STORAGE_DTYPES: Dict[str, Any] = {
-    "ByteStorage": np.uint8, "CharStorage": np.int8, "ShortStorage": np.int16, "IntStorage": np.int32,
-    "LongStorage": np.int64, "HalfStorage": np.float16, "FloatStorage": np.float32,
-    "DoubleStorage": np.float64, "BoolStorage": np.bool_, "UInt16Storage": np.uint16,
-    "UInt32Storage": np.uint32, "UInt64Storage": np.uint64,
+    "ByteStorage": np.uint8,
+    "CharStorage": np.int8,
+    "ShortStorage": np.int16,
+    "IntStorage": np.int32,
+    "LongStorage": np.int64,
+    "HalfStorage": np.float16,
+    "FloatStorage": np.float32,
+    "DoubleStorage": np.float64,
+    "BoolStorage": np.bool_,
+    "UInt16Storage": np.uint16,
+    "UInt32Storage": np.uint32,
+    "UInt64Storage": np.uint64,
 }
 
 
@@ -46,8 +54,14 @@ class _StorageRef:
 class StoredTensor:
     """A tensor inside a torch zip archive, read on demand (``.numpy()``, ``.tobytes()``)."""
 
-    def __init__(self, reader: "TorchZipReader", storage: _StorageRef, offset: int, shape: Tuple[int, ...],
-                 stride: Tuple[int, ...]):
+    def __init__(
+        self,
+        reader: "TorchZipReader",
+        storage: _StorageRef,
+        offset: int,
+        shape: Tuple[int, ...],
+        stride: Tuple[int, ...],
+    ):
         self._reader, self._storage, self._offset = reader, storage, int(offset)
         self.shape, self.stride = tuple(int(s) for s in shape), tuple(int(s) for s in stride)
         self.dtype = np.dtype(storage.dtype)
@@ -63,16 +77,19 @@ class StoredTensor:
         raw = self._reader.read_storage(self._storage)
         flat = np.frombuffer(raw, dtype=self.dtype)
         if flat.size != self._storage.numel:
-            raise DataError(f"{self._reader.path}: storage {self._storage.key} has {flat.size} elements, "
-                            f"data.pkl says {self._storage.numel}; the file is truncated or corrupt, re-download it")
+            raise DataError(
+                f"{self._reader.path}: storage {self._storage.key} has {flat.size} elements, "
+                f"data.pkl says {self._storage.numel}; the file is truncated or corrupt, re-download it"
+            )
         if self.numel == 0:
             return np.zeros(self.shape, self.dtype)
         itemsize = self.dtype.itemsize
         need = self._offset + sum((s - 1) * st for s, st in zip(self.shape, self.stride)) + 1
         if need > flat.size:
             raise DataError(f"{self._reader.path}: tensor view exceeds storage {self._storage.key}; corrupt file")
-        return np.lib.stride_tricks.as_strided(flat[self._offset:], self.shape,
-                                               tuple(st * itemsize for st in self.stride)).copy()
+        return np.lib.stride_tricks.as_strided(
+            flat[self._offset :], self.shape, tuple(st * itemsize for st in self.stride)
+        ).copy()
 
     def tobytes(self) -> bytes:
         """Raw bytes of a contiguous 1-D uint8 tensor (the JPEG payloads of RE10K chunks)."""
@@ -81,7 +98,7 @@ class StoredTensor:
             end = self._offset + self.numel
             if end > len(raw):
                 raise DataError(f"{self._reader.path}: storage {self._storage.key} is truncated; re-download it")
-            return bytes(raw[self._offset:end])
+            return bytes(raw[self._offset : end])
         return self.numpy().tobytes()
 
     def __repr__(self) -> str:
@@ -128,12 +145,21 @@ class RestrictedUnpickler(pickle.Unpickler):
     function that returns a :class:`StoredTensor` (lazy) or a numpy array (``materialize=True``).
     """
 
-    _SAFE_BUILTINS = {("collections", "OrderedDict"), ("builtins", "set"), ("builtins", "frozenset"),
-                      ("builtins", "bytearray"), ("builtins", "complex"), ("builtins", "slice"),
-                      ("builtins", "tuple"), ("builtins", "list"), ("builtins", "dict")}
+    _SAFE_BUILTINS = {
+        ("collections", "OrderedDict"),
+        ("builtins", "set"),
+        ("builtins", "frozenset"),
+        ("builtins", "bytearray"),
+        ("builtins", "complex"),
+        ("builtins", "slice"),
+        ("builtins", "tuple"),
+        ("builtins", "list"),
+        ("builtins", "dict"),
+    }
 
-    def __init__(self, file, *, reader: Optional["TorchZipReader"] = None, materialize: bool = False,
-                 source: str = "<pickle>"):
+    def __init__(
+        self, file, *, reader: Optional["TorchZipReader"] = None, materialize: bool = False, source: str = "<pickle>"
+    ):
         super().__init__(file)
         self._reader, self._materialize, self._source = reader, materialize, source
 
@@ -153,7 +179,8 @@ class RestrictedUnpickler(pickle.Unpickler):
                 return _StorageType(name)
         raise UnsafePickleError(
             f"{self._source}: refusing to load global '{module}.{name}' (only plain containers, numpy arrays "
-            f"and tensors are allowed). The file is not a dataset file of the expected format, or it is malicious.")
+            f"and tensors are allowed). The file is not a dataset file of the expected format, or it is malicious."
+        )
 
     def persistent_load(self, pid: Any) -> Any:
         if self._reader is None or not isinstance(pid, tuple) or len(pid) < 5 or pid[0] != "storage":
@@ -203,8 +230,10 @@ class TorchZipReader:
             try:
                 self._zip = zipfile.ZipFile(self.path)
             except (zipfile.BadZipFile, OSError) as e:
-                raise DataError(f"{self.path}: cannot open as a torch zip archive ({e}); the file is truncated "
-                                f"or corrupt, re-download or re-create it") from e
+                raise DataError(
+                    f"{self.path}: cannot open as a torch zip archive ({e}); the file is truncated "
+                    f"or corrupt, re-download or re-create it"
+                ) from e
             self._pid = os.getpid()
         return self._zip
 
@@ -218,8 +247,9 @@ class TorchZipReader:
         try:
             return self._handle().read(name)
         except KeyError as e:
-            raise DataError(f"{self.path}: storage '{name}' is missing; the archive is truncated, "
-                            f"re-download it") from e
+            raise DataError(
+                f"{self.path}: storage '{name}' is missing; the archive is truncated, re-download it"
+            ) from e
         except (zipfile.BadZipFile, OSError, EOFError, ValueError) as e:  # CRC errors, short reads
             raise DataError(f"{self.path}: cannot read storage '{name}' ({e}); the archive is corrupt") from e
 
@@ -229,8 +259,9 @@ class TorchZipReader:
         except (zipfile.BadZipFile, OSError, EOFError, ValueError, KeyError) as e:
             raise DataError(f"{self.path}: cannot read data.pkl ({e}); the archive is corrupt") from e
         try:
-            return RestrictedUnpickler(io.BytesIO(raw), reader=self, materialize=materialize,
-                                       source=str(self.path)).load()
+            return RestrictedUnpickler(
+                io.BytesIO(raw), reader=self, materialize=materialize, source=str(self.path)
+            ).load()
         except DataError:
             raise
         except Exception as e:  # noqa: BLE001 - any unpickling failure is a corrupt file
@@ -257,8 +288,9 @@ def safe_load(path: Union[str, Path], materialize: bool = True) -> Any:
     except DataError:
         raise
     except Exception as e:  # noqa: BLE001
-        raise DataError(f"{path}: cannot unpickle ({type(e).__name__}: {e}); the file is truncated or corrupt, "
-                        f"re-create it") from e
+        raise DataError(
+            f"{path}: cannot unpickle ({type(e).__name__}: {e}); the file is truncated or corrupt, re-create it"
+        ) from e
 
 
 def to_numpy(x: Any) -> np.ndarray:

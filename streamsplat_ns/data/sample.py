@@ -115,18 +115,26 @@ def _render_sequence(rng: np.random.Generator, cfg: SampleConfig):
     bg_disp = 0.08 + 0.27 * (yy / H) + tilt * (xx / W - 0.5)  # ground plane: near at the bottom
     objs = []
     for k in range(int(rng.integers(2, 4))):
-        objs.append(_Object(
-            tex=texture(rng, 64, 64, base=rng.uniform(0.05, 0.95, 3)), shape=("ellipse", "box")[k % 2],
-            radius=rng.uniform(0.10, 0.18) * H, aspect=rng.uniform(0.6, 1.5),
-            p0=(rng.uniform(0.2, 0.8) * W, rng.uniform(0.3, 0.7) * H),
-            vel=(rng.uniform(-6, 6), rng.uniform(-2.5, 2.5)), wobble=rng.uniform(0, 6),
-            d0=rng.uniform(0.45, 0.8), vd=rng.uniform(-0.012, 0.012), rot0=rng.uniform(0, np.pi),
-            vrot=rng.uniform(-0.06, 0.06)))
+        objs.append(
+            _Object(
+                tex=texture(rng, 64, 64, base=rng.uniform(0.05, 0.95, 3)),
+                shape=("ellipse", "box")[k % 2],
+                radius=rng.uniform(0.10, 0.18) * H,
+                aspect=rng.uniform(0.6, 1.5),
+                p0=(rng.uniform(0.2, 0.8) * W, rng.uniform(0.3, 0.7) * H),
+                vel=(rng.uniform(-6, 6), rng.uniform(-2.5, 2.5)),
+                wobble=rng.uniform(0, 6),
+                d0=rng.uniform(0.45, 0.8),
+                vd=rng.uniform(-0.012, 0.012),
+                rot0=rng.uniform(0, np.pi),
+                vrot=rng.uniform(-0.06, 0.06),
+            )
+        )
     frames, disps, masks = [], [], []
     for t in range(T):
         ox = int(round(2 + (pan[0] * t if pan[0] >= 0 else abs(pan[0]) * (T - t))))
         oy = int(round(2 + (pan[1] * t if pan[1] >= 0 else abs(pan[1]) * (T - t))))
-        rgb = bg[oy:oy + H, ox:ox + W].copy()
+        rgb = bg[oy : oy + H, ox : ox + W].copy()
         disp = bg_disp.copy()
         ids = np.zeros((H, W), np.uint8)
         for k, o in enumerate(objs):
@@ -189,8 +197,7 @@ def make_sample(out_dir: Union[str, Path], cfg: Optional[SampleConfig] = None, p
             (out / sub / RESOLUTION / name).mkdir(parents=True, exist_ok=True)
         for t, (rgb, disp, ids) in enumerate(zip(frames, disps, masks)):
             stem = f"{t:05d}"
-            Image.fromarray(rgb).save(out / "JPEGImages" / RESOLUTION / name / f"{stem}.jpg",
-                                      quality=cfg.jpeg_quality)
+            Image.fromarray(rgb).save(out / "JPEGImages" / RESOLUTION / name / f"{stem}.jpg", quality=cfg.jpeg_quality)
             m = Image.frombytes("P", (ids.shape[1], ids.shape[0]), ids.tobytes())
             m.putpalette(pal)
             buf = io.BytesIO()
@@ -200,18 +207,29 @@ def make_sample(out_dir: Union[str, Path], cfg: Optional[SampleConfig] = None, p
             dp = davis_depth_path(out, RESOLUTION, name, stem)
             dp.parent.mkdir(parents=True, exist_ok=True)
             dp.write_bytes(encode_png16(quantize16(disp)))
-    write_sidecar(out / "depthImages", {
-        "model": "synthetic-exact", "encoder": None, "checkpoint_sha256": None, "preprocess": "exact",
-        "input_short_side": None, "multiple_of": None, "dtype": "uint16", "generator": "streamsplat_ns.data.sample",
-        "version": SAMPLE_VERSION})
+    write_sidecar(
+        out / "depthImages",
+        {
+            "model": "synthetic-exact",
+            "encoder": None,
+            "checkpoint_sha256": None,
+            "preprocess": "exact",
+            "input_short_side": None,
+            "multiple_of": None,
+            "dtype": "uint16",
+            "generator": "streamsplat_ns.data.sample",
+            "version": SAMPLE_VERSION,
+        },
+    )
     sets = out / "ImageSets" / "2017"
     sets.mkdir(parents=True, exist_ok=True)
     n_val = min(cfg.num_val, max(0, cfg.num_sequences - 1))
     (sets / "train.txt").write_text("\n".join(names[: len(names) - n_val]) + "\n")
-    (sets / "val.txt").write_text("\n".join(names[len(names) - n_val:] or names[-1:]) + "\n")
+    (sets / "val.txt").write_text("\n".join(names[len(names) - n_val :] or names[-1:]) + "\n")
     (out / "README.txt").write_text(
         "StreamSplat embedded sample: synthetic, procedurally generated (streamsplat_ns.data.sample).\n"
-        "DAVIS-2017 layout; depthImages hold exact disparity (16-bit PNG, min-max per frame, bright = near).\n")
+        "DAVIS-2017 layout; depthImages hold exact disparity (16-bit PNG, min-max per frame, bright = near).\n"
+    )
     (out / MARKER).write_text(json.dumps({"version": SAMPLE_VERSION, **asdict(cfg)}, indent=2))
     return out
 

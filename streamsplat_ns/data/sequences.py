@@ -42,6 +42,7 @@ class FrameBatch:
 # Frame decoding helpers (numpy in, numpy out; cheap enough for DataLoader workers)
 # ----------------------------------------------------------------------------------------------
 
+
 def _pil_rgb(im, size: Size, source: str) -> np.ndarray:
     from PIL import Image
 
@@ -142,6 +143,7 @@ def stack_batch(rgbs: List[np.ndarray], disps: List[np.ndarray], masks: List[np.
 # Sequences
 # ----------------------------------------------------------------------------------------------
 
+
 class Sequence:
     """One video. Subclasses implement ``num_frames``, ``load`` and optionally ``image_path``."""
 
@@ -205,10 +207,20 @@ class FrameListSequence(Sequence):
     Used for DAVIS, YouTube-VOS, CO3D, RE10K txt+frames and users' frame folders.
     """
 
-    def __init__(self, name: str, dataset: str, images: List[Path], depths: Optional[List[Path]],
-                 masks: Optional[List[Optional[Path]]] = None, nearby_range: int = 5,
-                 depth_mode: DepthMode = "file", depth_command: str = "", mask_fill: float = 0.0,
-                 positions: Optional[Seq[float]] = None, extent: Optional[Tuple[float, float]] = None):
+    def __init__(
+        self,
+        name: str,
+        dataset: str,
+        images: List[Path],
+        depths: Optional[List[Path]],
+        masks: Optional[List[Optional[Path]]] = None,
+        nearby_range: int = 5,
+        depth_mode: DepthMode = "file",
+        depth_command: str = "",
+        mask_fill: float = 0.0,
+        positions: Optional[Seq[float]] = None,
+        extent: Optional[Tuple[float, float]] = None,
+    ):
         if not images:
             raise DataError(f"{dataset}/{name}: sequence has no frames")
         if depths is not None and len(depths) != len(images):
@@ -291,8 +303,10 @@ def numeric_sort_key(p: Path):
 
 
 def list_images(folder: Path) -> List[Path]:
-    return sorted((p for p in Path(folder).iterdir() if p.suffix.lower() in IMAGE_EXTS and not p.name.startswith(".")),
-                  key=numeric_sort_key)
+    return sorted(
+        (p for p in Path(folder).iterdir() if p.suffix.lower() in IMAGE_EXTS and not p.name.startswith(".")),
+        key=numeric_sort_key,
+    )
 
 
 def stem_numbers(images: Seq[Path]) -> Optional[List[int]]:

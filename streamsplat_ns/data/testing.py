@@ -65,14 +65,22 @@ def _ramp(h: int, w: int, t: int) -> np.ndarray:
 
 def _ids(h: int, w: int, t: int) -> np.ndarray:
     ids = np.zeros((h, w), np.uint8)
-    ids[h // 4: h // 2, (t % (w // 2)): (t % (w // 2)) + w // 4] = 1
-    ids[-h // 4:, -w // 4:] = 2
+    ids[h // 4 : h // 2, (t % (w // 2)) : (t % (w // 2)) + w // 4] = 1
+    ids[-h // 4 :, -w // 4 :] = 2
     ids[0, 0] = 255  # void pixel
     return ids
 
 
-def write_davis(root: Path, seqs: Dict[str, int], res: str = "480p", h: int = 24, w: int = 40, depth_bits: int = 16,
-                splits: Optional[Dict[str, List[str]]] = None, seed: int = 0) -> Path:
+def write_davis(
+    root: Path,
+    seqs: Dict[str, int],
+    res: str = "480p",
+    h: int = 24,
+    w: int = 40,
+    depth_bits: int = 16,
+    splits: Optional[Dict[str, List[str]]] = None,
+    seed: int = 0,
+) -> Path:
     rng = np.random.default_rng(seed)
     for name, n in seqs.items():
         for t in range(n):
@@ -89,8 +97,9 @@ def write_davis(root: Path, seqs: Dict[str, int], res: str = "480p", h: int = 24
     return root
 
 
-def write_ytvos(root: Path, videos: Dict[str, Sequence[int]], split: str = "train", h: int = 24, w: int = 40,
-                seed: int = 0) -> Path:
+def write_ytvos(
+    root: Path, videos: Dict[str, Sequence[int]], split: str = "train", h: int = 24, w: int = 40, seed: int = 0
+) -> Path:
     """``videos``: id -> source frame indices (e.g. range(5, 60, 5): stems step by 5, start != 0)."""
     rng = np.random.default_rng(seed)
     meta = {"videos": {}}
@@ -109,8 +118,15 @@ def write_ytvos(root: Path, videos: Dict[str, Sequence[int]], split: str = "trai
     return root
 
 
-def write_co3d(root: Path, category: str = "apple", sequences: Optional[Dict[str, int]] = None, h: int = 24,
-               w: int = 32, seed: int = 0, frame_number_offset: int = 0) -> Path:
+def write_co3d(
+    root: Path,
+    category: str = "apple",
+    sequences: Optional[Dict[str, int]] = None,
+    h: int = 24,
+    w: int = 32,
+    seed: int = 0,
+    frame_number_offset: int = 0,
+) -> Path:
     """One category; ``frame_number_offset`` makes frame_number differ from the file-name digits."""
     rng = np.random.default_rng(seed)
     sequences = sequences or {"110_13051_23361": 8, "12_34_56": 7}
@@ -133,23 +149,41 @@ def write_co3d(root: Path, category: str = "apple", sequences: Optional[Dict[str
             write_depth(co3d_depth_path(root / rel), _ramp(h, w, t), 8)
             fn = t + frame_number_offset
             fmt = "ndc_isotropic" if si % 2 == 0 else "ndc_norm_image_bounds"
-            frame_ann.append({
-                "sequence_name": seq, "frame_number": fn, "frame_timestamp": t / 30.0,
-                "image": {"path": rel, "size": [h, w]},
-                "depth": {"path": f"{category}/{seq}/depths/{fname}.jpg.geometric.png", "scale_adjustment": 1.0,
-                          "mask_path": f"{category}/{seq}/depth_masks/{fname}.png"},
-                "mask": {"path": f"{category}/{seq}/masks/{fname}.png", "mass": 100.0},
-                "viewpoint": {"R": np.eye(3).tolist(), "T": [0, 0, 3], "focal_length": [2.0, 2.0],
-                              "principal_point": [0.0, 0.0], "intrinsics_format": fmt},
-                "meta": {"frame_type": "train_known"}, "camera_name": "cam0"})
+            frame_ann.append(
+                {
+                    "sequence_name": seq,
+                    "frame_number": fn,
+                    "frame_timestamp": t / 30.0,
+                    "image": {"path": rel, "size": [h, w]},
+                    "depth": {
+                        "path": f"{category}/{seq}/depths/{fname}.jpg.geometric.png",
+                        "scale_adjustment": 1.0,
+                        "mask_path": f"{category}/{seq}/depth_masks/{fname}.png",
+                    },
+                    "mask": {"path": f"{category}/{seq}/masks/{fname}.png", "mass": 100.0},
+                    "viewpoint": {
+                        "R": np.eye(3).tolist(),
+                        "T": [0, 0, 3],
+                        "focal_length": [2.0, 2.0],
+                        "principal_point": [0.0, 0.0],
+                        "intrinsics_format": fmt,
+                    },
+                    "meta": {"frame_type": "train_known"},
+                    "camera_name": "cam0",
+                }
+            )
             target = dev if si == 0 else test
             lst = "val" if (si == 0 and t % 4 == 3) else ("test" if si == 1 and t % 3 == 2 else "train")
             target[lst].append([seq, fn, rel])
-        seq_ann.append({"sequence_name": seq, "category": category,
-                        "video": {"path": f"{category}/{seq}.mp4", "length": n},
-                        "point_cloud": {"path": f"{category}/{seq}/pointcloud.ply", "quality_score": 1.0,
-                                        "n_points": 0},
-                        "viewpoint_quality_score": 1.0})
+        seq_ann.append(
+            {
+                "sequence_name": seq,
+                "category": category,
+                "video": {"path": f"{category}/{seq}.mp4", "length": n},
+                "point_cloud": {"path": f"{category}/{seq}/pointcloud.ply", "quality_score": 1.0, "n_points": 0},
+                "viewpoint_quality_score": 1.0,
+            }
+        )
     cat.mkdir(parents=True, exist_ok=True)
     for name, data in (("frame_annotations.jgz", frame_ann), ("sequence_annotations.jgz", seq_ann)):
         with gzip.open(cat / name, "wt", encoding="utf8") as f:
@@ -169,8 +203,15 @@ def re10k_cameras(n: int) -> np.ndarray:
     return cams
 
 
-def write_re10k_chunks(root: Path, clips_per_chunk: Sequence[Dict[str, int]], split: str = "train", h: int = 18,
-                       w: int = 32, depth: Optional[str] = "pickle", seed: int = 0) -> Path:
+def write_re10k_chunks(
+    root: Path,
+    clips_per_chunk: Sequence[Dict[str, int]],
+    split: str = "train",
+    h: int = 18,
+    w: int = 32,
+    depth: Optional[str] = "pickle",
+    seed: int = 0,
+) -> Path:
     """pixelSplat chunks ``<root>/<split>/%06d.torch`` + index.json + ``depth_%06d.pt``.
 
     ``clips_per_chunk``: one ``{key: num_frames}`` per chunk; ``depth``: 'pickle' (official), 'torch'
@@ -187,9 +228,15 @@ def write_re10k_chunks(root: Path, clips_per_chunk: Sequence[Dict[str, int]], sp
         examples, keys, stacks = [], [], []
         for key, n in clips.items():
             imgs = [torch.frombuffer(bytearray(jpeg_bytes(_frame(rng, h, w))), dtype=torch.uint8) for _ in range(n)]
-            examples.append({"url": f"https://www.youtube.com/watch?v={key[:11]}",
-                             "timestamps": torch.arange(n, dtype=torch.int64) * 33366,
-                             "cameras": torch.from_numpy(re10k_cameras(n)), "images": imgs, "key": key})
+            examples.append(
+                {
+                    "url": f"https://www.youtube.com/watch?v={key[:11]}",
+                    "timestamps": torch.arange(n, dtype=torch.int64) * 33366,
+                    "cameras": torch.from_numpy(re10k_cameras(n)),
+                    "images": imgs,
+                    "key": key,
+                }
+            )
             keys.append(key)
             stacks.append((np.stack([_ramp(h, w, t) for t in range(n)]) * 255).astype(np.uint8))
             index[key] = f"{name}.torch"
@@ -198,14 +245,22 @@ def write_re10k_chunks(root: Path, clips_per_chunk: Sequence[Dict[str, int]], sp
             with open(stage / f"depth_{name}.pt", "wb") as f:
                 pickle.dump({"key": keys, "predicted_depth_norm": stacks}, f)
         elif depth == "torch":
-            torch.save({"key": keys, "predicted_depth_norm": [torch.from_numpy(s) for s in stacks]},
-                       stage / f"depth_{name}.pt")
+            torch.save(
+                {"key": keys, "predicted_depth_norm": [torch.from_numpy(s) for s in stacks]}, stage / f"depth_{name}.pt"
+            )
     (stage / "index.json").write_text(json.dumps(index))
     return root
 
 
-def write_re10k_txt(root: Path, clips: Dict[str, int], split: str = "train", h: int = 18, w: int = 32,
-                    with_frames: bool = True, seed: int = 0) -> Path:
+def write_re10k_txt(
+    root: Path,
+    clips: Dict[str, int],
+    split: str = "train",
+    h: int = 18,
+    w: int = 32,
+    with_frames: bool = True,
+    seed: int = 0,
+) -> Path:
     rng = np.random.default_rng(seed)
     for clip, n in clips.items():
         cams = re10k_cameras(n)
@@ -221,8 +276,9 @@ def write_re10k_txt(root: Path, clips: Dict[str, int], split: str = "train", h: 
     return root
 
 
-def write_video(path: Path, n: int = 12, h: int = 32, w: int = 48, fps: int = 10, codec: str = "mpeg4",
-                seed: int = 0) -> Path:
+def write_video(
+    path: Path, n: int = 12, h: int = 32, w: int = 48, fps: int = 10, codec: str = "mpeg4", seed: int = 0
+) -> Path:
     """A tiny video with PyAV (frame t has a bright bar at column 2t, to check frame order)."""
     import av
 
@@ -233,7 +289,7 @@ def write_video(path: Path, n: int = 12, h: int = 32, w: int = 48, fps: int = 10
         s.width, s.height, s.pix_fmt = w, h, "yuv420p"
         for t in range(n):
             img = (rng.integers(0, 60, (h, w, 3))).astype(np.uint8)
-            img[:, (2 * t) % w: (2 * t) % w + 2] = 255
+            img[:, (2 * t) % w : (2 * t) % w + 2] = 255
             for pkt in s.encode(av.VideoFrame.from_ndarray(img, format="rgb24")):
                 c.mux(pkt)
         for pkt in s.encode():

@@ -57,8 +57,13 @@ def _to_rgb(frame, size: Optional[Tuple[int, int]]) -> np.ndarray:
 class VideoFileSequence(Sequence):
     """Frames of one video file, decoded on demand."""
 
-    def __init__(self, path: Path, depth_dir: Optional[Path] = None, depth_mode: DepthMode = "file",
-                 nearby_range: int = NEARBY_RANGE):
+    def __init__(
+        self,
+        path: Path,
+        depth_dir: Optional[Path] = None,
+        depth_mode: DepthMode = "file",
+        nearby_range: int = NEARBY_RANGE,
+    ):
         self.path = Path(path)
         if not self.path.is_file():
             raise DataError(f"{self.path}: video file not found")
@@ -78,8 +83,9 @@ class VideoFileSequence(Sequence):
                     if packet.pts is not None and packet.size > 0:
                         pts.append(int(packet.pts))
             except Exception as e:  # noqa: BLE001
-                raise DataError(f"{self.path}: demuxing failed after {len(pts)} packets ({e}); "
-                                f"the file is truncated") from e
+                raise DataError(
+                    f"{self.path}: demuxing failed after {len(pts)} packets ({e}); the file is truncated"
+                ) from e
         finally:
             container.close()
         if not pts:
@@ -192,8 +198,9 @@ def cache_dir_for(path: Path, root: Path) -> Path:
     return Path(root) / f"{Path(path).stem}-{h}"
 
 
-def discover(path: Path, depth_dir: Optional[Path] = None, depth_mode: DepthMode = "file",
-             extract_to: Optional[Path] = None) -> List[Sequence]:
+def discover(
+    path: Path, depth_dir: Optional[Path] = None, depth_mode: DepthMode = "file", extract_to: Optional[Path] = None
+) -> List[Sequence]:
     """One sequence from a video file or a frame folder (``extract_to``: decode the video to JPEGs there)."""
     path = Path(path)
     if not path.exists():
@@ -205,8 +212,11 @@ def discover(path: Path, depth_dir: Optional[Path] = None, depth_mode: DepthMode
         ddir = Path(depth_dir) if depth_dir else default_depth_dir(path)
         cmd = depth_command("video", path, None, f"--output {ddir}")
         depths = [folder_depth_path(ddir, p.stem) for p in images]
-        return [FrameListSequence(path.name, "video", images, depths, None, NEARBY_RANGE, depth_mode, cmd,
-                                  positions=stem_numbers(images))]
+        return [
+            FrameListSequence(
+                path.name, "video", images, depths, None, NEARBY_RANGE, depth_mode, cmd, positions=stem_numbers(images)
+            )
+        ]
     if path.suffix.lower() not in VIDEO_EXTS:
         raise DataError(f"{path}: unsupported video extension (supported: {', '.join(VIDEO_EXTS)})")
     video = VideoFileSequence(path, depth_dir, depth_mode)
@@ -214,5 +224,16 @@ def discover(path: Path, depth_dir: Optional[Path] = None, depth_mode: DepthMode
         return [video]
     images = extract_frames(video, cache_dir_for(path, extract_to))
     depths = [video.depth_path(i) for i in range(video.num_frames)]
-    return [FrameListSequence(video.name, "video", images, depths, None, NEARBY_RANGE, depth_mode, video.depth_command,
-                              positions=video.frame_positions())]
+    return [
+        FrameListSequence(
+            video.name,
+            "video",
+            images,
+            depths,
+            None,
+            NEARBY_RANGE,
+            depth_mode,
+            video.depth_command,
+            positions=video.frame_positions(),
+        )
+    ]

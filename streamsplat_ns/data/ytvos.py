@@ -23,12 +23,13 @@ def read_meta(path: Path) -> dict:
     except (OSError, json.JSONDecodeError) as e:
         raise DataError(f"{path}: unreadable meta.json ({e})") from e
     if not isinstance(meta, dict) or not isinstance(meta.get("videos"), dict):
-        raise DataError(f"{path}: expected {{\"videos\": {{<video_id>: {{\"objects\": ...}}}}}}")
+        raise DataError(f'{path}: expected {{"videos": {{<video_id>: {{"objects": ...}}}}}}')
     return meta
 
 
-def discover(root: Path, split: str = "train", depth_mode: DepthMode = "file",
-             names: Optional[List[str]] = None) -> List[FrameListSequence]:
+def discover(
+    root: Path, split: str = "train", depth_mode: DepthMode = "file", names: Optional[List[str]] = None
+) -> List[FrameListSequence]:
     """Videos of ``meta.json`` that have frames. Train masks per frame; ``valid`` masks are all ones
     (official: only first-appearance frames are annotated there)."""
     root = Path(root)
@@ -52,6 +53,18 @@ def discover(root: Path, split: str = "train", depth_mode: DepthMode = "file",
         else:
             masks, fill = None, 1.0
         depths = [ytvos_depth_path(root, split, vid, p.stem) for p in images]
-        seqs.append(FrameListSequence(vid, "ytvos", images, depths, masks, NEARBY_RANGE, depth_mode, cmd,
-                                      mask_fill=fill, positions=stem_numbers(images)))
+        seqs.append(
+            FrameListSequence(
+                vid,
+                "ytvos",
+                images,
+                depths,
+                masks,
+                NEARBY_RANGE,
+                depth_mode,
+                cmd,
+                mask_fill=fill,
+                positions=stem_numbers(images),
+            )
+        )
     return seqs

@@ -68,17 +68,27 @@ def resolve_sample(data: Path, cfg: StreamSplatDataParserConfig) -> Tuple[Path, 
     return Path(data), False
 
 
-def canonical_cameras(sizes: List[Tuple[int, int]], times: List[float], clip_ids: List[int],
-                      frame_ids: List[int]) -> Cameras:
+def canonical_cameras(
+    sizes: List[Tuple[int, int]], times: List[float], clip_ids: List[int], frame_ids: List[int]
+) -> Cameras:
     n = len(sizes)
     hw = torch.tensor(sizes, dtype=torch.float32).view(n, 2)
     h, w = hw[:, :1], hw[:, 1:]
     return Cameras(
-        camera_to_worlds=CANONICAL_C2W.expand(n, 3, 4).clone(), fx=w / 2, fy=h / 2, cx=w / 2, cy=h / 2,
-        width=w.long(), height=h.long(), camera_type=CameraType.ORTHOPHOTO,
+        camera_to_worlds=CANONICAL_C2W.expand(n, 3, 4).clone(),
+        fx=w / 2,
+        fy=h / 2,
+        cx=w / 2,
+        cy=h / 2,
+        width=w.long(),
+        height=h.long(),
+        camera_type=CameraType.ORTHOPHOTO,
         times=torch.tensor(times, dtype=torch.float32),
-        metadata={"clip_id": torch.tensor(clip_ids, dtype=torch.long).view(n, 1),
-                  "frame_id": torch.tensor(frame_ids, dtype=torch.long).view(n, 1)})
+        metadata={
+            "clip_id": torch.tensor(clip_ids, dtype=torch.long).view(n, 1),
+            "frame_id": torch.tensor(frame_ids, dtype=torch.long).view(n, 1),
+        },
+    )
 
 
 def display_frames(seq: Sequence, cache: Path) -> List[Path]:
@@ -142,14 +152,22 @@ class StreamSplatDataParser(DataParser):
         mask_filenames = masks if all(m is not None and Path(m).is_file() for m in masks) else None
         cameras = canonical_cameras(sizes, times, clip_ids, frame_ids)
         metadata = {
-            "sequences": seqs, "weights": self.weights(), "image_size": (cfg.image_height, cfg.image_width),
-            "datasets": sorted({s.dataset for s in seqs}), "split": split, "mask_semantics": "object_ids",
+            "sequences": seqs,
+            "weights": self.weights(),
+            "image_size": (cfg.image_height, cfg.image_width),
+            "datasets": sorted({s.dataset for s in seqs}),
+            "split": split,
+            "mask_semantics": "object_ids",
             "depth_roots": self.depth_roots(),
             "camera_sequences": [s.name for s in seqs[: max(1, cfg.num_camera_sequences)]],
         }
         return DataparserOutputs(
-            image_filenames=images, cameras=cameras, mask_filenames=mask_filenames,
-            scene_box=SceneBox(aabb=torch.tensor([[-1.0, 0.0, -1.0], [1.0, 5.0, 1.0]])), metadata=metadata)
+            image_filenames=images,
+            cameras=cameras,
+            mask_filenames=mask_filenames,
+            scene_box=SceneBox(aabb=torch.tensor([[-1.0, 0.0, -1.0], [1.0, 5.0, 1.0]])),
+            metadata=metadata,
+        )
 
 
 class DavisDataParser(StreamSplatDataParser):
@@ -159,8 +177,9 @@ class DavisDataParser(StreamSplatDataParser):
         root, _ = resolve_sample(self.config.data, self.config)
         self.root = root
         s = self.config.eval_split if is_eval(split) else self.config.train_split
-        return list(davis_reader.discover(root, s, self.config.resolution, self.config.mask_source,
-                                          self.config.depth_mode))
+        return list(
+            davis_reader.discover(root, s, self.config.resolution, self.config.mask_source, self.config.depth_mode)
+        )
 
     def depth_roots(self) -> Dict[str, str]:
         return {"davis": str(self.root / "depthImages")}
@@ -180,8 +199,11 @@ class Co3dDataParser(StreamSplatDataParser):
     def sequences(self, split: str) -> List[Sequence]:
         sub = self.config.eval_subset if is_eval(split) else self.config.train_subset
         cats = list(self.config.categories) if self.config.categories else None
-        return list(co3d_reader.discover(self.config.data, "test" if is_eval(split) else "train",
-                                         self.config.depth_mode, cats, sub))
+        return list(
+            co3d_reader.discover(
+                self.config.data, "test" if is_eval(split) else "train", self.config.depth_mode, cats, sub
+            )
+        )
 
 
 class Re10kDataParser(StreamSplatDataParser):
@@ -189,8 +211,14 @@ class Re10kDataParser(StreamSplatDataParser):
 
     def sequences(self, split: str) -> List[Sequence]:
         s = self.config.eval_split if is_eval(split) else self.config.train_split
-        return re10k_reader.discover(self.config.data, s, self.config.format, self.config.depth_mode,
-                                     self.config.frames_dir, self.config.max_chunks)
+        return re10k_reader.discover(
+            self.config.data,
+            s,
+            self.config.format,
+            self.config.depth_mode,
+            self.config.frames_dir,
+            self.config.max_chunks,
+        )
 
 
 class VideoDataParser(StreamSplatDataParser):
@@ -201,8 +229,18 @@ class VideoDataParser(StreamSplatDataParser):
         if Path(cfg.data) == EMBEDDED_SAMPLE:
             root, _ = resolve_sample(cfg.data, cfg)
             seq = davis_reader.discover(root, "val", mask_source="none", depth_mode=cfg.depth_mode)[0]
-            return [FrameListSequence(seq.name, "video", seq.images, seq.depths, None, video_reader.NEARBY_RANGE,
-                                      cfg.depth_mode, seq.depth_command)]
+            return [
+                FrameListSequence(
+                    seq.name,
+                    "video",
+                    seq.images,
+                    seq.depths,
+                    None,
+                    video_reader.NEARBY_RANGE,
+                    cfg.depth_mode,
+                    seq.depth_command,
+                )
+            ]
         extract = cache_root(cfg) / "video_frames" if cfg.extract_frames else None
         return video_reader.discover(cfg.data, cfg.depth_dir, cfg.depth_mode, extract)
 
@@ -223,8 +261,14 @@ class CombinedDataParser(StreamSplatDataParser):
 
     def sequences(self, split: str) -> List[Sequence]:
         c = self.config
-        common = dict(depth_mode=c.depth_mode, max_sequences=c.max_sequences, num_camera_sequences=1,
-                      image_height=c.image_height, image_width=c.image_width, cache_dir=c.cache_dir)
+        common = dict(
+            depth_mode=c.depth_mode,
+            max_sequences=c.max_sequences,
+            num_camera_sequences=1,
+            image_height=c.image_height,
+            image_width=c.image_width,
+            cache_dir=c.cache_dir,
+        )
         seqs: List[Sequence] = []
         per: Dict[str, List[Sequence]] = {}
         for name, path in self._parts().items():

@@ -145,8 +145,12 @@ class CombinedDataParserConfig(StreamSplatDataParserConfig):
 
 
 DATASETS: Dict[str, Type[StreamSplatDataParserConfig]] = {
-    "davis": DavisDataParserConfig, "ytvos": YtvosDataParserConfig, "co3d": Co3dDataParserConfig,
-    "re10k": Re10kDataParserConfig, "video": VideoDataParserConfig}
+    "davis": DavisDataParserConfig,
+    "ytvos": YtvosDataParserConfig,
+    "co3d": Co3dDataParserConfig,
+    "re10k": Re10kDataParserConfig,
+    "video": VideoDataParserConfig,
+}
 """Dataset name -> its config: the one map from names to dataparsers (combined mixes, CLIs, comparisons)."""
 _ALIASES = {"youtube-vos": "ytvos", "youtube_vos": "ytvos", "co3dv2": "co3d"}
 
@@ -167,5 +171,11 @@ combined = DataParserSpecification(config=CombinedDataParserConfig(), descriptio
 video = DataParserSpecification(config=VideoDataParserConfig(), description="your own video or frame folder")
 
 #: entry-point name -> attribute (for pyproject and NERFSTUDIO_DATAPARSER_CONFIGS)
-ENTRY_POINTS = {"re10k-data": "re10k", "co3dv2-data": "co3dv2", "davis-data": "davis",
-                "youtube-vos-data": "youtube_vos", "streamsplat-combined-data": "combined", "video-data": "video"}
+ENTRY_POINTS = {
+    "re10k-data": "re10k",
+    "co3dv2-data": "co3dv2",
+    "davis-data": "davis",
+    "youtube-vos-data": "youtube_vos",
+    "streamsplat-combined-data": "combined",
+    "video-data": "video",
+}

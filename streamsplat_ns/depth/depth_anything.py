@@ -53,9 +53,17 @@ class DepthAnythingConfig:
         return presets[encoder]
 
     def dino(self) -> DinoConfig:
-        return DinoConfig(embed_dim=self.embed_dim, depth=self.depth, num_heads=self.num_heads, patch_size=14,
-                          img_size=self.img_size, num_register_tokens=0, layerscale_init=1.0,
-                          interpolate_offset=0.1, interpolate_antialias=False)
+        return DinoConfig(
+            embed_dim=self.embed_dim,
+            depth=self.depth,
+            num_heads=self.num_heads,
+            patch_size=14,
+            img_size=self.img_size,
+            num_register_tokens=0,
+            layerscale_init=1.0,
+            interpolate_offset=0.1,
+            interpolate_antialias=False,
+        )
 
 
 class DepthAnythingV2(nn.Module):
@@ -103,15 +111,17 @@ def infer_encoder(path: Union[str, Path], sd: Optional[Dict[str, Tensor]] = None
     raise ValueError(f"{path}: cannot tell the encoder (vits/vitb/vitl) from the file name; pass --encoder")
 
 
-def load_depth_anything(path: Union[str, Path], encoder: Optional[str] = None,
-                        device: Union[str, torch.device] = "cpu") -> DepthAnythingV2:
+def load_depth_anything(
+    path: Union[str, Path], encoder: Optional[str] = None, device: Union[str, torch.device] = "cpu"
+) -> DepthAnythingV2:
     """Build the model and load an official ``depth_anything_v2_<enc>.pth`` strictly (local file only)."""
     path = Path(os.path.expanduser(str(path)))
     if not path.is_file():
         raise FileNotFoundError(
             f"Depth Anything V2 checkpoint not found: {path}. Download depth_anything_v2_vitl.pth (or _vits/_vitb) "
             f"from the official release on a machine with network access and pass --checkpoint, or set "
-            f"STREAMSPLAT_DA2_CKPT. Nothing is downloaded here.")
+            f"STREAMSPLAT_DA2_CKPT. Nothing is downloaded here."
+        )
     from ..networks.checkpoint import check_finite, check_state_dict, torch_load
 
     sd = torch_load(path, what="Depth Anything V2 checkpoint", fix="copy depth_anything_v2_<enc>.pth again")
@@ -143,8 +153,10 @@ def _imagenet_stats(device: torch.device) -> Tuple[Tensor, Tensor]:
     """ImageNet mean/std as ``[1, 3, 1, 1]`` tensors, made once per device (a host-to-device copy is not
     allowed while a CUDA graph is being captured, and need not be paid per frame)."""
     if device not in _STATS:
-        _STATS[device] = (torch.tensor(IMAGENET_MEAN, device=device).view(1, 3, 1, 1),
-                          torch.tensor(IMAGENET_STD, device=device).view(1, 3, 1, 1))
+        _STATS[device] = (
+            torch.tensor(IMAGENET_MEAN, device=device).view(1, 3, 1, 1),
+            torch.tensor(IMAGENET_STD, device=device).view(1, 3, 1, 1),
+        )
     return _STATS[device]
 
 
@@ -174,9 +186,14 @@ def resize_disparity(d: Tensor, size: Tuple[int, int]) -> Float[Tensor, "B 1 h w
 
 
 @torch.no_grad()
-def predict_disparity(model: DepthAnythingV2, rgb: Float[Tensor, "B 3 H W"], preprocess: str = "streamsplat",
-                      short_side: int = 518, out_size: Optional[Tuple[int, int]] = None,
-                      dtype: Optional[torch.dtype] = None) -> Float[Tensor, "B H W"]:
+def predict_disparity(
+    model: DepthAnythingV2,
+    rgb: Float[Tensor, "B 3 H W"],
+    preprocess: str = "streamsplat",
+    short_side: int = 518,
+    out_size: Optional[Tuple[int, int]] = None,
+    dtype: Optional[torch.dtype] = None,
+) -> Float[Tensor, "B H W"]:
     """Raw relative inverse depth for RGB in [0, 1] (or uint8), resized back to ``out_size`` (default: input
     size). The eager reference; ``streamsplat_ns.inference.depth.DepthInference`` is the fast path.
     ``preprocess``: see :func:`preprocess`."""

@@ -55,8 +55,13 @@ class _Scratch(nn.Module):
         for i in range(1, 5):
             setattr(self, f"refinenet{i}", FusionBlock(features))
         self.output_conv1 = nn.Conv2d(features, features // 2, 3, padding=1)
-        self.output_conv2 = nn.Sequential(nn.Conv2d(features // 2, head_hidden, 3, padding=1), nn.ReLU(True),
-                                          nn.Conv2d(head_hidden, 1, 1), nn.ReLU(True), nn.Identity())
+        self.output_conv2 = nn.Sequential(
+            nn.Conv2d(features // 2, head_hidden, 3, padding=1),
+            nn.ReLU(True),
+            nn.Conv2d(head_hidden, 1, 1),
+            nn.ReLU(True),
+            nn.Identity(),
+        )
 
 
 class DPTHead(nn.Module):
@@ -65,9 +70,14 @@ class DPTHead(nn.Module):
         self.patch_size = patch_size
         self.projects = nn.ModuleList(nn.Conv2d(in_dim, c, 1) for c in out_channels)
         oc = list(out_channels)
-        self.resize_layers = nn.ModuleList([
-            nn.ConvTranspose2d(oc[0], oc[0], 4, stride=4), nn.ConvTranspose2d(oc[1], oc[1], 2, stride=2),
-            nn.Identity(), nn.Conv2d(oc[3], oc[3], 3, stride=2, padding=1)])
+        self.resize_layers = nn.ModuleList(
+            [
+                nn.ConvTranspose2d(oc[0], oc[0], 4, stride=4),
+                nn.ConvTranspose2d(oc[1], oc[1], 2, stride=2),
+                nn.Identity(),
+                nn.Conv2d(oc[3], oc[3], 3, stride=2, padding=1),
+            ]
+        )
         self.scratch = _Scratch(oc, features)
 
     def forward(self, feats: List[Tensor], patch_h: int, patch_w: int) -> Float[Tensor, "B 1 H W"]:
@@ -84,6 +94,7 @@ class DPTHead(nn.Module):
         p2 = s.refinenet2(p3, l2, size=l1.shape[2:])
         p1 = s.refinenet1(p2, l1)
         out = s.output_conv1(p1)
-        out = F.interpolate(out, (patch_h * self.patch_size, patch_w * self.patch_size), mode="bilinear",
-                            align_corners=True)
+        out = F.interpolate(
+            out, (patch_h * self.patch_size, patch_w * self.patch_size), mode="bilinear", align_corners=True
+        )
         return s.output_conv2(out)

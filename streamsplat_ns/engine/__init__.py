@@ -13,5 +13,17 @@ from .engine import Interval, ReconstructionEngine
 from .frames import Frame, FrameSource, key_frames, locate, open_frames
 from .outputs import HostFrames, VideoWriter, read_manifest, write_manifest
 
-__all__ = ["open_frames", "Frame", "FrameSource", "key_frames", "locate", "DisparitySource", "ReconstructionEngine",
-           "Interval", "VideoWriter", "HostFrames", "write_manifest", "read_manifest"]
+__all__ = [
+    "open_frames",
+    "Frame",
+    "FrameSource",
+    "key_frames",
+    "locate",
+    "DisparitySource",
+    "ReconstructionEngine",
+    "Interval",
+    "VideoWriter",
+    "HostFrames",
+    "write_manifest",
+    "read_manifest",
+]

@@ -26,10 +26,17 @@ DA2_ENV = "STREAMSPLAT_DA2_CKPT"
 class DisparitySource:
     """Where disparity comes from. Build with :meth:`files`, :meth:`depth_anything` or :meth:`resolve`."""
 
-    def __init__(self, mode: Literal["file", "compute"], *, depth_dir: Optional[Path] = None,
-                 model: Optional[torch.nn.Module] = None, preprocess: str = "streamsplat",
-                 command: Optional[str] = None,
-                 checkpoint: Optional[Path] = None, short_side: int = 518) -> None:
+    def __init__(
+        self,
+        mode: Literal["file", "compute"],
+        *,
+        depth_dir: Optional[Path] = None,
+        model: Optional[torch.nn.Module] = None,
+        preprocess: str = "streamsplat",
+        command: Optional[str] = None,
+        checkpoint: Optional[Path] = None,
+        short_side: int = 518,
+    ) -> None:
         if mode not in ("file", "compute"):
             raise ValueError(f"DisparitySource: mode must be 'file' or 'compute', got {mode!r}")
         if mode == "file" and depth_dir is None:
@@ -48,8 +55,13 @@ class DisparitySource:
         return cls("file", depth_dir=Path(depth_dir), command=command)
 
     @classmethod
-    def depth_anything(cls, checkpoint_or_model: Union[str, Path, torch.nn.Module], device="cpu",
-                       preprocess: str = "streamsplat", short_side: int = 518) -> "DisparitySource":
+    def depth_anything(
+        cls,
+        checkpoint_or_model: Union[str, Path, torch.nn.Module],
+        device="cpu",
+        preprocess: str = "streamsplat",
+        short_side: int = 518,
+    ) -> "DisparitySource":
         """Depth Anything V2 from an official ``depth_anything_v2_<enc>.pth`` (or an already built model); its
         precision and CUDA graph follow the engine's options (:meth:`bind`)."""
         ckpt = None
@@ -63,9 +75,17 @@ class DisparitySource:
         return cls("compute", model=model.eval(), preprocess=preprocess, checkpoint=ckpt, short_side=short_side)
 
     @classmethod
-    def resolve(cls, input: Union[str, Path], first_stem: Optional[str], mode: Literal["auto", "file", "compute"],
-                depth_dir: Optional[Path] = None, checkpoint: Optional[Path] = None, device="cpu",
-                preprocess: str = "streamsplat", short_side: int = 518) -> "DisparitySource":
+    def resolve(
+        cls,
+        input: Union[str, Path],
+        first_stem: Optional[str],
+        mode: Literal["auto", "file", "compute"],
+        depth_dir: Optional[Path] = None,
+        checkpoint: Optional[Path] = None,
+        device="cpu",
+        preprocess: str = "streamsplat",
+        short_side: int = 518,
+    ) -> "DisparitySource":
         """The CLI rule: 'file' reads maps, 'compute' runs DA-V2, 'auto' reads maps if the first frame has one."""
         from ..data.depth_io import default_depth_dir, depth_command, folder_depth_path
 
@@ -84,7 +104,8 @@ class DisparitySource:
             where = folder_depth_path(ddir, first_stem) if first_stem else ddir
             raise FileNotFoundError(
                 f"no disparity maps at {where} and no Depth Anything V2 checkpoint: pass --depth-checkpoint "
-                f"depth_anything_v2_vits.pth (or _vitl; or set {DA2_ENV}), or precompute maps with: {cmd}")
+                f"depth_anything_v2_vits.pth (or _vitl; or set {DA2_ENV}), or precompute maps with: {cmd}"
+            )
         log.info("disparity: Depth Anything V2 (%s) on the device", ckpt)
         return cls.depth_anything(ckpt, device=device, preprocess=preprocess, short_side=short_side)
 
@@ -111,8 +132,10 @@ class DisparitySource:
         except MissingDepthError:
             raise
         except Exception as e:  # noqa: BLE001
-            raise DataError(f"{p}: cannot read the disparity map ({type(e).__name__}: {e}); the file is damaged: "
-                            f"re-create it with: {self.command}") from e
+            raise DataError(
+                f"{p}: cannot read the disparity map ({type(e).__name__}: {e}); the file is damaged: "
+                f"re-create it with: {self.command}"
+            ) from e
         if not np.isfinite(d).all():
             raise DataError(f"{p}: the disparity map holds NaN/Inf; re-create it with: {self.command}")
         return np.ascontiguousarray(d, dtype=np.float32)
@@ -135,8 +158,13 @@ class DisparitySource:
             from ..inference import InferenceOptions
 
             self._bound = (options, size)
-            self._infer = DepthInference.from_options(self.model, options or InferenceOptions.eager(), out_size=size,
-                                                      preprocess=self.preprocess, short_side=self.short_side)
+            self._infer = DepthInference.from_options(
+                self.model,
+                options or InferenceOptions.eager(),
+                out_size=size,
+                preprocess=self.preprocess,
+                short_side=self.short_side,
+            )
         return self._infer(rgb)
 
     def close(self) -> None:
@@ -147,6 +175,10 @@ class DisparitySource:
     def describe(self) -> dict:
         if self.mode == "file":
             return {"mode": "file", "depth_dir": str(Path(self.depth_dir).resolve())}
-        return {"mode": "compute", "model": "depth_anything_v2",
-                "checkpoint": None if self.checkpoint is None else str(Path(self.checkpoint).resolve()),
-                "preprocess": self.preprocess, "short_side": self.short_side}
+        return {
+            "mode": "compute",
+            "model": "depth_anything_v2",
+            "checkpoint": None if self.checkpoint is None else str(Path(self.checkpoint).resolve()),
+            "preprocess": self.preprocess,
+            "short_side": self.short_side,
+        }

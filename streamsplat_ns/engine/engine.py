@@ -106,8 +106,14 @@ class _StageTimer:
 class _Prefetch:
     """Thread between the frame source and the device: host-side checks, disparity files, pinned copies."""
 
-    def __init__(self, frames: Iterable[Frame], disparity: Optional[DisparitySource], size: Tuple[int, int],
-                 pin: bool, depth: int = 3) -> None:
+    def __init__(
+        self,
+        frames: Iterable[Frame],
+        disparity: Optional[DisparitySource],
+        size: Tuple[int, int],
+        pin: bool,
+        depth: int = 3,
+    ) -> None:
         self.frames, self.disparity, self.size, self.pin = frames, disparity, size, pin
         self.q: "queue.Queue" = queue.Queue(maxsize=depth)
         self.stop = threading.Event()
@@ -124,8 +130,10 @@ class _Prefetch:
         if self.shape is None:
             self.shape = rgb.shape
         elif rgb.shape != self.shape:
-            raise ValueError(f"frame {f.index} ({f.stem}) is {rgb.shape[1]}x{rgb.shape[0]}, the stream started at "
-                             f"{self.shape[1]}x{self.shape[0]}; every frame must have the same size")
+            raise ValueError(
+                f"frame {f.index} ({f.stem}) is {rgb.shape[1]}x{rgb.shape[0]}, the stream started at "
+                f"{self.shape[1]}x{self.shape[0]}; every frame must have the same size"
+            )
 
     def _run(self) -> None:
         try:
@@ -200,10 +208,20 @@ class ReconstructionEngine:
     :meth:`stream` (not by :meth:`reconstruct_clip`, which takes disparity as input).
     """
 
-    def __init__(self, model, *, options: Optional[InferenceOptions] = None,
-                 disparity: Optional[DisparitySource] = None, device: Union[str, torch.device, None] = None,
-                 background: float = 0.5, render_backend: str = "auto", overlap_depth: bool = True,
-                 sync_timings: bool = False, lookahead: Optional[int] = None, prefetch_depth: int = 3) -> None:
+    def __init__(
+        self,
+        model,
+        *,
+        options: Optional[InferenceOptions] = None,
+        disparity: Optional[DisparitySource] = None,
+        device: Union[str, torch.device, None] = None,
+        background: float = 0.5,
+        render_backend: str = "auto",
+        overlap_depth: bool = True,
+        sync_timings: bool = False,
+        lookahead: Optional[int] = None,
+        prefetch_depth: int = 3,
+    ) -> None:
         model._require_decoder()
         self.device = torch.device(device) if device is not None else next(model.parameters()).device
         self.options = options if options is not None else InferenceOptions.default_for(self.device)
@@ -242,8 +260,11 @@ class ReconstructionEngine:
         with self.timer("upload", stream):
             u8 = rgb_host.to(self.device, non_blocking=True).permute(2, 0, 1)[None]
             x = u8.float().div_(255.0)
-            rgb = x if tuple(x.shape[-2:]) == self.size else F.interpolate(
-                x, size=self.size, mode="bilinear", align_corners=False, antialias=True)
+            rgb = (
+                x
+                if tuple(x.shape[-2:]) == self.size
+                else F.interpolate(x, size=self.size, mode="bilinear", align_corners=False, antialias=True)
+            )
             disp = None
             if disp_host is not None:
                 disp = disp_host.to(self.device, non_blocking=True)[None, None]
@@ -308,8 +329,14 @@ class ReconstructionEngine:
                 self.frames_done += 1
                 if g is not None:
                     assert prev is not None
-                    iv = Interval(self.intervals_done, (prev.frame.index, p.frame.index), g, p.frame.t_arrival,
-                                  (prev.frame.stem, p.frame.stem), self._timings(p))
+                    iv = Interval(
+                        self.intervals_done,
+                        (prev.frame.index, p.frame.index),
+                        g,
+                        p.frame.t_arrival,
+                        (prev.frame.stem, p.frame.stem),
+                        self._timings(p),
+                    )
                     self.intervals_done += 1
                     if self.t_first is None:
                         self.t_first = time.perf_counter()
@@ -345,8 +372,16 @@ class ReconstructionEngine:
         return hit
 
     @torch.no_grad()
-    def render_output(self, what: Union[Interval, DynamicGaussians], times, *, height: Optional[int] = None,
-                      width: Optional[int] = None, viewmats: Optional[Tensor] = None, Ks: Optional[Tensor] = None):
+    def render_output(
+        self,
+        what: Union[Interval, DynamicGaussians],
+        times,
+        *,
+        height: Optional[int] = None,
+        width: Optional[int] = None,
+        viewmats: Optional[Tensor] = None,
+        Ks: Optional[Tensor] = None,
+    ):
         """All ``times`` (normalised in the interval) in one batched render -> ``RenderOutput`` [1, T, ...]."""
         from ..api import render
 
@@ -356,8 +391,7 @@ class ReconstructionEngine:
         kw = {} if viewmats is None else {"viewmats": viewmats, "Ks": Ks}
         with self.timer("render"):
             # inputs are network outputs of validated frames and checkpoints: no per-tensor finiteness sync
-            return render(g, t, h, w, background=self.background, backend=self.render_backend, check_inputs=False,
-                          **kw)
+            return render(g, t, h, w, background=self.background, backend=self.render_backend, check_inputs=False, **kw)
 
     def render(self, what: Union[Interval, DynamicGaussians], times, **kw) -> Float[Tensor, "T H W 3"]:
         """RGB of the canonical view at ``times`` in [0, 1] of the interval, one batched call -> [T, H, W, 3]."""
@@ -365,16 +399,24 @@ class ReconstructionEngine:
 
     # ------------------------------------------------------------------ clips (viewer, export, ns-render)
     @torch.no_grad()
-    def reconstruct_clip(self, rgb: Float[Tensor, "N 3 H W"], disp: Float[Tensor, "N 1 H W"], key_gap: int, *,
-                         frames: Optional[Sequence[int]] = None) -> List[Interval]:
+    def reconstruct_clip(
+        self,
+        rgb: Float[Tensor, "N 3 H W"],
+        disp: Float[Tensor, "N 1 H W"],
+        key_gap: int,
+        *,
+        frames: Optional[Sequence[int]] = None,
+    ) -> List[Interval]:
         """Intervals of a clip already in memory (RGB in [0, 1], disparity any scale).
 
         Without ``frames`` the rows are the clip's frames 0..N-1 and the key frames are
         ``key_frames(N, key_gap)``. With ``frames`` the rows are already the key frames and ``frames`` their
         source indices (a viewer loads only the pair it shows)."""
         if rgb.dim() != 4 or rgb.shape[1] != 3 or disp.dim() != 4 or disp.shape[1] != 1 or len(rgb) != len(disp):
-            raise ValueError(f"reconstruct_clip: rgb must be [N, 3, H, W] and disp [N, 1, H, W] with the same N, got "
-                             f"{tuple(rgb.shape)} and {tuple(disp.shape)}")
+            raise ValueError(
+                f"reconstruct_clip: rgb must be [N, 3, H, W] and disp [N, 1, H, W] with the same N, got "
+                f"{tuple(rgb.shape)} and {tuple(disp.shape)}"
+            )
         if frames is None:
             idx = key_frames(len(rgb), key_gap)
             rows = idx
@@ -389,8 +431,8 @@ class ReconstructionEngine:
         now = time.perf_counter()
         try:
             for j, r in enumerate(rows):
-                x = rgb[r:r + 1].to(self.device, torch.float32)
-                d = disp[r:r + 1].to(self.device, torch.float32)
+                x = rgb[r : r + 1].to(self.device, torch.float32)
+                d = disp[r : r + 1].to(self.device, torch.float32)
                 if tuple(x.shape[-2:]) != self.size:
                     x = F.interpolate(x, size=self.size, mode="bilinear", align_corners=False, antialias=True)
                     d = F.interpolate(d, size=self.size, mode="nearest")
@@ -414,8 +456,9 @@ class ReconstructionEngine:
         self.close()
 
     # ------------------------------------------------------------------ outputs and statistics
-    def open_video(self, path, fps: float, height: Optional[int] = None, width: Optional[int] = None,
-                   preset: str = "veryfast"):
+    def open_video(
+        self, path, fps: float, height: Optional[int] = None, width: Optional[int] = None, preset: str = "veryfast"
+    ):
         """A background-thread mp4 writer whose encode time shows in :attr:`stats`."""
         from .outputs import VideoWriter
 
@@ -435,12 +478,17 @@ class ReconstructionEngine:
         wall = (end - self.t_start) if self.t_start else 0.0
         n = max(self.frames_done, 1)
         return {
-            "frames": self.frames_done, "intervals": self.intervals_done, "wall_s": wall,
+            "frames": self.frames_done,
+            "intervals": self.intervals_done,
+            "wall_s": wall,
             "frames_per_s": self.frames_done / wall if wall > 0 else None,
             "first_interval_s": None if self.t_first is None or self.t_start is None else self.t_first - self.t_start,
-            "stages_s": stages, "stages_ms_per_frame": {k: 1000 * v / n for k, v in stages.items()},
+            "stages_s": stages,
+            "stages_ms_per_frame": {k: 1000 * v / n for k, v in stages.items()},
             "dropped": sum(getattr(s, "dropped", 0) for s in self._sources),
-            "device": str(self.device), "options": _describe(self.options), "overlap_depth": self.overlap_depth,
+            "device": str(self.device),
+            "options": _describe(self.options),
+            "overlap_depth": self.overlap_depth,
         }
 
 

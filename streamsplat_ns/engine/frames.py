@@ -91,9 +91,17 @@ class FrameSource:
 
     live = False
 
-    def __init__(self, path: Union[str, Path], *, frame_step: int = 1, max_frames: Optional[int] = None,
-                 realtime: bool = False, fps: Optional[float] = None, queue_size: int = 4,
-                 drop_late: Optional[bool] = None) -> None:
+    def __init__(
+        self,
+        path: Union[str, Path],
+        *,
+        frame_step: int = 1,
+        max_frames: Optional[int] = None,
+        realtime: bool = False,
+        fps: Optional[float] = None,
+        queue_size: int = 4,
+        drop_late: Optional[bool] = None,
+    ) -> None:
         if frame_step < 1:
             raise ValueError(f"frame_step must be >= 1, got {frame_step}")
         if max_frames is not None and max_frames < 1:
@@ -129,7 +137,7 @@ class FrameSource:
         if self.num_frames is None:
             return None
         keys = key_frames(self.num_frames, self.frame_step)
-        return keys[:self.max_frames] if self.max_frames else keys
+        return keys[: self.max_frames] if self.max_frames else keys
 
     @property
     def first_stem(self) -> str:
@@ -209,8 +217,10 @@ class FrameSource:
         rgb = get()
         self.decode_s += time.perf_counter() - t
         if self.size is not None and rgb.shape[:2] != self.size:
-            raise DataError(f"{self._name(stem)}: frame {index} is {rgb.shape[1]}x{rgb.shape[0]} but the stream "
-                            f"started at {self.size[1]}x{self.size[0]}; every frame must have the same size")
+            raise DataError(
+                f"{self._name(stem)}: frame {index} is {rgb.shape[1]}x{rgb.shape[0]} but the stream "
+                f"started at {self.size[1]}x{self.size[0]}; every frame must have the same size"
+            )
         self.size = self.size or tuple(rgb.shape[:2])
         if self.realtime and self.fps:
             wait = t0 + index / self.fps - time.perf_counter()
@@ -248,9 +258,14 @@ class FrameSource:
                     self._emit(*pending, t0)
                 self._finish()
         except Exception as e:  # noqa: BLE001 - reported through .error, the caller finalises
-            self.error = e if isinstance(e, DataError) else DataError(
-                f"{self.path}: decoding stopped after {self.decoded} frames ({type(e).__name__}: {e}); "
-                f"the input is damaged or truncated")
+            self.error = (
+                e
+                if isinstance(e, DataError)
+                else DataError(
+                    f"{self.path}: decoding stopped after {self.decoded} frames ({type(e).__name__}: {e}); "
+                    f"the input is damaged or truncated"
+                )
+            )
             log.warning("%s", self.error)
         finally:
             self._close_decoder()
@@ -281,14 +296,17 @@ class FolderSource(FrameSource):
                 with Image.open(p) as im:
                     size = im.size
             except Exception as e:  # noqa: BLE001
-                raise DataError(f"{p}: not a readable image ({type(e).__name__}: {e}); re-export it or remove it "
-                                f"from {folder}") from e
+                raise DataError(
+                    f"{p}: not a readable image ({type(e).__name__}: {e}); re-export it or remove it from {folder}"
+                ) from e
             if first is None:
                 first = (p, size)
             elif size != first[1]:
-                raise DataError(f"{p}: frame size {size[0]}x{size[1]} differs from {first[0].name} "
-                                f"({first[1][0]}x{first[1][1]}); every frame of {folder} must have the same size "
-                                f"(resize or remove the odd frames)")
+                raise DataError(
+                    f"{p}: frame size {size[0]}x{size[1]} differs from {first[0].name} "
+                    f"({first[1][0]}x{first[1][1]}); every frame of {folder} must have the same size "
+                    f"(resize or remove the odd frames)"
+                )
         self.size = (first[1][1], first[1][0])
 
     def _name(self, stem: str) -> str:
@@ -307,8 +325,11 @@ class FolderSource(FrameSource):
                     with Image.open(p) as im:
                         return np.array(im.convert("RGB"))  # writable: torch.from_numpy needs it
                 except Exception as e:  # noqa: BLE001
-                    raise DataError(f"{p}: cannot decode the image ({type(e).__name__}: {e}); the file is damaged "
-                                    f"or truncated: re-export it or remove it from {self.path}") from e
+                    raise DataError(
+                        f"{p}: cannot decode the image ({type(e).__name__}: {e}); the file is damaged "
+                        f"or truncated: re-export it or remove it from {self.path}"
+                    ) from e
+
             return get
 
         for i, p in enumerate(self.images):
@@ -338,8 +359,10 @@ class AVSource(FrameSource):
             self._container = av.open(source, **opts, timeout=10.0 if self.live else None)
         except Exception as e:  # noqa: BLE001 - av raises several error types
             what = "camera device" if _is_device(source) else "stream URL" if _is_url(source) else "video"
-            raise DataError(f"{source}: cannot open {what} ({type(e).__name__}: {e}); is it a valid "
-                            f"mp4/mov/avi/webm/mkv (or a connected camera / reachable stream)?") from e
+            raise DataError(
+                f"{source}: cannot open {what} ({type(e).__name__}: {e}); is it a valid "
+                f"mp4/mov/avi/webm/mkv (or a connected camera / reachable stream)?"
+            ) from e
         if not self._container.streams.video:
             self._container.close()
             raise DataError(f"{source}: has no video stream")
@@ -363,8 +386,10 @@ class AVSource(FrameSource):
 
     def _finish(self) -> None:
         if self.num_frames is not None and self.decoded < self.num_frames:
-            raise DataError(f"{self.path}: decoded only {self.decoded} of the {self.num_frames} frames the container "
-                            f"announces; the file is truncated or damaged (re-download or re-encode it)")
+            raise DataError(
+                f"{self.path}: decoded only {self.decoded} of the {self.num_frames} frames the container "
+                f"announces; the file is truncated or damaged (re-download or re-encode it)"
+            )
 
     def _close_decoder(self) -> None:
         try:
@@ -373,17 +398,30 @@ class AVSource(FrameSource):
             pass
 
 
-def open_frames(source: Union[str, Path], *, frame_step: int = 1, max_frames: Optional[int] = None,
-                realtime: bool = False, fps: Optional[float] = None, queue_size: int = 4,
-                drop_late: Optional[bool] = None) -> FrameSource:
+def open_frames(
+    source: Union[str, Path],
+    *,
+    frame_step: int = 1,
+    max_frames: Optional[int] = None,
+    realtime: bool = False,
+    fps: Optional[float] = None,
+    queue_size: int = 4,
+    drop_late: Optional[bool] = None,
+) -> FrameSource:
     """Open a video file, a folder of frames, a camera device (``/dev/videoN``) or a URL PyAV can read.
 
     ``frame_step``/``max_frames`` select key frames (:func:`key_frames`); ``realtime`` paces a file or folder
     at its frame rate (``fps`` overrides it; folders default to 30) as a camera would deliver it;
     ``drop_late`` (default: on for realtime and live sources) discards the oldest queued frame when the
     consumer lags, counting it in ``.dropped``. Decoding starts on first iteration (or ``.start()``)."""
-    kw = dict(frame_step=frame_step, max_frames=max_frames, realtime=realtime, fps=fps, queue_size=queue_size,
-              drop_late=drop_late)
+    kw = dict(
+        frame_step=frame_step,
+        max_frames=max_frames,
+        realtime=realtime,
+        fps=fps,
+        queue_size=queue_size,
+        drop_late=drop_late,
+    )
     s = str(source)
     if _is_device(s) or _is_url(s):
         return AVSource(s, **kw)

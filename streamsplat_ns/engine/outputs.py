@@ -58,8 +58,9 @@ class VideoWriter:
     the encoder falls behind). ``close()`` flushes, renames to ``path`` and returns the frame count; an
     error inside the thread (e.g. a full disk) is raised by the next ``write``/``close``."""
 
-    def __init__(self, path: Union[str, Path], fps: float, height: int, width: int, queue_size: int = 8,
-                 preset: str = "veryfast") -> None:
+    def __init__(
+        self, path: Union[str, Path], fps: float, height: int, width: int, queue_size: int = 8, preset: str = "veryfast"
+    ) -> None:
         import av
 
         self.path = Path(path)
@@ -121,7 +122,7 @@ class VideoWriter:
             try:
                 arr = frames.numpy()
                 t = time.perf_counter()
-                for i in (range(arr.shape[0]) if idx is None else idx):
+                for i in range(arr.shape[0]) if idx is None else idx:
                     a = arr[i]
                     if a.shape[0] != self.height or a.shape[1] != self.width:
                         a = np.pad(a, ((0, self.height - a.shape[0]), (0, self.width - a.shape[1]), (0, 0)), "edge")
@@ -183,8 +184,9 @@ def read_manifest(out_dir: Union[str, Path]) -> dict:
     path = Path(out_dir)
     path = path if path.suffix == ".json" else path / MANIFEST
     if not path.is_file():
-        raise FileNotFoundError(f"{path}: no reconstruction manifest; run streamsplat-reconstruct ... --output "
-                                f"{path.parent} first")
+        raise FileNotFoundError(
+            f"{path}: no reconstruction manifest; run streamsplat-reconstruct ... --output {path.parent} first"
+        )
     try:
         doc = json.loads(path.read_text())
     except ValueError as e:

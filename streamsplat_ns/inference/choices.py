@@ -75,8 +75,9 @@ def _default_timer(device: torch.device) -> Timer:
     return gpu_time_ms if device.type == "cuda" else cpu_time_ms
 
 
-def choose_fastest(eager: Callable[[], Any], candidates: Dict[Hashable, Callable[[], Any]], timer: Timer,
-                   rounds: int = 3):
+def choose_fastest(
+    eager: Callable[[], Any], candidates: Dict[Hashable, Callable[[], Any]], timer: Timer, rounds: int = 3
+):
     """The key of the fastest of ``candidates`` (config -> zero-argument callable), or None when ``eager()``
     is at least as fast. Each is run once first (compiles; a config that cannot launch is dropped), then
     timed ``rounds`` times in turn and judged by its best round, so a clock ramp or a neighbour on the GPU
@@ -169,8 +170,12 @@ class KernelChoices:
             why = f"it cannot be read ({type(e).__name__}: {e})"
         if why is not None:
             if warn:
-                warnings.warn(f"kernel-choice cache {self.path} ignored: {why}; the kernels are timed again and "
-                              "the file rewritten", RuntimeWarning, stacklevel=4)
+                warnings.warn(
+                    f"kernel-choice cache {self.path} ignored: {why}; the kernels are timed again and "
+                    "the file rewritten",
+                    RuntimeWarning,
+                    stacklevel=4,
+                )
             return {}
         return {k: _from_json(v) for k, v in data["choices"].items()}
 
@@ -189,8 +194,12 @@ class KernelChoices:
             self.path.parent.mkdir(parents=True, exist_ok=True)
             atomic_write_text(self.path, json.dumps(doc, indent=1) + "\n")
         except OSError as e:  # a read-only home must not stop inference
-            logger.warning("could not write the kernel-choice cache %s (%s); set $STREAMSPLAT_CACHE_DIR to a "
-                           "writable folder to keep the choices between runs", self.path, e)
+            logger.warning(
+                "could not write the kernel-choice cache %s (%s); set $STREAMSPLAT_CACHE_DIR to a "
+                "writable folder to keep the choices between runs",
+                self.path,
+                e,
+            )
         self._disk = merged
 
     # ------------------------------------------------------------------ choices
@@ -208,8 +217,11 @@ class KernelChoices:
                 if v is None or v in candidates:
                     self._mem[k] = v
                     return v
-                warnings.warn(f"kernel-choice cache {self.path}: {k} names {v}, which is no longer a candidate; "
-                              "timing it again", RuntimeWarning, stacklevel=3)
+                warnings.warn(
+                    f"kernel-choice cache {self.path}: {k} names {v}, which is no longer a candidate; timing it again",
+                    RuntimeWarning,
+                    stacklevel=3,
+                )
             if self.device.type == "cuda" and torch.cuda.is_current_stream_capturing():
                 return None
             v = choose_fastest(eager, candidates, self.timer or _default_timer(self.device))
@@ -223,8 +235,7 @@ _REGISTRY: Dict[Tuple[str, str], KernelChoices] = {}
 _REG_LOCK = threading.Lock()
 
 
-def get_choices(device: Union[str, torch.device], cache_dir: Optional[Union[str, os.PathLike]] = None
-                ) -> KernelChoices:
+def get_choices(device: Union[str, torch.device], cache_dir: Optional[Union[str, os.PathLike]] = None) -> KernelChoices:
     """The process-wide :class:`KernelChoices` of ``device`` backed by ``cache_dir`` (default
     ``$STREAMSPLAT_CACHE_DIR`` or ``~/.cache/streamsplat``)."""
     device = torch.device(device)

@@ -50,13 +50,25 @@ class DepthInference:
     :func:`streamsplat_ns.inference.prepare` (same maths, fewer kernels).
     """
 
-    def __init__(self, model: DepthAnythingV2, *, dtype: Optional[torch.dtype] = torch.bfloat16,
-                 cuda_graph: bool = True, preprocess: str = "streamsplat", short_side: int = 518,
-                 out_size: Optional[Tuple[int, int]] = None, fused: bool = True, channels_last: bool = True,
-                 max_graphs: int = 4, warmup: int = 2) -> None:
+    def __init__(
+        self,
+        model: DepthAnythingV2,
+        *,
+        dtype: Optional[torch.dtype] = torch.bfloat16,
+        cuda_graph: bool = True,
+        preprocess: str = "streamsplat",
+        short_side: int = 518,
+        out_size: Optional[Tuple[int, int]] = None,
+        fused: bool = True,
+        channels_last: bool = True,
+        max_graphs: int = 4,
+        warmup: int = 2,
+    ) -> None:
         if not isinstance(model, DepthAnythingV2):
-            raise TypeError(f"DepthInference: model must be a DepthAnythingV2 (load_depth_anything(path)), "
-                            f"got {type(model).__name__}")
+            raise TypeError(
+                f"DepthInference: model must be a DepthAnythingV2 (load_depth_anything(path)), "
+                f"got {type(model).__name__}"
+            )
         if preprocess not in ("streamsplat", "official"):
             raise ValueError(f"DepthInference: preprocess must be 'streamsplat' or 'official', got {preprocess!r}")
         if short_side < 14:
@@ -73,8 +85,11 @@ class DepthInference:
         self.model = model.eval()
         self.dtype = next(model.parameters()).dtype
         if (dtype is None or dtype == torch.float32) and self.dtype != torch.float32:
-            log.warning("DepthInference: fp32 (eager) requested but the Depth Anything V2 weights are already %s "
-                        "(cast by an earlier fast-path use); load the checkpoint again for the fp32 oracle", self.dtype)
+            log.warning(
+                "DepthInference: fp32 (eager) requested but the Depth Anything V2 weights are already %s "
+                "(cast by an earlier fast-path use); load the checkpoint again for the fp32 oracle",
+                self.dtype,
+            )
         self.cuda_graph = bool(cuda_graph) and self.device.type == "cuda"
         self.preprocess, self.short_side = preprocess, short_side
         self.out_size = None if out_size is None else (int(out_size[0]), int(out_size[1]))
@@ -86,8 +101,9 @@ class DepthInference:
         """Take ``dtype`` and ``cuda_graph`` from an :class:`~streamsplat_ns.inference.InferenceOptions`
         (``eager()`` -> the fp32 oracle path, ``fastest()`` -> bf16 + graph); ``kw`` as the constructor."""
         kw.setdefault("fused", bool(getattr(options, "fused", False)))
-        return cls(model, dtype=getattr(options, "dtype", None), cuda_graph=bool(getattr(options, "cuda_graph", False)),
-                   **kw)
+        return cls(
+            model, dtype=getattr(options, "dtype", None), cuda_graph=bool(getattr(options, "cuda_graph", False)), **kw
+        )
 
     # ------------------------------------------------------------------ sizes
     def network_size(self, height: int, width: int) -> Tuple[int, int]:
@@ -118,7 +134,7 @@ class DepthInference:
         vit = self.model.pretrained
         wanted = set(self.model.cfg.layers)
         t, pending, outs = vit.prepare_tokens(x), None, []
-        for i, blk in enumerate(vit.blocks[:max(wanted) + 1]):
+        for i, blk in enumerate(vit.blocks[: max(wanted) + 1]):
             t, pending = blk.forward_fused(t, pending)
             if i in wanted:
                 t, normed = K.add_layernorm(t, pending, vit.norm.weight, vit.norm.bias, vit.norm.eps)
@@ -131,13 +147,17 @@ class DepthInference:
         """Metadata only (no device synchronisation)."""
         if not isinstance(rgb, Tensor) or rgb.dim() != 4 or rgb.shape[1] != 3:
             got = tuple(rgb.shape) if isinstance(rgb, Tensor) else type(rgb).__name__
-            raise ValueError(f"DepthInference: rgb must be a [B, 3, H, W] tensor, got {got} "
-                             f"(for an [H, W, 3] frame pass frame.permute(2, 0, 1)[None])")
+            raise ValueError(
+                f"DepthInference: rgb must be a [B, 3, H, W] tensor, got {got} "
+                f"(for an [H, W, 3] frame pass frame.permute(2, 0, 1)[None])"
+            )
         if rgb.dtype != torch.uint8 and not rgb.is_floating_point():
             raise ValueError(f"DepthInference: rgb must be uint8 (0-255) or float (0-1), got {rgb.dtype}")
         if rgb.device != self.device:
-            raise ValueError(f"DepthInference: rgb is on {rgb.device} but the depth model is on {self.device}; "
-                             f"move the frame with .to({str(self.device)!r}) first")
+            raise ValueError(
+                f"DepthInference: rgb is on {rgb.device} but the depth model is on {self.device}; "
+                f"move the frame with .to({str(self.device)!r}) first"
+            )
         if min(rgb.shape) == 0:
             raise ValueError(f"DepthInference: empty rgb tensor {tuple(rgb.shape)}")
 

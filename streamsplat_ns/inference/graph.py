@@ -44,8 +44,9 @@ def _tensors(g: Gaussians):
 class GraphStep:
     """One captured CUDA graph of ``(prev state, new frame) -> (interval Gaussians, new state)``."""
 
-    def __init__(self, model: StreamSplat, prev: FrameState, rgb: Tensor, disp: Tensor, warmup: int = 2,
-                 overlap: bool = True) -> None:
+    def __init__(
+        self, model: StreamSplat, prev: FrameState, rgb: Tensor, disp: Tensor, warmup: int = 2, overlap: bool = True
+    ) -> None:
         self.model = model
         self.overlap = overlap and model.config.depth_norm != "pair"
         # with the one-kernel dynamic heads the static features go straight into the kernel (no terms)
@@ -54,10 +55,10 @@ class GraphStep:
         self.rgb, self.disp = rgb.clone(), disp.clone()
         terms = None
         if self.terms:  # the overlapped body reads the previous frame's head terms from the cache
-            terms = (model.decoder.static_terms(prev.features) if prev.head_terms is None
-                     else prev.head_terms.clone())
-        self.prev = FrameState(prev.tokens.clone(), prev.features.clone(), prev.gaussians.map(torch.clone),
-                               prev.condition.clone(), terms)
+            terms = model.decoder.static_terms(prev.features) if prev.head_terms is None else prev.head_terms.clone()
+        self.prev = FrameState(
+            prev.tokens.clone(), prev.features.clone(), prev.gaussians.map(torch.clone), prev.condition.clone(), terms
+        )
         s = _warmup_stream(rgb.device)
         s.wait_stream(torch.cuda.current_stream())
         with torch.cuda.stream(s):
@@ -135,4 +136,3 @@ class GraphStep:
         clear = getattr(torch._C, "_cuda_clearCublasWorkspaces", None)
         if clear is not None:
             clear()
-

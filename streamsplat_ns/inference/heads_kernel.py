@@ -24,8 +24,7 @@ if triton is not None:
     import triton.language as tl
 
 #: (BM, BK, BO, num_warps, num_stages): rows per program, K chunk of layer 1, output chunk of layer 2
-HEADS_CONFIGS = ((64, 32, 32, 4, 2), (128, 32, 32, 8, 2), (64, 64, 64, 4, 2), (128, 64, 32, 8, 2),
-                 (64, 32, 64, 4, 3))
+HEADS_CONFIGS = ((64, 32, 32, 4, 2), (128, 32, 32, 8, 2), (64, 64, 64, 4, 2), (128, 64, 32, 8, 2), (64, 32, 64, 4, 3))
 OUT_PAD = 16  # the output layers (3 * order and 2 wide) run as dots padded to 16 columns
 
 
@@ -39,10 +38,34 @@ def tf32_allowed() -> bool:
 if triton is not None:
 
     @triton.jit
-    def _mlp3(FS0, FS1, FD, is0, is1, rows_n, rows, rmask, W1S, W1D, B1, W2, B2, W3, B3,
-              CS: tl.constexpr, CD: tl.constexpr, H: tl.constexpr, HA: tl.constexpr, HB: tl.constexpr,
-              NOUT: tl.constexpr, OP: tl.constexpr, BM: tl.constexpr, BK: tl.constexpr, BO: tl.constexpr,
-              PREC: tl.constexpr):
+    def _mlp3(
+        FS0,
+        FS1,
+        FD,
+        is0,
+        is1,
+        rows_n,
+        rows,
+        rmask,
+        W1S,
+        W1D,
+        B1,
+        W2,
+        B2,
+        W3,
+        B3,
+        CS: tl.constexpr,
+        CD: tl.constexpr,
+        H: tl.constexpr,
+        HA: tl.constexpr,
+        HB: tl.constexpr,
+        NOUT: tl.constexpr,
+        OP: tl.constexpr,
+        BM: tl.constexpr,
+        BK: tl.constexpr,
+        BO: tl.constexpr,
+        PREC: tl.constexpr,
+    ):
         """One head: silu(W1 [fs; fd] + b1) -> silu(W2 . + b2) -> W3 . + b3, as [BM, OP] (first NOUT valid).
         The hidden width H = HA + HB is held as two power-of-two blocks, so no product is padded."""
         ha = tl.arange(0, HA)
@@ -55,20 +78,30 @@ if triton is not None:
             km = kk < CS
             f = tl.load(FS0 + rows_n[:, None] * CS + kk[None, :], mask=is0[:, None] & km[None, :], other=0.0)
             f += tl.load(FS1 + rows_n[:, None] * CS + kk[None, :], mask=is1[:, None] & km[None, :], other=0.0)
-            a = tl.dot(f, tl.load(W1S + ha[None, :] * CS + kk[:, None], mask=km[:, None], other=0.0), a,
-                       input_precision=PREC)
+            a = tl.dot(
+                f, tl.load(W1S + ha[None, :] * CS + kk[:, None], mask=km[:, None], other=0.0), a, input_precision=PREC
+            )
             if HB > 0:
-                b_ = tl.dot(f, tl.load(W1S + hb[None, :] * CS + kk[:, None], mask=km[:, None], other=0.0), b_,
-                            input_precision=PREC)
+                b_ = tl.dot(
+                    f,
+                    tl.load(W1S + hb[None, :] * CS + kk[:, None], mask=km[:, None], other=0.0),
+                    b_,
+                    input_precision=PREC,
+                )
         for k in tl.static_range(0, CD, BK):  # dynamic features
             kk = k + tl.arange(0, BK)
             km = kk < CD
             f = tl.load(FD + rows[:, None] * CD + kk[None, :], mask=rmask[:, None] & km[None, :], other=0.0)
-            a = tl.dot(f, tl.load(W1D + ha[None, :] * CD + kk[:, None], mask=km[:, None], other=0.0), a,
-                       input_precision=PREC)
+            a = tl.dot(
+                f, tl.load(W1D + ha[None, :] * CD + kk[:, None], mask=km[:, None], other=0.0), a, input_precision=PREC
+            )
             if HB > 0:
-                b_ = tl.dot(f, tl.load(W1D + hb[None, :] * CD + kk[:, None], mask=km[:, None], other=0.0), b_,
-                            input_precision=PREC)
+                b_ = tl.dot(
+                    f,
+                    tl.load(W1D + hb[None, :] * CD + kk[:, None], mask=km[:, None], other=0.0),
+                    b_,
+                    input_precision=PREC,
+                )
         a += tl.load(B1 + ha)[None, :]
         a = a * tl.sigmoid(a)
         if HB > 0:
@@ -79,11 +112,16 @@ if triton is not None:
         for j in tl.static_range(0, H, BO):
             jo = j + tl.arange(0, BO)
             jm = jo < H
-            s = tl.dot(a, tl.load(W2 + jo[None, :] * H + ha[:, None], mask=jm[None, :], other=0.0),
-                       input_precision=PREC)
+            s = tl.dot(
+                a, tl.load(W2 + jo[None, :] * H + ha[:, None], mask=jm[None, :], other=0.0), input_precision=PREC
+            )
             if HB > 0:
-                s = tl.dot(b_, tl.load(W2 + jo[None, :] * H + hb[:, None], mask=jm[None, :], other=0.0), s,
-                           input_precision=PREC)
+                s = tl.dot(
+                    b_,
+                    tl.load(W2 + jo[None, :] * H + hb[:, None], mask=jm[None, :], other=0.0),
+                    s,
+                    input_precision=PREC,
+                )
             s += tl.load(B2 + jo, mask=jm, other=0.0)[None, :]
             s = s * tl.sigmoid(s)
             w3 = tl.load(W3 + oc[None, :] * H + jo[:, None], mask=(oc[None, :] < NOUT) & jm[:, None], other=0.0)
@@ -91,11 +129,43 @@ if triton is not None:
         return out + tl.load(B3 + oc, mask=oc < NOUT, other=0.0)[None, :]
 
     @triton.jit
-    def _dynamic_heads_kernel(FS0, FS1, FD, VW1S, VW1D, VB1, VW2, VB2, VW3, VB3, LW1S, LW1D, LB1, LW2, LB2, LW3,
-                              LB3, VSCALE, MOT, G0, G1, M, N, vmul,
-                              CS: tl.constexpr, CD: tl.constexpr, H: tl.constexpr, HA: tl.constexpr,
-                              HB: tl.constexpr, NV: tl.constexpr, OP: tl.constexpr,
-                              BM: tl.constexpr, BK: tl.constexpr, BO: tl.constexpr, PREC: tl.constexpr):
+    def _dynamic_heads_kernel(
+        FS0,
+        FS1,
+        FD,
+        VW1S,
+        VW1D,
+        VB1,
+        VW2,
+        VB2,
+        VW3,
+        VB3,
+        LW1S,
+        LW1D,
+        LB1,
+        LW2,
+        LB2,
+        LW3,
+        LB3,
+        VSCALE,
+        MOT,
+        G0,
+        G1,
+        M,
+        N,
+        vmul,
+        CS: tl.constexpr,
+        CD: tl.constexpr,
+        H: tl.constexpr,
+        HA: tl.constexpr,
+        HB: tl.constexpr,
+        NV: tl.constexpr,
+        OP: tl.constexpr,
+        BM: tl.constexpr,
+        BK: tl.constexpr,
+        BO: tl.constexpr,
+        PREC: tl.constexpr,
+    ):
         pid = tl.program_id(0)
         rows = pid * BM + tl.arange(0, BM)
         rmask = rows < M
@@ -103,15 +173,67 @@ if triton is not None:
         rows_n = (bf // 2) * N + rows % N  # the row of this Gaussian in its frame's [B, N, C] features
         is0 = rmask & (bf % 2 == 0)
         is1 = rmask & (bf % 2 == 1)
-        v = _mlp3(FS0, FS1, FD, is0, is1, rows_n, rows, rmask, VW1S, VW1D, VB1, VW2, VB2, VW3, VB3,
-                  CS, CD, H, HA, HB, NV, OP, BM, BK, BO, PREC)
+        v = _mlp3(
+            FS0,
+            FS1,
+            FD,
+            is0,
+            is1,
+            rows_n,
+            rows,
+            rmask,
+            VW1S,
+            VW1D,
+            VB1,
+            VW2,
+            VB2,
+            VW3,
+            VB3,
+            CS,
+            CD,
+            H,
+            HA,
+            HB,
+            NV,
+            OP,
+            BM,
+            BK,
+            BO,
+            PREC,
+        )
         oc = tl.arange(0, OP)
         # tanh(x) = 2 sigmoid(2x) - 1; then * (1 - eps) * velocity_scale[axis]
         scale = tl.load(VSCALE + oc % 3, mask=oc < NV, other=0.0)
         v = (2.0 * tl.sigmoid(2.0 * v) - 1.0) * vmul * scale[None, :]
         tl.store(MOT + rows[:, None] * NV + oc[None, :], v, mask=rmask[:, None] & (oc[None, :] < NV))
-        life = _mlp3(FS0, FS1, FD, is0, is1, rows_n, rows, rmask, LW1S, LW1D, LB1, LW2, LB2, LW3, LB3,
-                     CS, CD, H, HA, HB, 2, OP, BM, BK, BO, PREC)
+        life = _mlp3(
+            FS0,
+            FS1,
+            FD,
+            is0,
+            is1,
+            rows_n,
+            rows,
+            rmask,
+            LW1S,
+            LW1D,
+            LB1,
+            LW2,
+            LB2,
+            LW3,
+            LB3,
+            CS,
+            CD,
+            H,
+            HA,
+            HB,
+            2,
+            OP,
+            BM,
+            BK,
+            BO,
+            PREC,
+        )
         g0 = tl.sum(tl.where(oc[None, :] == 0, life, 0.0), axis=1)
         g1 = tl.sum(tl.where(oc[None, :] == 1, life, 0.0), axis=1)
         tl.store(G0 + rows, tl.maximum(g0, 0.0), mask=rmask)
@@ -122,9 +244,15 @@ def _p2(n: int) -> int:
     return max(16, triton.next_power_of_2(n))
 
 
-def dynamic_heads_triton(heads, static_proj_weight: Tensor, dyn: Tensor, feats0: Tensor, feats1: Tensor,
-                         config=HEADS_CONFIGS[0], precision: Optional[str] = None
-                         ) -> Tuple[Tensor, Tensor, Tensor]:
+def dynamic_heads_triton(
+    heads,
+    static_proj_weight: Tensor,
+    dyn: Tensor,
+    feats0: Tensor,
+    feats1: Tensor,
+    config=HEADS_CONFIGS[0],
+    precision: Optional[str] = None,
+) -> Tuple[Tensor, Tensor, Tensor]:
     """``heads(cat(static_proj(stack(feats0, feats1)), dyn))`` (eval) in one kernel: motion [2B, N, K, 3],
     gamma0 and gamma1 [2B, N]. ``dyn`` is [2B, N, Cd] ordered (batch, frame); ``feats*`` are [B, N, Cs]."""
     b, n, cs = feats0.shape
@@ -132,8 +260,14 @@ def dynamic_heads_triton(heads, static_proj_weight: Tensor, dyn: Tensor, feats0:
     vel, life = heads.velocity, heads.lifecycle
     h, nv = vel[0].out_features, vel[4].out_features
     hsplit = width_split(h)
-    if (nv > OUT_PAD or life[0].out_features != h or dyn.shape[:2] != (2 * b, n) or feats1.shape != feats0.shape
-            or hsplit is None or min(cs, cd) < 16):
+    if (
+        nv > OUT_PAD
+        or life[0].out_features != h
+        or dyn.shape[:2] != (2 * b, n)
+        or feats1.shape != feats0.shape
+        or hsplit is None
+        or min(cs, cd) < 16
+    ):
         raise ValueError("dynamic_heads_triton: unsupported head or input shapes")
     f32 = torch.float32
     fs0, fs1, fd = (t.to(f32).contiguous() for t in (feats0, feats1, dyn))
@@ -153,26 +287,71 @@ def dynamic_heads_triton(heads, static_proj_weight: Tensor, dyn: Tensor, feats0:
     bm, bk, bo, warps, stages = config
     prec = precision or ("tf32" if tf32_allowed() else "ieee")
     _dynamic_heads_kernel[(triton.cdiv(m, bm),)](
-        fs0, fs1, fd, vw1s, vw1d, vb1, c(vel[2].weight), c(vel[2].bias), c(vel[4].weight), c(vel[4].bias),
-        lw1s, lw1d, lb1, c(life[2].weight), c(life[2].bias), c(life[4].weight), c(life[4].bias),
-        c(heads.velocity_scale), motion, g0, g1, m, n, float(1 - heads.eps),
-        CS=cs, CD=cd, H=h, HA=hsplit[0], HB=hsplit[1], NV=nv, OP=OUT_PAD, BM=bm, BK=min(bk, _p2(min(cs, cd))),
-        BO=min(bo, _p2(h)), PREC=prec, num_warps=warps, num_stages=stages)
+        fs0,
+        fs1,
+        fd,
+        vw1s,
+        vw1d,
+        vb1,
+        c(vel[2].weight),
+        c(vel[2].bias),
+        c(vel[4].weight),
+        c(vel[4].bias),
+        lw1s,
+        lw1d,
+        lb1,
+        c(life[2].weight),
+        c(life[2].bias),
+        c(life[4].weight),
+        c(life[4].bias),
+        c(heads.velocity_scale),
+        motion,
+        g0,
+        g1,
+        m,
+        n,
+        float(1 - heads.eps),
+        CS=cs,
+        CD=cd,
+        H=h,
+        HA=hsplit[0],
+        HB=hsplit[1],
+        NV=nv,
+        OP=OUT_PAD,
+        BM=bm,
+        BK=min(bk, _p2(min(cs, cd))),
+        BO=min(bo, _p2(h)),
+        PREC=prec,
+        num_warps=warps,
+        num_stages=stages,
+    )
     return motion.view(2 * b, n, nv // 3, 3), g0.view(2 * b, n), g1.view(2 * b, n)
 
 
-def dynamic_heads(heads, static_proj_weight: Tensor, dyn: Tensor, feats0: Tensor, feats1: Tensor, eager,
-                  choices: KernelChoices):
+def dynamic_heads(
+    heads, static_proj_weight: Tensor, dyn: Tensor, feats0: Tensor, feats1: Tensor, eager, choices: KernelChoices
+):
     """The faster of the one-kernel heads and ``eager()`` for this shape (timed on first use, never during
     CUDA-graph capture, remembered in ``choices``); the kernel only on CUDA, in eval mode, with TF32
     allowed (see module doc)."""
-    if not (triton is not None and dyn.is_cuda and not heads.training and tf32_allowed()
-            and heads.velocity[4].out_features <= OUT_PAD):
+    if not (
+        triton is not None
+        and dyn.is_cuda
+        and not heads.training
+        and tf32_allowed()
+        and heads.velocity[4].out_features <= OUT_PAD
+    ):
         return eager()
     key = (tuple(dyn.shape), feats0.shape[-1], heads.velocity[0].out_features)
-    cfg = choices.choose("dynamic_heads", key, eager, {
-        cfg: (lambda c=cfg: dynamic_heads_triton(heads, static_proj_weight, dyn, feats0, feats1, c))
-        for cfg in HEADS_CONFIGS})
+    cfg = choices.choose(
+        "dynamic_heads",
+        key,
+        eager,
+        {
+            cfg: (lambda c=cfg: dynamic_heads_triton(heads, static_proj_weight, dyn, feats0, feats1, c))
+            for cfg in HEADS_CONFIGS
+        },
+    )
     if cfg is None:
         return eager()
     return dynamic_heads_triton(heads, static_proj_weight, dyn, feats0, feats1, cfg)

@@ -36,8 +36,23 @@ def available(x: Tensor) -> bool:
 if triton is not None:
 
     @triton.jit
-    def _add_rmsnorm_kernel(X, Y, W, XO, H, M, D, L, eps, Y_SHIFT, H_SHIFT, HAS_Y: tl.constexpr,
-                            DO_NORM: tl.constexpr, BM: tl.constexpr, BD: tl.constexpr):
+    def _add_rmsnorm_kernel(
+        X,
+        Y,
+        W,
+        XO,
+        H,
+        M,
+        D,
+        L,
+        eps,
+        Y_SHIFT,
+        H_SHIFT,
+        HAS_Y: tl.constexpr,
+        DO_NORM: tl.constexpr,
+        BM: tl.constexpr,
+        BD: tl.constexpr,
+    ):
         pid = tl.program_id(0)
         rows = pid * BM + tl.arange(0, BM)
         cols = tl.arange(0, BD)
@@ -60,9 +75,15 @@ if triton is not None:
             tl.store(H + hrows[:, None] * D + cols[None, :], h.to(H.dtype.element_ty), mask=mask)
 
 
-def add_rmsnorm(x: Tensor, y: Optional[Tensor], weight: Optional[Tensor], eps: float = 1e-5,
-                out_dtype: torch.dtype = torch.bfloat16, y_shift: int = 0, h_shift: int = 0
-                ) -> Tuple[Tensor, Optional[Tensor]]:
+def add_rmsnorm(
+    x: Tensor,
+    y: Optional[Tensor],
+    weight: Optional[Tensor],
+    eps: float = 1e-5,
+    out_dtype: torch.dtype = torch.bfloat16,
+    y_shift: int = 0,
+    h_shift: int = 0,
+) -> Tuple[Tensor, Optional[Tensor]]:
     """``s = x + y`` (fp32; ``x`` itself when ``y`` is None) and ``rmsnorm(s) * weight`` in ``out_dtype``
     (None when ``weight`` is None). For shifted windows on ``[B, L, D]`` tensors: ``y`` is read rolled
     back by ``y_shift`` (s[i] = x[i] + y[i + y_shift]) and ``h`` is written rolled by ``h_shift``
@@ -83,9 +104,21 @@ def add_rmsnorm(x: Tensor, y: Optional[Tensor], weight: Optional[Tensor], eps: f
     grid = (triton.cdiv(m, bm),)
     seq = x.shape[-2] if x.dim() >= 2 else m
     _add_rmsnorm_kernel[grid](
-        x, y if y is not None else x, weight if weight is not None else x, xo, h if h is not None else xo,
-        m, d, seq, float(eps), int(y_shift) % seq, int(h_shift) % seq, HAS_Y=y is not None,
-        DO_NORM=weight is not None, BM=bm, BD=bd,
+        x,
+        y if y is not None else x,
+        weight if weight is not None else x,
+        xo,
+        h if h is not None else xo,
+        m,
+        d,
+        seq,
+        float(eps),
+        int(y_shift) % seq,
+        int(h_shift) % seq,
+        HAS_Y=y is not None,
+        DO_NORM=weight is not None,
+        BM=bm,
+        BD=bd,
     )
     return xo, h
 
@@ -93,8 +126,7 @@ def add_rmsnorm(x: Tensor, y: Optional[Tensor], weight: Optional[Tensor], eps: f
 if triton is not None:
 
     @triton.jit
-    def _add_layernorm_kernel(X, Y, W, B, XO, H, M, D, eps, HAS_Y: tl.constexpr, BM: tl.constexpr,
-                              BD: tl.constexpr):
+    def _add_layernorm_kernel(X, Y, W, B, XO, H, M, D, eps, HAS_Y: tl.constexpr, BM: tl.constexpr, BD: tl.constexpr):
         pid = tl.program_id(0)
         rows = pid * BM + tl.arange(0, BM)
         cols = tl.arange(0, BD)
@@ -124,8 +156,20 @@ def add_layernorm(x: Tensor, y: Optional[Tensor], weight: Tensor, bias: Tensor, 
     h = torch.empty_like(x)
     bd = triton.next_power_of_2(d)
     bm = max(1, min(16, 4096 // bd))
-    _add_layernorm_kernel[(triton.cdiv(m, bm),)](x, y.contiguous() if y is not None else x, weight, bias, xo, h,
-                                                 m, d, float(eps), HAS_Y=y is not None, BM=bm, BD=bd)
+    _add_layernorm_kernel[(triton.cdiv(m, bm),)](
+        x,
+        y.contiguous() if y is not None else x,
+        weight,
+        bias,
+        xo,
+        h,
+        m,
+        d,
+        float(eps),
+        HAS_Y=y is not None,
+        BM=bm,
+        BD=bd,
+    )
     return xo, h
 
 
@@ -137,15 +181,20 @@ def add_layernorm(x: Tensor, y: Optional[Tensor], weight: Tensor, bias: Tensor, 
 # as fast as cuBLAS; so each (M, N, K) is timed once against cuBLAS + SiLU and the faster is used.
 
 LINEAR_SILU_CONFIGS = (  # (BM, BN, BK, num_warps, num_stages)
-    (128, 128, 64, 8, 3), (128, 256, 64, 8, 3), (256, 128, 64, 8, 3),
-    (128, 128, 64, 4, 4), (64, 256, 64, 4, 4), (128, 64, 64, 4, 4),
+    (128, 128, 64, 8, 3),
+    (128, 256, 64, 8, 3),
+    (256, 128, 64, 8, 3),
+    (128, 128, 64, 4, 4),
+    (64, 256, 64, 4, 4),
+    (128, 64, 64, 4, 4),
 )
 
 if triton is not None:
 
     @triton.jit
-    def _linear_silu_kernel(A, W, C, M, N, K, BM: tl.constexpr, BN: tl.constexpr, BK: tl.constexpr,
-                            GROUP_M: tl.constexpr):
+    def _linear_silu_kernel(
+        A, W, C, M, N, K, BM: tl.constexpr, BN: tl.constexpr, BK: tl.constexpr, GROUP_M: tl.constexpr
+    ):
         pid = tl.program_id(0)
         num_m, num_n = tl.cdiv(M, BM), tl.cdiv(N, BN)
         group = pid // (GROUP_M * num_n)  # grouped order: neighbouring programs share A rows in L2
@@ -169,8 +218,9 @@ if triton is not None:
         out = acc * tl.sigmoid(acc)
         om = pid_m * BM + tl.arange(0, BM)
         on = pid_n * BN + tl.arange(0, BN)
-        tl.store(C + om[:, None] * N + on[None, :], out.to(C.dtype.element_ty),
-                 mask=(om[:, None] < M) & (on[None, :] < N))
+        tl.store(
+            C + om[:, None] * N + on[None, :], out.to(C.dtype.element_ty), mask=(om[:, None] < M) & (on[None, :] < N)
+        )
 
 
 def linear_silu_triton(x: Tensor, weight: Tensor, config=LINEAR_SILU_CONFIGS[0]) -> Tensor:
@@ -182,8 +232,7 @@ def linear_silu_triton(x: Tensor, weight: Tensor, config=LINEAR_SILU_CONFIGS[0])
     c = torch.empty(m, n, device=x.device, dtype=x.dtype)
     bm, bn, bk, warps, stages = config
     grid = (triton.cdiv(m, bm) * triton.cdiv(n, bn),)
-    _linear_silu_kernel[grid](a, w, c, m, n, k, BM=bm, BN=bn, BK=bk, GROUP_M=8, num_warps=warps,
-                              num_stages=stages)
+    _linear_silu_kernel[grid](a, w, c, m, n, k, BM=bm, BN=bn, BK=bk, GROUP_M=8, num_warps=warps, num_stages=stages)
     return c.view(*x.shape[:-1], n)
 
 
@@ -195,12 +244,17 @@ def linear_silu(x: Tensor, weight: Tensor, choices: KernelChoices) -> Tensor:
     """``silu(linear(x, weight))`` by the faster of cuBLAS + SiLU and the fused Triton GEMM, chosen per
     shape on first use (timed on the GPU, remembered in ``choices``). During CUDA-graph capture an
     undecided shape takes cuBLAS."""
-    if not (x.is_cuda and triton is not None and x.dtype in (torch.bfloat16, torch.float16)
-            and weight.dtype == x.dtype):
+    if not (
+        x.is_cuda and triton is not None and x.dtype in (torch.bfloat16, torch.float16) and weight.dtype == x.dtype
+    ):
         return _eager_linear_silu(x, weight)
     key = (x.numel() // x.shape[-1], weight.shape[0], x.shape[-1], str(x.dtype))
-    cfg = choices.choose("linear_silu", key, lambda: _eager_linear_silu(x, weight),
-                         {cfg: (lambda c=cfg: linear_silu_triton(x, weight, c)) for cfg in LINEAR_SILU_CONFIGS})
+    cfg = choices.choose(
+        "linear_silu",
+        key,
+        lambda: _eager_linear_silu(x, weight),
+        {cfg: (lambda c=cfg: linear_silu_triton(x, weight, c)) for cfg in LINEAR_SILU_CONFIGS},
+    )
     return _eager_linear_silu(x, weight) if cfg is None else linear_silu_triton(x, weight, cfg)
 
 
@@ -218,8 +272,14 @@ def linear_silu(x: Tensor, weight: Tensor, choices: KernelChoices) -> Tensor:
 # once (after SiLU) and the MLP output is added to the fp32 residual unrounded.
 
 NORM_MLP_CONFIGS = (  # (BM, BH, num_warps, num_stages)
-    (64, 32, 4, 3), (64, 32, 4, 4), (64, 32, 8, 3), (128, 32, 8, 3), (32, 32, 4, 3), (64, 64, 4, 2),
-    (32, 64, 4, 2), (64, 16, 4, 4),
+    (64, 32, 4, 3),
+    (64, 32, 4, 4),
+    (64, 32, 8, 3),
+    (128, 32, 8, 3),
+    (32, 32, 4, 3),
+    (64, 64, 4, 2),
+    (32, 64, 4, 2),
+    (64, 16, 4, 4),
 )
 
 
@@ -235,9 +295,27 @@ def width_split(d: int) -> Optional[Tuple[int, int]]:
 if triton is not None:
 
     @triton.jit
-    def _norm_mlp_kernel(X, Y, NW, W1, W2, OUT, FW, M, L, eps, feps, Y_SHIFT, HAS_Y: tl.constexpr,
-                         FINAL: tl.constexpr, DA: tl.constexpr, DB: tl.constexpr, HID: tl.constexpr,
-                         BM: tl.constexpr, BH: tl.constexpr):
+    def _norm_mlp_kernel(
+        X,
+        Y,
+        NW,
+        W1,
+        W2,
+        OUT,
+        FW,
+        M,
+        L,
+        eps,
+        feps,
+        Y_SHIFT,
+        HAS_Y: tl.constexpr,
+        FINAL: tl.constexpr,
+        DA: tl.constexpr,
+        DB: tl.constexpr,
+        HID: tl.constexpr,
+        BM: tl.constexpr,
+        BH: tl.constexpr,
+    ):
         D: tl.constexpr = DA + DB
         pid = tl.program_id(0)
         rows = pid * BM + tl.arange(0, BM)
@@ -288,9 +366,17 @@ if triton is not None:
             tl.store(OUT + rows[:, None] * D + cb[None, :], ob, mask=rmask[:, None])
 
 
-def norm_mlp_triton(x: Tensor, y: Optional[Tensor], norm_weight: Tensor, eps: float, fc1: Tensor, fc2: Tensor,
-                    y_shift: int = 0, config=NORM_MLP_CONFIGS[0], final: Optional[Tuple[Tensor, float]] = None
-                    ) -> Tensor:
+def norm_mlp_triton(
+    x: Tensor,
+    y: Optional[Tensor],
+    norm_weight: Tensor,
+    eps: float,
+    fc1: Tensor,
+    fc2: Tensor,
+    y_shift: int = 0,
+    config=NORM_MLP_CONFIGS[0],
+    final: Optional[Tuple[Tensor, float]] = None,
+) -> Tensor:
     """``s + fc2(silu(fc1(rmsnorm(s) * norm_weight)))`` with ``s = x + roll(y)`` (fp32, as
     :func:`add_rmsnorm`'s ``y_shift``), in one kernel. ``x`` fp32 [..., L, D]; fc1 [Hd, D], fc2 [D, Hd].
     ``final = (weight, eps)``: return the RMSNorm of that result instead (a stack's last norm)."""
@@ -308,17 +394,41 @@ def norm_mlp_triton(x: Tensor, y: Optional[Tensor], norm_weight: Tensor, eps: fl
     if hid % bh:
         raise ValueError(f"norm_mlp_triton: hidden {hid} is not a multiple of {bh}")
     _norm_mlp_kernel[(triton.cdiv(m, bm),)](
-        x, y.contiguous() if y is not None else x, norm_weight.contiguous(), fc1.contiguous(), fc2.contiguous(),
-        out, final[0].contiguous() if final is not None else norm_weight, m, seq, float(eps),
-        float(final[1]) if final is not None else 0.0, int(y_shift) % seq, HAS_Y=y is not None,
-        FINAL=final is not None, DA=split[0], DB=split[1], HID=hid, BM=bm, BH=bh, num_warps=warps,
-        num_stages=stages)
+        x,
+        y.contiguous() if y is not None else x,
+        norm_weight.contiguous(),
+        fc1.contiguous(),
+        fc2.contiguous(),
+        out,
+        final[0].contiguous() if final is not None else norm_weight,
+        m,
+        seq,
+        float(eps),
+        float(final[1]) if final is not None else 0.0,
+        int(y_shift) % seq,
+        HAS_Y=y is not None,
+        FINAL=final is not None,
+        DA=split[0],
+        DB=split[1],
+        HID=hid,
+        BM=bm,
+        BH=bh,
+        num_warps=warps,
+        num_stages=stages,
+    )
     return out
 
 
-def add_norm_mlp(x: Tensor, y: Optional[Tensor], norm_weight: Tensor, eps: float, mlp, choices: KernelChoices,
-                 y_shift: int = 0, final: Optional[Tuple[Tensor, float]] = None
-                 ) -> Tuple[Tensor, Optional[Tensor], bool]:
+def add_norm_mlp(
+    x: Tensor,
+    y: Optional[Tensor],
+    norm_weight: Tensor,
+    eps: float,
+    mlp,
+    choices: KernelChoices,
+    y_shift: int = 0,
+    final: Optional[Tuple[Tensor, float]] = None,
+) -> Tuple[Tensor, Optional[Tensor], bool]:
     """The second half of a fused block: returns ``(residual, pending, normed)`` like ``add_rmsnorm`` followed by the
     MLP. Where the one-kernel :func:`norm_mlp_triton` is faster for this shape (timed on first use, never during
     CUDA-graph capture; remembered in ``choices``) the MLP output is already in the residual, ``pending`` is
@@ -330,13 +440,27 @@ def add_norm_mlp(x: Tensor, y: Optional[Tensor], norm_weight: Tensor, eps: float
         s, h = add_rmsnorm(x.float(), y, norm_weight, eps, dt, y_shift=y_shift)
         return s, mlp(h), False
 
-    if not (x.is_cuda and triton is not None and dt in (torch.bfloat16, torch.float16) and d <= 256
-            and width_split(d) is not None and y is not None and y.dtype == dt and w1.shape[0] % 32 == 0):
+    if not (
+        x.is_cuda
+        and triton is not None
+        and dt in (torch.bfloat16, torch.float16)
+        and d <= 256
+        and width_split(d) is not None
+        and y is not None
+        and y.dtype == dt
+        and w1.shape[0] % 32 == 0
+    ):
         return unfused()
     key = (x.numel() // d, d, w1.shape[0], x.shape[-2], str(dt), final is not None)
-    cfg = choices.choose("norm_mlp", key, unfused, {
-        cfg: (lambda c=cfg: norm_mlp_triton(x, y, norm_weight, eps, w1, w2, y_shift, c, final))
-        for cfg in NORM_MLP_CONFIGS})
+    cfg = choices.choose(
+        "norm_mlp",
+        key,
+        unfused,
+        {
+            cfg: (lambda c=cfg: norm_mlp_triton(x, y, norm_weight, eps, w1, w2, y_shift, c, final))
+            for cfg in NORM_MLP_CONFIGS
+        },
+    )
     if cfg is None:
         return unfused()
     return norm_mlp_triton(x, y, norm_weight, eps, w1, w2, y_shift, cfg, final), None, final is not None

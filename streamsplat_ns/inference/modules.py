@@ -40,7 +40,7 @@ class FastMLP(MLP):
     _inference: InferenceOptions
 
     def forward(self, x: Tensor) -> Tensor:
-        if (self._inference.use_fused_silu and _fusing(x) and not torch.is_autocast_enabled(x.device.type)):
+        if self._inference.use_fused_silu and _fusing(x) and not torch.is_autocast_enabled(x.device.type):
             w = self.fc1.weight
             return _linear(K.linear_silu(x.to(w.dtype), w, _choices(self, x)), self.fc2)
         return super().forward(x)
@@ -52,8 +52,9 @@ class FastBlock(Block):
 
     _inference: InferenceOptions
 
-    def forward_fused(self, x: Tensor, pending: Optional[Tensor], context=None,
-                      final_norm: Optional[RMSNorm] = None) -> Tuple[Tensor, Optional[Tensor]]:
+    def forward_fused(
+        self, x: Tensor, pending: Optional[Tensor], context=None, final_norm: Optional[RMSNorm] = None
+    ) -> Tuple[Tensor, Optional[Tensor]]:
         """Returns (residual, pending MLP output to add). With ``final_norm`` (the stack's last block)
         returns ``(final_norm(output), None)`` instead."""
         dt = self.attn.qkv.weight.dtype
@@ -67,8 +68,9 @@ class FastBlock(Block):
             o = self.attn(h.reshape(b * (l // w), w, d)).reshape(b, l, d)
         if self._inference.use_fused_mlp:  # narrow blocks: add + norm + MLP + add in one kernel if faster
             fin = None if final_norm is None else (final_norm.weight, final_norm.eps)
-            x, pending, normed = K.add_norm_mlp(x, o, self.norm2.weight, self.norm2.eps, self.mlp,
-                                                _choices(self, x), y_shift=s, final=fin)
+            x, pending, normed = K.add_norm_mlp(
+                x, o, self.norm2.weight, self.norm2.eps, self.mlp, _choices(self, x), y_shift=s, final=fin
+            )
             if normed:
                 return x, None
         else:
@@ -118,8 +120,14 @@ class FastDinoBlock(DinoBlock):
     def _folded(self) -> Tuple[Tensor, Tensor, Tensor, Tensor]:
         """The output projections with LayerScale folded in (``(x W^T + b) g = x (g W)^T + g b``), cached
         while the weights are unchanged. The parameters themselves are left as they are."""
-        src = (self.attn.proj.weight, self.attn.proj.bias, self.ls1.gamma, self.mlp.fc2.weight, self.mlp.fc2.bias,
-               self.ls2.gamma)
+        src = (
+            self.attn.proj.weight,
+            self.attn.proj.bias,
+            self.ls1.gamma,
+            self.mlp.fc2.weight,
+            self.mlp.fc2.bias,
+            self.ls2.gamma,
+        )
         key = tuple((t.data_ptr(), t._version, t.dtype) for t in src)
         if getattr(self, "_fold_key", None) != key:
             pw, pb, g1, fw, fb, g2 = (t.detach().float() for t in src)
@@ -161,16 +169,30 @@ class FastDynamicDecoder(DynamicDecoder):
     def fused_heads(self) -> bool:
         return self._inference.use_fused_heads
 
-    def gaussians(self, dyn: Tensor, feats0: Tensor, feats1: Tensor, static0: Gaussians, static1: Gaussians
-                  ) -> DynamicGaussians:
+    def gaussians(
+        self, dyn: Tensor, feats0: Tensor, feats1: Tensor, static0: Gaussians, static1: Gaussians
+    ) -> DynamicGaussians:
         if not (self.fused_heads and not torch.is_grad_enabled()):
             return super().gaussians(dyn, feats0, feats1, static0, static1)
-        motion, g0, g1 = dynamic_heads(self.heads, self.static_proj.weight, dyn, feats0, feats1,
-                                       lambda: self._heads(dyn, feats0, feats1), _choices(self, dyn))
+        motion, g0, g1 = dynamic_heads(
+            self.heads,
+            self.static_proj.weight,
+            dyn,
+            feats0,
+            feats1,
+            lambda: self._heads(dyn, feats0, feats1),
+            _choices(self, dyn),
+        )
         return self._assemble(motion, g0, g1, static0, static1)
 
 
 #: plain class -> inference class (prepare swaps ``__class__`` both ways)
-FAST = {MLP: FastMLP, Block: FastBlock, CrossBlock: FastCrossBlock, DinoBlock: FastDinoBlock,
-        DinoVisionTransformer: FastDino, DynamicDecoder: FastDynamicDecoder}
+FAST = {
+    MLP: FastMLP,
+    Block: FastBlock,
+    CrossBlock: FastCrossBlock,
+    DinoBlock: FastDinoBlock,
+    DinoVisionTransformer: FastDino,
+    DynamicDecoder: FastDynamicDecoder,
+}
 PLAIN = {v: k for k, v in FAST.items()}

@@ -90,6 +90,7 @@ class InferenceOptions:
 
     def validate(self) -> "InferenceOptions":
         if self.dtype is not None and self.dtype not in (torch.float32, torch.bfloat16, torch.float16):
-            raise ValueError(f"InferenceOptions.dtype must be None, torch.float32, torch.bfloat16 or torch.float16, "
-                             f"got {self.dtype}")
+            raise ValueError(
+                f"InferenceOptions.dtype must be None, torch.float32, torch.bfloat16 or torch.float16, got {self.dtype}"
+            )
         return self

@@ -78,8 +78,9 @@ def compress_interval(g: DynamicGaussians, min_opacity: float = 1.0 / 255) -> Tu
     return out, meta
 
 
-def decompress_interval(tensors: Dict[str, Tensor], meta: Dict[str, str],
-                        device: Union[str, torch.device] = "cpu") -> DynamicGaussians:
+def decompress_interval(
+    tensors: Dict[str, Tensor], meta: Dict[str, str], device: Union[str, torch.device] = "cpu"
+) -> DynamicGaussians:
     """Inverse of :func:`compress_interval`: fp32 DynamicGaussians with batch 1 on ``device``."""
     f = {k: v.to(device, torch.float32)[None] for k, v in tensors.items()}
     n = f["means"].shape[1]
@@ -87,9 +88,18 @@ def decompress_interval(tensors: Dict[str, Tensor], meta: Dict[str, str],
         q = torch.zeros(1, n, 4, device=device)
         q[..., 0] = 1.0
         f["quats"] = q
-    return DynamicGaussians(means=f["means"], quats=f["quats"], scales=f["scales"], opacities=f["opacities"],
-                            colours=f["colours"], sh=f.get("sh"), motion=f["motion"], t0=f["t0"],
-                            gamma0=f["gamma0"], gamma1=f["gamma1"])
+    return DynamicGaussians(
+        means=f["means"],
+        quats=f["quats"],
+        scales=f["scales"],
+        opacities=f["opacities"],
+        colours=f["colours"],
+        sh=f.get("sh"),
+        motion=f["motion"],
+        t0=f["t0"],
+        gamma0=f["gamma0"],
+        gamma1=f["gamma1"],
+    )
 
 
 @dataclass
@@ -110,18 +120,29 @@ class Recorder:
     >>> rec.close("source ended")                     # flushes, writes the final session.json
     """
 
-    def __init__(self, folder: PathLike, *, source: str, model_size: Tuple[int, int], fps: Optional[float],
-                 config: Optional[RecordConfig] = None, background: float = 0.5, kind: str = "live") -> None:
+    def __init__(
+        self,
+        folder: PathLike,
+        *,
+        source: str,
+        model_size: Tuple[int, int],
+        fps: Optional[float],
+        config: Optional[RecordConfig] = None,
+        background: float = 0.5,
+        kind: str = "live",
+    ) -> None:
         self.folder = Path(folder)
         self.cfg = config or RecordConfig()
         if self.cfg.budget_mb <= 0:
             raise ValueError(f"--record-budget-mb must be > 0, got {self.cfg.budget_mb}")
         if (self.folder / INTERVALS).is_dir() and any((self.folder / INTERVALS).iterdir()):
-            raise FileExistsError(f"{self.folder}: already holds a recording ({INTERVALS}/ is not empty); "
-                                  f"choose a new --record folder or delete the old one")
+            raise FileExistsError(
+                f"{self.folder}: already holds a recording ({INTERVALS}/ is not empty); "
+                f"choose a new --record folder or delete the old one"
+            )
         (self.folder / INTERVALS).mkdir(parents=True, exist_ok=True)
         clean_stale_temps(self.folder / INTERVALS)
-        self.budget = int(self.cfg.budget_mb * 2 ** 20)
+        self.budget = int(self.cfg.budget_mb * 2**20)
         self.files: "OrderedDict[int, int]" = OrderedDict()  # k -> bytes on disk (oldest first)
         self.bytes = 0
         self.written = 0
@@ -129,18 +150,29 @@ class Recorder:
         self.skipped = 0
         self.stopped: Optional[str] = None
         self.error: Optional[BaseException] = None
-        self.info = {"format": FORMAT, "version": VERSION, "kind": kind, "source": str(source),
-                     "model_size": [int(model_size[0]), int(model_size[1])], "fps": fps,
-                     "background": background, "dtype": "float16", "min_opacity": self.cfg.min_opacity,
-                     "budget_mb": self.cfg.budget_mb, "policy": self.cfg.policy, "started": time.time()}
+        self.info = {
+            "format": FORMAT,
+            "version": VERSION,
+            "kind": kind,
+            "source": str(source),
+            "model_size": [int(model_size[0]), int(model_size[1])],
+            "fps": fps,
+            "background": background,
+            "dtype": "float16",
+            "min_opacity": self.cfg.min_opacity,
+            "budget_mb": self.cfg.budget_mb,
+            "policy": self.cfg.policy,
+            "started": time.time(),
+        }
         self._write_manifest("recording", "")
         self._q: "queue.Queue" = queue.Queue(maxsize=max(1, self.cfg.queue))
         self._thread = threading.Thread(target=self._run, name="streamsplat-record", daemon=True)
         self._thread.start()
 
     # ------------------------------------------------------------------ engine side
-    def add(self, k: int, frames: Tuple[int, int], g: DynamicGaussians, t_arrival: float = float("nan"),
-            block: bool = False) -> bool:
+    def add(
+        self, k: int, frames: Tuple[int, int], g: DynamicGaussians, t_arrival: float = float("nan"), block: bool = False
+    ) -> bool:
         """Queue an interval; False when it was not taken (recording stopped, or the disk is behind).
         ``block=True`` (offline use) waits for the disk instead."""
         if self.stopped is not None:
@@ -154,8 +186,9 @@ class Recorder:
         except queue.Full:
             self.skipped += 1
             if self.skipped == 1:
-                log.warning("%s: the disk is slower than the stream; skipping intervals (counted in session.json)",
-                            self.folder)
+                log.warning(
+                    "%s: the disk is slower than the stream; skipping intervals (counted in session.json)", self.folder
+                )
             return False
 
     def close(self, status: str = "complete", message: str = "") -> None:
@@ -179,25 +212,38 @@ class Recorder:
             k, frames, g, t_arr = item
             try:
                 tensors, meta = compress_interval(g, self.cfg.min_opacity)
-                meta.update(k=str(k), i0=str(frames[0]), i1=str(frames[1]), t_arrival=repr(float(t_arr)),
-                            format=FORMAT, version=str(VERSION))
+                meta.update(
+                    k=str(k),
+                    i0=str(frames[0]),
+                    i1=str(frames[1]),
+                    t_arrival=repr(float(t_arr)),
+                    format=FORMAT,
+                    version=str(VERSION),
+                )
                 size = sum(t.numel() * t.element_size() for t in tensors.values()) + 4096  # + header
                 if size > self.budget:
-                    self._stop(f"recording stopped: one interval ({size / 2**20:.1f} MB) exceeds "
-                               f"--record-budget-mb {self.cfg.budget_mb}")
+                    self._stop(
+                        f"recording stopped: one interval ({size / 2**20:.1f} MB) exceeds "
+                        f"--record-budget-mb {self.cfg.budget_mb}"
+                    )
                     continue
                 while self.bytes + size > self.budget:
                     if self.cfg.policy == "stop":
-                        self._stop(f"recording stopped at key frame {k}: --record-budget-mb {self.cfg.budget_mb} "
-                                   f"reached ({self.written} intervals kept)")
+                        self._stop(
+                            f"recording stopped at key frame {k}: --record-budget-mb {self.cfg.budget_mb} "
+                            f"reached ({self.written} intervals kept)"
+                        )
                         break
                     old, nbytes = self.files.popitem(last=False)
                     (self.folder / INTERVALS / interval_name(old)).unlink(missing_ok=True)
                     self.bytes -= nbytes
                     self.deleted += 1
                     if self.deleted == 1:
-                        log.warning("%s: --record-budget-mb %s reached; deleting the oldest intervals from now on",
-                                    self.folder, self.cfg.budget_mb)
+                        log.warning(
+                            "%s: --record-budget-mb %s reached; deleting the oldest intervals from now on",
+                            self.folder,
+                            self.cfg.budget_mb,
+                        )
                 if self.stopped is not None:
                     continue
                 path = self.folder / INTERVALS / interval_name(k)
@@ -217,10 +263,16 @@ class Recorder:
         self._write_manifest("stopped", message)
 
     def _write_manifest(self, status: str, message: str) -> None:
-        info = dict(self.info, status=status, message=message, intervals_written=getattr(self, "written", 0),
-                    intervals_deleted_for_budget=getattr(self, "deleted", 0),
-                    intervals_skipped_disk_behind=getattr(self, "skipped", 0), bytes=getattr(self, "bytes", 0),
-                    updated=time.time())
+        info = dict(
+            self.info,
+            status=status,
+            message=message,
+            intervals_written=getattr(self, "written", 0),
+            intervals_deleted_for_budget=getattr(self, "deleted", 0),
+            intervals_skipped_disk_behind=getattr(self, "skipped", 0),
+            bytes=getattr(self, "bytes", 0),
+            updated=time.time(),
+        )
         try:
             atomic_write_text(self.folder / MANIFEST, json.dumps(info, indent=1))
         except OSError as e:  # the intervals themselves stay readable without an up-to-date manifest
@@ -240,13 +292,17 @@ class Recording:
         self.folder = Path(folder)
         man = self.folder / MANIFEST
         if not man.is_file():
-            raise FileNotFoundError(f"{self.folder}: not a recording (no {MANIFEST}); record one with "
-                                    f"`streamsplat-live SOURCE --checkpoint CKPT --record {self.folder}`")
+            raise FileNotFoundError(
+                f"{self.folder}: not a recording (no {MANIFEST}); record one with "
+                f"`streamsplat-live SOURCE --checkpoint CKPT --record {self.folder}`"
+            )
         try:
             self.info = json.loads(man.read_text())
         except json.JSONDecodeError as e:
-            raise ValueError(f"{man}: not valid JSON ({e}); the interval files in {INTERVALS}/ are still readable "
-                             f"but their model size is unknown; restore or delete the manifest") from e
+            raise ValueError(
+                f"{man}: not valid JSON ({e}); the interval files in {INTERVALS}/ are still readable "
+                f"but their model size is unknown; restore or delete the manifest"
+            ) from e
         if self.info.get("format") != FORMAT:
             raise ValueError(f"{man}: format {self.info.get('format')!r} is not {FORMAT!r}")
         self.device = torch.device(device)
@@ -257,8 +313,10 @@ class Recording:
             except ValueError:
                 continue
         if not self.paths:
-            raise ValueError(f"{self.folder}: the recording has no intervals (status: {self.info.get('status')}, "
-                             f"{self.info.get('message') or 'no message'})")
+            raise ValueError(
+                f"{self.folder}: the recording has no intervals (status: {self.info.get('status')}, "
+                f"{self.info.get('message') or 'no message'})"
+            )
         self._cache: "OrderedDict[int, Tuple[DynamicGaussians, Dict[str, str]]]" = OrderedDict()
         self._cache_size = cache
         self._lock = threading.Lock()

@@ -64,12 +64,14 @@ def open_recording(folder: Union[str, Path], device: Union[str, torch.device] = 
     info = rec.info
     status = info.get("status", "?")
     label = f"{info.get('source', folder)}: {len(items)} intervals ({info.get('kind', 'recording')}, {status})"
-    return Opened(window, rec.model_size, float(info.get("fps") or 30.0), float(info.get("background", 0.5)), label,
-                  rec)
+    return Opened(
+        window, rec.model_size, float(info.get("fps") or 30.0), float(info.get("background", 0.5)), label, rec
+    )
 
 
-def reconstruct_gaussians(out: Path, manifest: dict, device: Union[str, torch.device], *,
-                          budget_mb: float = 4096.0) -> Path:
+def reconstruct_gaussians(
+    out: Path, manifest: dict, device: Union[str, torch.device], *, budget_mb: float = 4096.0
+) -> Path:
     """Re-run the engine on a reconstruct folder's input and save every interval as a recording."""
     from ..api import load_checkpoint
     from ..engine import DisparitySource, ReconstructionEngine, open_frames
@@ -79,25 +81,37 @@ def reconstruct_gaussians(out: Path, manifest: dict, device: Union[str, torch.de
     ckpt = manifest.get("checkpoint")
     for what, p in (("input", src), ("checkpoint", ckpt)):
         if not p or ("://" not in str(p) and not Path(str(p)).exists()):
-            raise FileNotFoundError(f"{out / 'reconstruction.json'}: its {what} {p} is gone and the folder has no "
-                                    f"saved Gaussians; re-run streamsplat-reconstruct (or restore {p})")
+            raise FileNotFoundError(
+                f"{out / 'reconstruction.json'}: its {what} {p} is gone and the folder has no "
+                f"saved Gaussians; re-run streamsplat-reconstruct (or restore {p})"
+            )
     model = load_checkpoint(ckpt, device=dev, dino_weights=manifest.get("dino_weights"))
     disp = manifest.get("disparity") or {}
     if disp.get("mode") == "file":
         disparity = DisparitySource.files(disp["depth_dir"])
     elif disp.get("checkpoint"):
-        disparity = DisparitySource.depth_anything(disp["checkpoint"], device=dev,
-                                                   preprocess=disp.get("preprocess", "streamsplat"))
+        disparity = DisparitySource.depth_anything(
+            disp["checkpoint"], device=dev, preprocess=disp.get("preprocess", "streamsplat")
+        )
     else:
-        raise ValueError(f"{out / 'reconstruction.json'}: cannot tell where its disparity came from ({disp}); "
-                         f"re-run streamsplat-reconstruct")
+        raise ValueError(
+            f"{out / 'reconstruction.json'}: cannot tell where its disparity came from ({disp}); "
+            f"re-run streamsplat-reconstruct"
+        )
     source = open_frames(src, frame_step=int(manifest.get("frame_step") or 1), max_frames=manifest.get("max_frames"))
-    engine = ReconstructionEngine(model, disparity=disparity, device=dev,
-                                  background=float(manifest.get("background", 0.5)))
+    engine = ReconstructionEngine(
+        model, disparity=disparity, device=dev, background=float(manifest.get("background", 0.5))
+    )
     folder = out / GAUSSIANS_DIR
-    rec = Recorder(folder, source=str(src), model_size=engine.size, fps=source.fps or 30.0,
-                   config=RecordConfig(budget_mb=budget_mb, policy="stop", queue=4), kind="reconstruct",
-                   background=float(manifest.get("background", 0.5)))
+    rec = Recorder(
+        folder,
+        source=str(src),
+        model_size=engine.size,
+        fps=source.fps or 30.0,
+        config=RecordConfig(budget_mb=budget_mb, policy="stop", queue=4),
+        kind="reconstruct",
+        background=float(manifest.get("background", 0.5)),
+    )
     status, msg = "complete", ""
     log.info("%s: no saved Gaussians; reconstructing %s once into %s", out, src, folder)
     try:
@@ -115,15 +129,18 @@ def reconstruct_gaussians(out: Path, manifest: dict, device: Union[str, torch.de
     return folder
 
 
-def open_output(out: Union[str, Path], device: Union[str, torch.device] = "cpu", *,
-                rebuild_budget_mb: float = 4096.0) -> Opened:
+def open_output(
+    out: Union[str, Path], device: Union[str, torch.device] = "cpu", *, rebuild_budget_mb: float = 4096.0
+) -> Opened:
     """Whatever ``out`` is (recording, reconstruct folder, or a folder holding either), opened for viewing."""
     from ..engine.outputs import MANIFEST, read_manifest
 
     out = Path(out)
     if not out.exists():
-        raise FileNotFoundError(f"{out}: no such folder (give a streamsplat-reconstruct --output folder or a "
-                                f"streamsplat-live --record folder)")
+        raise FileNotFoundError(
+            f"{out}: no such folder (give a streamsplat-reconstruct --output folder or a "
+            f"streamsplat-live --record folder)"
+        )
     if is_recording(out):
         return open_recording(out, device)
     if (out / MANIFEST).is_file():
@@ -136,8 +153,11 @@ def open_output(out: Union[str, Path], device: Union[str, torch.device] = "cpu",
                 except ValueError as e:  # an empty / broken cache: rebuild below
                     log.warning("%s", e)
         if manifest.get("status") not in (None, "complete"):
-            log.warning("%s: the reconstruction did not complete (%s); showing what the input gives now", out,
-                        manifest.get("status"))
+            log.warning(
+                "%s: the reconstruction did not complete (%s); showing what the input gives now",
+                out,
+                manifest.get("status"),
+            )
         folder = out / GAUSSIANS_DIR
         if (folder / REC_MANIFEST).exists() or (folder / "intervals").exists():
             import shutil
@@ -145,5 +165,7 @@ def open_output(out: Union[str, Path], device: Union[str, torch.device] = "cpu",
             shutil.rmtree(folder)
         reconstruct_gaussians(out, manifest, device, budget_mb=rebuild_budget_mb)
         return open_recording(folder, device)
-    raise FileNotFoundError(f"{out}: neither a recording ({REC_MANIFEST} + intervals/) nor a reconstruction "
-                            f"({MANIFEST}); make one with streamsplat-reconstruct or streamsplat-live --record")
+    raise FileNotFoundError(
+        f"{out}: neither a recording ({REC_MANIFEST} + intervals/) nor a reconstruction "
+        f"({MANIFEST}); make one with streamsplat-reconstruct or streamsplat-live --record"
+    )

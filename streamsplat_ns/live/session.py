@@ -46,10 +46,22 @@ class LiveSession:
     ``source`` (optional) is the FrameSource: its ``dropped`` / ``error`` are reported.
     """
 
-    def __init__(self, *, model_size, device: torch.device, window: int = 30, fps: float = 30.0,
-                 viewer: Optional[ViewerOptions] = None, serve: bool = True, headless_render: bool = False,
-                 record: Optional[Path] = None, record_config: Optional[RecordConfig] = None,
-                 source_label: str = "", keep_stats: bool = False, background: float = 0.5) -> None:
+    def __init__(
+        self,
+        *,
+        model_size,
+        device: torch.device,
+        window: int = 30,
+        fps: float = 30.0,
+        viewer: Optional[ViewerOptions] = None,
+        serve: bool = True,
+        headless_render: bool = False,
+        record: Optional[Path] = None,
+        record_config: Optional[RecordConfig] = None,
+        source_label: str = "",
+        keep_stats: bool = False,
+        background: float = 0.5,
+    ) -> None:
         self.device = torch.device(device)
         self.model_size = (int(model_size[0]), int(model_size[1]))
         self.window = IntervalWindow(window)
@@ -58,18 +70,34 @@ class LiveSession:
         self.source_label = source_label
         self.recorder: Optional[Recorder] = None
         if record is not None:
-            self.recorder = Recorder(record, source=source_label, model_size=self.model_size, fps=fps,
-                                     config=record_config, background=background, kind="live")
+            self.recorder = Recorder(
+                record,
+                source=source_label,
+                model_size=self.model_size,
+                fps=fps,
+                config=record_config,
+                background=background,
+                kind="live",
+            )
         self.viewer: Optional[LiveViewer] = None
         if serve:
-            self.viewer = LiveViewer(self.window, model_size=self.model_size, device=self.device, stats=self.stats,
-                                     opts=viewer, fps=fps, follow_live=True, headless=headless_render,
-                                     source_label=source_label)
+            self.viewer = LiveViewer(
+                self.window,
+                model_size=self.model_size,
+                device=self.device,
+                stats=self.stats,
+                opts=viewer,
+                fps=fps,
+                follow_live=True,
+                headless=headless_render,
+                source_label=source_label,
+            )
         self.result = SessionResult(record=record)
         self.stop_event = threading.Event()
 
-    def run(self, intervals: Iterable[Any], source: Any = None,
-            on_interval: Optional[Callable[[LiveInterval], None]] = None) -> SessionResult:
+    def run(
+        self, intervals: Iterable[Any], source: Any = None, on_interval: Optional[Callable[[LiveInterval], None]] = None
+    ) -> SessionResult:
         """Consume ``intervals`` until the source ends, fails or :attr:`stop_event` is set."""
         res = self.result
         status, message = "complete", ""
@@ -82,9 +110,14 @@ class LiveSession:
                     iv = next(it)
                 except StopIteration:
                     break
-                item = LiveInterval(int(iv.k), tuple(int(x) for x in iv.frames), iv.gaussians,
-                                    float(getattr(iv, "t_arrival", math.nan)), ready=cuda_ready_event(self.device),
-                                    timings=dict(getattr(iv, "timings", None) or {}))
+                item = LiveInterval(
+                    int(iv.k),
+                    tuple(int(x) for x in iv.frames),
+                    iv.gaussians,
+                    float(getattr(iv, "t_arrival", math.nan)),
+                    ready=cuda_ready_event(self.device),
+                    timings=dict(getattr(iv, "timings", None) or {}),
+                )
                 item.timings["yielded"] = now()
                 self.window.append(item)
                 if self.recorder is not None:
@@ -121,10 +154,12 @@ class LiveSession:
             if self.recorder is not None:
                 self.recorder.close(status, message)
                 rec = self.recorder
-                message += (f"; recording: {rec.written} intervals in {rec.folder}"
-                            + (f" ({rec.deleted} oldest deleted for the budget)" if rec.deleted else "")
-                            + (f" ({rec.skipped} skipped: disk behind)" if rec.skipped else "")
-                            + (f" [{rec.stopped}]" if rec.stopped else ""))
+                message += (
+                    f"; recording: {rec.written} intervals in {rec.folder}"
+                    + (f" ({rec.deleted} oldest deleted for the budget)" if rec.deleted else "")
+                    + (f" ({rec.skipped} skipped: disk behind)" if rec.skipped else "")
+                    + (f" [{rec.stopped}]" if rec.stopped else "")
+                )
             res.ok = status in ("complete", "stopped")
             res.message = message
             res.stats = self.stats.summary()

@@ -188,10 +188,14 @@ class LiveStats:
 
     def markdown(self, extra: str = "") -> str:
         s = self.summary()
-        lat = ("–" if math.isnan(s["latency_p50_ms"])
-               else f"{s['latency_p50_ms']:.0f} ms (max {s['latency_max_ms']:.0f})")
-        lines = [f"frames/s: {s['fps']:.1f} (input {s['input_fps']:.1f})", f"latency: {lat}",
-                 f"dropped {int(s['dropped'])} frames"]
+        lat = (
+            "–" if math.isnan(s["latency_p50_ms"]) else f"{s['latency_p50_ms']:.0f} ms (max {s['latency_max_ms']:.0f})"
+        )
+        lines = [
+            f"frames/s: {s['fps']:.1f} (input {s['input_fps']:.1f})",
+            f"latency: {lat}",
+            f"dropped {int(s['dropped'])} frames",
+        ]
         if extra:
             lines.append(extra)
         return "  \n".join(lines)

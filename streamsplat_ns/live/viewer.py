@@ -74,8 +74,15 @@ def canonical_view(fov_deg: float = 50.0, aspect: float = 16 / 9) -> CameraView:
 class IntervalRenderer:
     """Renders one interval at a local time from a viewer camera (orthographic view of the canonical scene)."""
 
-    def __init__(self, model_size: Tuple[int, int], device: torch.device, *, background: float = 0.5,
-                 backend: str = "auto", max_resolution: Optional[int] = None) -> None:
+    def __init__(
+        self,
+        model_size: Tuple[int, int],
+        device: torch.device,
+        *,
+        background: float = 0.5,
+        backend: str = "auto",
+        max_resolution: Optional[int] = None,
+    ) -> None:
         self.model_size = model_size
         self.device = device
         self.background = background
@@ -100,15 +107,31 @@ class IntervalRenderer:
             torch.cuda.current_stream(self.device).wait_event(item.ready)
         H, W = self.size(view.aspect)
         fy = H / 2.0 / math.tan(view.fov / 2.0)
-        viewmat, K, _ = perspective_to_ortho(view.c2w.to(self.device), fy, fy, W / 2.0, H / 2.0, orthographic=False,
-                                             model_size=self.model_size, zoom=zoom)
+        viewmat, K, _ = perspective_to_ortho(
+            view.c2w.to(self.device),
+            fy,
+            fy,
+            W / 2.0,
+            H / 2.0,
+            orthographic=False,
+            model_size=self.model_size,
+            zoom=zoom,
+        )
         g = item.gaussians
         if g.means.device != self.device:
             g = g.to(self.device)
         g = g.map(lambda x: x.float())
         bg = torch.full((1, 3), self.background, device=self.device)
-        out = render_dynamic(g, torch.tensor([[local_t]], device=self.device), H, W, backgrounds=bg,
-                             viewmats=viewmat[None], Ks=K[None], backend=self.backend)
+        out = render_dynamic(
+            g,
+            torch.tensor([[local_t]], device=self.device),
+            H,
+            W,
+            backgrounds=bg,
+            viewmats=viewmat[None],
+            Ks=K[None],
+            backend=self.backend,
+        )
         rgb = out.rgb.reshape(H, W, 3)
         return (rgb.clamp(0, 1) * 255 + 0.5).to(torch.uint8).cpu().numpy()
 
@@ -125,8 +148,9 @@ class _ClientThread:
         self.last_sent = 0.0
         self.busy = False
         self._last_key = None
-        self.thread = threading.Thread(target=self._run, daemon=True,
-                                       name=f"streamsplat-view-{client.client_id if client else 'headless'}")
+        self.thread = threading.Thread(
+            target=self._run, daemon=True, name=f"streamsplat-view-{client.client_id if client else 'headless'}"
+        )
         self.thread.start()
         self.wake.set()
 
@@ -149,8 +173,14 @@ class _ClientThread:
                     continue
                 view = self._view()
                 zoom = float(v.zoom)
-                key = (id(item.gaussians), round(local, 4), tuple(view.c2w.reshape(-1).tolist()),
-                       round(view.fov, 5), round(view.aspect, 4), zoom)
+                key = (
+                    id(item.gaussians),
+                    round(local, 4),
+                    tuple(view.c2w.reshape(-1).tolist()),
+                    round(view.fov, 5),
+                    round(view.aspect, 4),
+                    zoom,
+                )
                 if key == self._last_key:
                     continue
                 self.busy = True
@@ -180,18 +210,33 @@ class LiveViewer:
     nobody (broadcast to all clients; used by the latency benchmark, which has no browser).
     """
 
-    def __init__(self, window: IntervalWindow, *, model_size: Tuple[int, int], device: torch.device,
-                 stats: Optional[LiveStats] = None, opts: Optional[ViewerOptions] = None, fps: float = 30.0,
-                 follow_live: bool = True, headless: bool = False, source_label: str = "",
-                 on_export: Optional[Callable[[Path], None]] = None) -> None:
+    def __init__(
+        self,
+        window: IntervalWindow,
+        *,
+        model_size: Tuple[int, int],
+        device: torch.device,
+        stats: Optional[LiveStats] = None,
+        opts: Optional[ViewerOptions] = None,
+        fps: float = 30.0,
+        follow_live: bool = True,
+        headless: bool = False,
+        source_label: str = "",
+        on_export: Optional[Callable[[Path], None]] = None,
+    ) -> None:
         import viser
 
         self.window = window
         self.opts = opts or ViewerOptions()
         self.stats = stats or LiveStats()
         self.fps = max(float(fps or 30.0), 1e-3)
-        self.renderer = IntervalRenderer(model_size, device, background=self.opts.background,
-                                         backend=self.opts.backend, max_resolution=self.opts.max_resolution)
+        self.renderer = IntervalRenderer(
+            model_size,
+            device,
+            background=self.opts.background,
+            backend=self.opts.backend,
+            max_resolution=self.opts.max_resolution,
+        )
         self.headless_view = canonical_view(50.0, model_size[1] / model_size[0])
         self._lock = threading.Lock()
         self._time = 0.0
@@ -207,17 +252,29 @@ class LiveViewer:
         gui = self.server.gui
         self.title_md = gui.add_markdown(f"**{self.opts.title}**" + (f"  \n{source_label}" if source_label else ""))
         self.stats_md = gui.add_markdown("frames/s: –  \nlatency: –  \ndropped 0 frames")
-        self.time_slider = gui.add_slider("Time (frame)", min=0.0, max=1.0, step=0.05, initial_value=0.0,
-                                          hint="source frame shown (fractional: between frames), inside the "
-                                               "window of recent intervals")
+        self.time_slider = gui.add_slider(
+            "Time (frame)",
+            min=0.0,
+            max=1.0,
+            step=0.05,
+            initial_value=0.0,
+            hint="source frame shown (fractional: between frames), inside the window of recent intervals",
+        )
         self.follow = gui.add_checkbox("Follow live", follow_live, hint="show the newest interval as it arrives")
         self.play_btn = gui.add_button("Play", hint="play the window in a loop")
         self.pause_btn = gui.add_button("Pause", visible=False)
-        self.zoom_num = gui.add_number("Ortho zoom", 1.0, min=0.05, max=50.0, step=0.05,
-                                       hint="extra zoom on top of the viewer camera's (1 = canonical framing)")
+        self.zoom_num = gui.add_number(
+            "Ortho zoom",
+            1.0,
+            min=0.05,
+            max=50.0,
+            step=0.05,
+            hint="extra zoom on top of the viewer camera's (1 = canonical framing)",
+        )
         self.reset_btn = gui.add_button("Reset view", hint="back to the canonical (input) view")
-        self.export_btn = gui.add_button("Export PLY", hint=f"write the Gaussians at the current time to "
-                                                            f"{self.opts.export_dir}/")
+        self.export_btn = gui.add_button(
+            "Export PLY", hint=f"write the Gaussians at the current time to {self.opts.export_dir}/"
+        )
         self.message_md = gui.add_markdown("")
         self.playing = False
         self.zoom = 1.0

@@ -50,9 +50,15 @@ class StreamSplatDataManagerConfig(FullImageDatamanagerConfig):
 class StreamSplatDataManager(DataManager):
     config: StreamSplatDataManagerConfig
 
-    def __init__(self, config: StreamSplatDataManagerConfig, device: Union[torch.device, str] = "cpu",
-                 test_mode: Literal["test", "val", "inference"] = "val", world_size: int = 1, local_rank: int = 0,
-                 **kwargs) -> None:
+    def __init__(
+        self,
+        config: StreamSplatDataManagerConfig,
+        device: Union[torch.device, str] = "cpu",
+        test_mode: Literal["test", "val", "inference"] = "val",
+        world_size: int = 1,
+        local_rank: int = 0,
+        **kwargs,
+    ) -> None:
         self.config = config
         self.device = device
         self.world_size, self.local_rank = world_size, local_rank
@@ -81,33 +87,56 @@ class StreamSplatDataManager(DataManager):
     @staticmethod
     def _display_outputs(outputs: DataparserOutputs) -> DataparserOutputs:
         """The same cameras and frames, with metadata reduced to names (InputDataset deep-copies it)."""
-        meta = {"clip_names": list(outputs.metadata.get("camera_sequences", [])),
-                "image_size": outputs.metadata.get("image_size")}
-        return DataparserOutputs(image_filenames=outputs.image_filenames, cameras=outputs.cameras,
-                                 mask_filenames=outputs.mask_filenames, scene_box=outputs.scene_box, metadata=meta)
+        meta = {
+            "clip_names": list(outputs.metadata.get("camera_sequences", [])),
+            "image_size": outputs.metadata.get("image_size"),
+        }
+        return DataparserOutputs(
+            image_filenames=outputs.image_filenames,
+            cameras=outputs.cameras,
+            mask_filenames=outputs.mask_filenames,
+            scene_box=outputs.scene_box,
+            metadata=meta,
+        )
 
     # ------------------------------------------------------------------ train
     def setup_train(self) -> None:
         cfg = self.config
-        self.train_clips = ClipDataset(self.train_sequences, cfg.num_frames,
-                                       weights=self.train_dataparser_outputs.metadata.get("weights"),
-                                       augment=cfg.augment, size=self.image_size,
-                                       seed=cfg.seed + 1000 * self.local_rank)
-        logger.info("training on %d clips of %d frames from %d sequences", len(self.train_clips), cfg.num_frames,
-                    len(self.train_clips.sequences))
+        self.train_clips = ClipDataset(
+            self.train_sequences,
+            cfg.num_frames,
+            weights=self.train_dataparser_outputs.metadata.get("weights"),
+            augment=cfg.augment,
+            size=self.image_size,
+            seed=cfg.seed + 1000 * self.local_rank,
+        )
+        logger.info(
+            "training on %d clips of %d frames from %d sequences",
+            len(self.train_clips),
+            cfg.num_frames,
+            len(self.train_clips.sequences),
+        )
 
     def _new_train_iter(self, step: int) -> Iterator:
         cfg = self.config
         # endless, and a pure function of (seed, draw index): a resumed run continues the same draws
-        sampler = WeightedSampler(self.train_clips.item_weights(), seed=cfg.seed + 7919 * self.local_rank,
-                                  start=step * cfg.batch_size)
-        loader = DataLoader(self.train_clips, batch_size=cfg.batch_size, sampler=sampler,
-                            num_workers=cfg.num_workers, collate_fn=collate_clips, drop_last=True,
-                            pin_memory=torch.cuda.is_available(), persistent_workers=cfg.num_workers > 0,
-                            prefetch_factor=4 if cfg.num_workers > 0 else None,
-                            # its own generator: creating the iterator must not consume the global RNG
-                            # (that would break exact --load-dir resume)
-                            generator=torch.Generator().manual_seed(cfg.seed + step))
+        sampler = WeightedSampler(
+            self.train_clips.item_weights(), seed=cfg.seed + 7919 * self.local_rank, start=step * cfg.batch_size
+        )
+        loader = DataLoader(
+            self.train_clips,
+            batch_size=cfg.batch_size,
+            sampler=sampler,
+            num_workers=cfg.num_workers,
+            collate_fn=collate_clips,
+            drop_last=True,
+            pin_memory=torch.cuda.is_available(),
+            persistent_workers=cfg.num_workers > 0,
+            prefetch_factor=4 if cfg.num_workers > 0 else None,
+            # its own generator: creating the iterator must not consume the global RNG
+            # (that would break exact --load-dir resume)
+            generator=torch.Generator().manual_seed(cfg.seed + step),
+        )
         return iter(loader)
 
     def clip_cameras(self, batch: Dict[str, Any]) -> Cameras:
@@ -116,8 +145,17 @@ class StreamSplatDataManager(DataManager):
         B, V = times.shape
         H, W = self.image_size
         c2w = canonical_c2w_opengl()[None].expand(B * V, 3, 4)
-        return Cameras(camera_to_worlds=c2w, fx=W / 2.0, fy=H / 2.0, cx=W / 2.0, cy=H / 2.0, width=W, height=H,
-                       camera_type=CameraType.ORTHOPHOTO, times=times.reshape(-1, 1).float())
+        return Cameras(
+            camera_to_worlds=c2w,
+            fx=W / 2.0,
+            fy=H / 2.0,
+            cx=W / 2.0,
+            cy=H / 2.0,
+            width=W,
+            height=H,
+            camera_type=CameraType.ORTHOPHOTO,
+            times=times.reshape(-1, 1).float(),
+        )
 
     def next_train(self, step: int) -> Tuple[Cameras, Dict[str, Any]]:
         self.train_count += 1
@@ -128,8 +166,14 @@ class StreamSplatDataManager(DataManager):
 
     # ------------------------------------------------------------------ eval
     def setup_eval(self) -> None:
-        self._eval_clips = ClipDataset(self.eval_sequences, self.config.num_frames, augment=False,
-                                       size=self.image_size, seed=self.config.seed, random_offsets=False)
+        self._eval_clips = ClipDataset(
+            self.eval_sequences,
+            self.config.num_frames,
+            augment=False,
+            size=self.image_size,
+            seed=self.config.seed,
+            random_offsets=False,
+        )
         n = len(self._eval_clips)
         k = max(1, min(self.config.eval_num_clips, n))
         self.eval_indices = sorted({int(round(i * (n - 1) / max(k - 1, 1))) for i in range(k)})

@@ -112,7 +112,8 @@ class StreamSplatModel(StreamSplatViewerMixin, Model):
             raise FileNotFoundError(
                 "stage 2 needs local DINOv2 weights: pass --pipeline.model.dino-weights "
                 "/path/to/dinov2_vitb14_reg4_pretrain.pth (nothing is downloaded), or "
-                "--pipeline.model.allow-random-dino True for smoke tests")
+                "--pipeline.model.allow-random-dino True for smoke tests"
+            )
         else:
             logger.warning("stage 2 with randomly initialised DINOv2 features (allow_random_dino=True)")
         self.net.freeze_static()
@@ -122,12 +123,19 @@ class StreamSplatModel(StreamSplatViewerMixin, Model):
         """Copy a stage-1 checkpoint's encoder (ours or the authors') into the frozen encoder, strictly."""
         from ..networks.checkpoint import check_state_dict, load_checkpoint
 
-        src = load_checkpoint(path, "cpu", image_size=(self.config.encoder.image_height,
-                                                       self.config.encoder.image_width))
+        src = load_checkpoint(
+            path, "cpu", image_size=(self.config.encoder.image_height, self.config.encoder.image_width)
+        )
         theirs = src.encoder.state_dict()
         ours = self.net.encoder.state_dict()
-        check_state_dict(ours, theirs, source=path, what="this model's encoder config", ignore=set(theirs) - set(ours),
-                         fix="check --pipeline.model.encoder.* against the checkpoint")
+        check_state_dict(
+            ours,
+            theirs,
+            source=path,
+            what="this model's encoder config",
+            ignore=set(theirs) - set(ours),
+            fix="check --pipeline.model.encoder.* against the checkpoint",
+        )
         self.net.encoder.load_state_dict({k: theirs[k] for k in ours}, strict=True)
         logger.info("loaded the frozen stage-1 encoder from %s", path)
 
@@ -208,12 +216,15 @@ class StreamSplatModel(StreamSplatViewerMixin, Model):
             B = pred.shape[0]
             valid = None
             if cfg.depth_alpha_threshold > 0:
-                valid = (outputs["accumulation"].detach() > cfg.depth_alpha_threshold)
+                valid = outputs["accumulation"].detach() > cfg.depth_alpha_threshold
             # depth of the renderer: accumulated depth divided by alpha (metric depth where covered)
             depth = outputs["depth"] / outputs["accumulation"].clamp_min(1e-6)
             losses["depth"] = cfg.lambda_depth * ssi_depth_loss(
-                depth.reshape(B, -1), disp.reshape(B, -1), None if valid is None else valid.reshape(B, -1),
-                robust_threshold=cfg.robust_depth_threshold)
+                depth.reshape(B, -1),
+                disp.reshape(B, -1),
+                None if valid is None else valid.reshape(B, -1),
+                robust_threshold=cfg.robust_depth_threshold,
+            )
         if cfg.lambda_mask > 0:
             losses["mask"] = cfg.lambda_mask * masked_mse(pred, gt, mask)
         if cfg.lambda_lpips > 0 and self.training and self._step >= cfg.lpips_start_step:
@@ -267,6 +278,8 @@ class StreamSplatModel(StreamSplatViewerMixin, Model):
             metrics["psnr_middle_baseline_blend"] = float(psnr((1 - t) * g0 + t * g1, gm))
         strip_pred = torch.cat(list(pred[0]), dim=1)
         strip_gt = torch.cat(list(gt[0]), dim=1)
-        images = {"img": torch.cat([strip_gt, strip_pred], dim=0),
-                  "accumulation": torch.cat(list(outputs["accumulation"][0]), dim=1)}
+        images = {
+            "img": torch.cat([strip_gt, strip_pred], dim=0),
+            "accumulation": torch.cat(list(outputs["accumulation"][0]), dim=1),
+        }
         return metrics, images

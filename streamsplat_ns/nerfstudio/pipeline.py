@@ -36,9 +36,15 @@ class StreamSplatPipelineConfig(VanillaPipelineConfig):
 class StreamSplatPipeline(VanillaPipeline):
     config: StreamSplatPipelineConfig
 
-    def __init__(self, config: StreamSplatPipelineConfig, device: str,
-                 test_mode: Literal["test", "val", "inference"] = "val", world_size: int = 1, local_rank: int = 0,
-                 grad_scaler: Optional[GradScaler] = None) -> None:
+    def __init__(
+        self,
+        config: StreamSplatPipelineConfig,
+        device: str,
+        test_mode: Literal["test", "val", "inference"] = "val",
+        world_size: int = 1,
+        local_rank: int = 0,
+        grad_scaler: Optional[GradScaler] = None,
+    ) -> None:
         torch.nn.Module.__init__(self)
         from .trainer import install_eval_hook
 
@@ -49,14 +55,18 @@ class StreamSplatPipeline(VanillaPipeline):
         dp = config.datamanager.dataparser
         if hasattr(dp, "image_height"):  # the model's resolution is the one source of truth
             dp.image_height, dp.image_width = enc.image_height, enc.image_width
-        self.datamanager = config.datamanager.setup(device=device, test_mode=test_mode, world_size=world_size,
-                                                    local_rank=local_rank)
+        self.datamanager = config.datamanager.setup(
+            device=device, test_mode=test_mode, world_size=world_size, local_rank=local_rank
+        )
         self.datamanager.to(device)
         assert self.datamanager.train_dataset is not None, "Missing input dataset"
-        self._model = config.model.setup(scene_box=self.datamanager.train_dataset.scene_box,
-                                         num_train_data=len(self.datamanager.train_dataset),
-                                         metadata=self.datamanager.train_dataset.metadata, device=device,
-                                         grad_scaler=grad_scaler)
+        self._model = config.model.setup(
+            scene_box=self.datamanager.train_dataset.scene_box,
+            num_train_data=len(self.datamanager.train_dataset),
+            metadata=self.datamanager.train_dataset.metadata,
+            device=device,
+            grad_scaler=grad_scaler,
+        )
         self.model.to(device)
         self.model.clip_provider = self.datamanager.load_display_frames
         names = self.datamanager.train_dataset.metadata.get("clip_names", [])
@@ -65,8 +75,9 @@ class StreamSplatPipeline(VanillaPipeline):
         self.world_size = world_size
         if world_size > 1:
             on_cuda = torch.device(device).type == "cuda"
-            self._model = typing.cast(Model, DDP(self._model, device_ids=[local_rank] if on_cuda else None,
-                                                 find_unused_parameters=False))
+            self._model = typing.cast(
+                Model, DDP(self._model, device_ids=[local_rank] if on_cuda else None, find_unused_parameters=False)
+            )
             if on_cuda:
                 dist.barrier(device_ids=[local_rank])
             else:
@@ -104,8 +115,9 @@ class StreamSplatPipeline(VanillaPipeline):
         return metrics, images
 
     @profiler.time_function
-    def get_average_eval_image_metrics(self, step: Optional[int] = None, output_path: Optional[Path] = None,
-                                       get_std: bool = False) -> Dict[str, float]:
+    def get_average_eval_image_metrics(
+        self, step: Optional[int] = None, output_path: Optional[Path] = None, get_std: bool = False
+    ) -> Dict[str, float]:
         """Mean (and std) of the paper's metrics over the fixed evaluation windows (ns-eval)."""
         self.eval()
         rows = []

@@ -120,18 +120,22 @@ def find_step_checkpoint(load_dir: Path, load_step: Optional[int] = None) -> Pat
     """The checkpoint a ``--load-dir`` (and ``--load-step``) run resumes from, or a clear error."""
     load_dir = Path(load_dir)
     if not load_dir.is_dir():
-        raise FileNotFoundError(f"{load_dir}: no such checkpoint folder (--load-dir takes a run's "
-                                f"nerfstudio_models/ folder)")
+        raise FileNotFoundError(
+            f"{load_dir}: no such checkpoint folder (--load-dir takes a run's nerfstudio_models/ folder)"
+        )
     found = step_checkpoints(load_dir)
     if not found:
-        raise FileNotFoundError(f"{load_dir}: no step-<N>.ckpt checkpoints in this folder (--load-dir takes a run's "
-                                f"nerfstudio_models/ folder; checkpoints are written every --steps-per-save steps)")
+        raise FileNotFoundError(
+            f"{load_dir}: no step-<N>.ckpt checkpoints in this folder (--load-dir takes a run's "
+            f"nerfstudio_models/ folder; checkpoints are written every --steps-per-save steps)"
+        )
     if load_step is None:
         return found[-1][1]
     path = load_dir / f"step-{load_step:09d}.ckpt"
     if not path.is_file():
-        raise FileNotFoundError(f"{path}: no checkpoint for --load-step {load_step}; available steps: "
-                                f"{[s for s, _ in found]}")
+        raise FileNotFoundError(
+            f"{path}: no checkpoint for --load-step {load_step}; available steps: {[s for s, _ in found]}"
+        )
     return path
 
 
@@ -142,14 +146,18 @@ def read_training_checkpoint(path: Path) -> Dict[str, Any]:
 
     path = Path(path)
     earlier = [p.name for _, p in step_checkpoints(path.parent) if p != path] if path.parent.is_dir() else []
-    fix = (f"delete it (or pass --load-step) to use the previous checkpoint {earlier[-1]}" if earlier
-           else "train again; no earlier checkpoint is in this folder")
+    fix = (
+        f"delete it (or pass --load-step) to use the previous checkpoint {earlier[-1]}"
+        if earlier
+        else "train again; no earlier checkpoint is in this folder"
+    )
     state = torch_load(path, what="training checkpoint", fix=fix)
     need = ("step", "pipeline", "optimizers", "scalers")
     if not isinstance(state, dict) or any(k not in state for k in need):
         have = sorted(state) if isinstance(state, dict) else type(state).__name__
-        raise CheckpointError(path, f"not a nerfstudio training checkpoint (expected entries {list(need)}, "
-                                    f"found {have})", fix)
+        raise CheckpointError(
+            path, f"not a nerfstudio training checkpoint (expected entries {list(need)}, found {have})", fix
+        )
     check_finite(state["pipeline"], source=path, fix=fix)
     return state
 
@@ -260,20 +268,23 @@ class StreamSplatTrainer(Trainer):
             _, loss_dict, metrics_dict = self.pipeline.get_train_loss_dict(step=step)
             loss = functools.reduce(torch.add, loss_dict.values())
         self.grad_scaler.scale(loss).backward()  # type: ignore
-        needs_step = [g for g in self.optimizers.parameters.keys()
-                      if step % self.gradient_accumulation_steps[g] == self.gradient_accumulation_steps[g] - 1]
+        needs_step = [
+            g
+            for g in self.optimizers.parameters.keys()
+            if step % self.gradient_accumulation_steps[g] == self.gradient_accumulation_steps[g] - 1
+        ]
         params = [p for g in needs_step for p in self.optimizers.parameters[g] if p.grad is not None]
         # one fused norm per tensor and a single host sync for the whole check
-        finite = (bool(torch.isfinite(torch.stack(torch._foreach_norm([p.grad for p in params]))).all())
-                  if params else True)
+        finite = (
+            bool(torch.isfinite(torch.stack(torch._foreach_norm([p.grad for p in params]))).all()) if params else True
+        )
         if finite:
             self.optimizers.optimizer_scaler_step_some(self.grad_scaler, needs_step)
         else:
             self.nonfinite_skips += 1
             model = self.pipeline.model
             model.nonfinite_skips = self.nonfinite_skips
-            CONSOLE.print(f"[yellow]step {step}: non-finite gradients, update skipped "
-                          f"({self.nonfinite_skips} so far)")
+            CONSOLE.print(f"[yellow]step {step}: non-finite gradients, update skipped ({self.nonfinite_skips} so far)")
             self.optimizers.zero_grad_some(needs_step)
         self.grad_scaler.update()
         self.optimizers.scheduler_step_all(step)

@@ -47,10 +47,21 @@ class StreamSplatViewerMixin:
         self.clip_names = []
         self._cache: "OrderedDict[Tuple, Any]" = OrderedDict()
         clip0 = int(os.environ.get("STREAMSPLAT_CLIP", "0") or 0)  # ns-render has no way to pass a clip
-        self.viewer_clip = ViewerSlider("Clip", clip0, 0, max(1, clip0), 1, cb_hook=lambda _: self._cache.clear(),
-                                        hint="which video (display clip) to reconstruct")
-        self.viewer_zoom = ViewerNumber("Ortho zoom", 1.0, cb_hook=lambda _: None,
-                                        hint="extra zoom on top of the viewer camera's (1 = canonical framing)")
+        self.viewer_clip = ViewerSlider(
+            "Clip",
+            clip0,
+            0,
+            max(1, clip0),
+            1,
+            cb_hook=lambda _: self._cache.clear(),
+            hint="which video (display clip) to reconstruct",
+        )
+        self.viewer_zoom = ViewerNumber(
+            "Ortho zoom",
+            1.0,
+            cb_hook=lambda _: None,
+            hint="extra zoom on top of the viewer camera's (1 = canonical framing)",
+        )
         self.viewer_control = _CanonicalViewControl()
 
     def clip_gaussians(self, clip: int, t: float, frame: Optional[float] = None) -> Tuple[Any, float]:
@@ -74,7 +85,8 @@ class StreamSplatViewerMixin:
                 rgb, disp, _ = self.clip_provider(clip, [k])
                 with self._autocast():
                     self._cache[key] = self.net.predict_static(rgb.to(self.device), disp.to(self.device)).map(
-                        lambda x: x.float())
+                        lambda x: x.float()
+                    )
             out, local = self._cache[key], 0.0
         else:  # the engine's pairing rule and reconstruction, as streamsplat-reconstruct / -export / live
             from ..engine import ReconstructionEngine, key_frames, locate
@@ -87,8 +99,9 @@ class StreamSplatViewerMixin:
             if key not in self._cache:
                 rgb, disp, _ = self.clip_provider(clip, [a, b])
                 # eager options: the training model is used as it is (no casts), under the viewer's autocast
-                engine = ReconstructionEngine(self.net, options=InferenceOptions.eager(), device=self.device,
-                                              overlap_depth=False)
+                engine = ReconstructionEngine(
+                    self.net, options=InferenceOptions.eager(), device=self.device, overlap_depth=False
+                )
                 with self._autocast():
                     iv = engine.reconstruct_clip(rgb, disp, max(b - a, 1), frames=[a, b] if b > a else None)[0]
                 self._cache[key] = iv.gaussians.map(lambda x: x.float())
@@ -107,12 +120,17 @@ class StreamSplatViewerMixin:
         H, W = int(camera.height.reshape(-1)[0]), int(camera.width.reshape(-1)[0])
         kind = int(camera.camera_type.reshape(-1)[0])
         if kind not in (CameraType.ORTHOPHOTO.value, CameraType.PERSPECTIVE.value):
-            logger.warning("StreamSplat renders orthographic views; treating a %s camera as perspective",
-                           CameraType(kind).name)
+            logger.warning(
+                "StreamSplat renders orthographic views; treating a %s camera as perspective", CameraType(kind).name
+            )
         zoom = float(self.viewer_zoom.value) if hasattr(self, "viewer_zoom") else 1.0
         viewmat, K, z_offset = perspective_to_ortho(
-            camera.camera_to_worlds.reshape(-1, 3, 4)[0].to(self.device), *_intrinsics(camera),
-            orthographic=kind == CameraType.ORTHOPHOTO.value, model_size=self.image_size, zoom=zoom)
+            camera.camera_to_worlds.reshape(-1, 3, 4)[0].to(self.device),
+            *_intrinsics(camera),
+            orthographic=kind == CameraType.ORTHOPHOTO.value,
+            model_size=self.image_size,
+            zoom=zoom,
+        )
         return viewmat, K, H, W, z_offset
 
     @torch.no_grad()
@@ -134,12 +152,21 @@ class StreamSplatViewerMixin:
         Ks[1] *= h / H
         bg = torch.full((1, 3), self.config.eval_background, device=self.device)
         if isinstance(g, DynamicGaussians):
-            out = render_dynamic(g, torch.tensor([[local_t]], device=self.device), h, w, backgrounds=bg,
-                                 viewmats=viewmat[None], Ks=Ks[None], backend=self.config.render_backend)
+            out = render_dynamic(
+                g,
+                torch.tensor([[local_t]], device=self.device),
+                h,
+                w,
+                backgrounds=bg,
+                viewmats=viewmat[None],
+                Ks=Ks[None],
+                backend=self.config.render_backend,
+            )
             out = out.reshape(1)
         else:
-            out = render_static(g, h, w, backgrounds=bg, viewmats=viewmat[None], Ks=Ks[None],
-                                backend=self.config.render_backend)
+            out = render_static(
+                g, h, w, backgrounds=bg, viewmats=viewmat[None], Ks=Ks[None], backend=self.config.render_backend
+            )
         rgb, acc, dsum = out.rgb[0], out.alpha[0], out.depth[0]
         if (h, w) != (H, W):
             up = torch.cat([rgb, acc, dsum], dim=-1).permute(2, 0, 1)[None]

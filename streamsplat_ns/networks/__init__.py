@@ -8,7 +8,18 @@ from .heads import DynamicHeads, GaussianHeads, truncated_normal_sample
 from .model import FrameState, StreamSplat, normalize_disparity
 
 __all__ = [
-    "DecoderConfig", "DinoConfig", "EncoderConfig", "ModelConfig", "UpsamplerConfig", "DynamicDecoder",
-    "DinoVisionTransformer", "StaticEncoder", "DynamicHeads", "GaussianHeads", "truncated_normal_sample",
-    "FrameState", "StreamSplat", "normalize_disparity",
+    "DecoderConfig",
+    "DinoConfig",
+    "EncoderConfig",
+    "ModelConfig",
+    "UpsamplerConfig",
+    "DynamicDecoder",
+    "DinoVisionTransformer",
+    "StaticEncoder",
+    "DynamicHeads",
+    "GaussianHeads",
+    "truncated_normal_sample",
+    "FrameState",
+    "StreamSplat",
+    "normalize_disparity",
 ]

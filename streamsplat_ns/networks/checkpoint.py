@@ -79,52 +79,79 @@ def _check_safetensors_header(path: Path) -> Dict[str, Any]:
     with open(path, "rb") as f:
         raw = f.read(8)
         if len(raw) < 8:
-            raise CheckpointError(path, f"truncated safetensors file ({size} bytes, no header)",
-                                  "copy the file again or use an earlier checkpoint")
+            raise CheckpointError(
+                path,
+                f"truncated safetensors file ({size} bytes, no header)",
+                "copy the file again or use an earlier checkpoint",
+            )
         (n,) = struct.unpack("<Q", raw)
         if n > size - 8:
-            raise CheckpointError(path, f"truncated or not a safetensors file (header of {n} bytes, file of {size})",
-                                  "copy the file again or use an earlier checkpoint")
+            raise CheckpointError(
+                path,
+                f"truncated or not a safetensors file (header of {n} bytes, file of {size})",
+                "copy the file again or use an earlier checkpoint",
+            )
         try:
             header = json.loads(f.read(n))
         except (UnicodeDecodeError, json.JSONDecodeError) as e:
             raise CheckpointError(path, f"damaged safetensors header ({e})", "copy the file again") from e
     if not isinstance(header, dict):
         raise CheckpointError(path, "damaged safetensors header (not a JSON object)", "copy the file again")
-    end = max((int(v["data_offsets"][1]) for k, v in header.items()
-               if k != "__metadata__" and isinstance(v, dict) and "data_offsets" in v), default=0)
+    end = max(
+        (
+            int(v["data_offsets"][1])
+            for k, v in header.items()
+            if k != "__metadata__" and isinstance(v, dict) and "data_offsets" in v
+        ),
+        default=0,
+    )
     have = size - 8 - n
     if have < end:
-        raise CheckpointError(path, f"truncated safetensors file: its header describes {end + 8 + n} bytes but the "
-                                    f"file has {size}", "copy the file again or use an earlier checkpoint")
+        raise CheckpointError(
+            path,
+            f"truncated safetensors file: its header describes {end + 8 + n} bytes but the file has {size}",
+            "copy the file again or use an earlier checkpoint",
+        )
     return header
 
 
-def torch_load(path: PathLike, *, what: str = "checkpoint", fix: str = "use another copy or an earlier checkpoint"
-               ) -> Any:
+def torch_load(
+    path: PathLike, *, what: str = "checkpoint", fix: str = "use another copy or an earlier checkpoint"
+) -> Any:
     """``torch.load(weights_only=True)`` with errors that name the file: truncated archives, text files,
     and pickles that hold more than weights (never unpickled)."""
     path = Path(path)
     head = _sniff(path, what, fix)
     if head[:2] == b"PK" and not zipfile.is_zipfile(path):
-        raise CheckpointError(path, f"truncated {what} (the zip archive has no central directory: the write was "
-                                    f"interrupted or the copy is incomplete)", fix)
+        raise CheckpointError(
+            path,
+            f"truncated {what} (the zip archive has no central directory: the write was "
+            f"interrupted or the copy is incomplete)",
+            fix,
+        )
     try:
         return torch.load(str(path), map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as e:
         lines = [ln.strip() for ln in str(e).splitlines() if "WeightsUnpickler" in ln] or [str(e).splitlines()[0]]
-        raise CheckpointError(path, f"is not a weights-only {what} (it holds Python objects that are not loaded for "
-                                    f"safety: {lines[0][:200]})", fix) from e
+        raise CheckpointError(
+            path,
+            f"is not a weights-only {what} (it holds Python objects that are not loaded for safety: {lines[0][:200]})",
+            fix,
+        ) from e
     except (RuntimeError, EOFError, OSError, zipfile.BadZipFile, struct.error, ValueError, KeyError) as e:
         msg = str(e).splitlines()[0][:200] if str(e) else type(e).__name__
         trunc = any(s in msg for s in ("central directory", "zip archive", "Ran out of input", "EOF", "truncated"))
-        problem = (f"truncated or damaged {what} ({msg})" if trunc or isinstance(e, EOFError)
-                   else f"unreadable {what} ({type(e).__name__}: {msg})")
+        problem = (
+            f"truncated or damaged {what} ({msg})"
+            if trunc or isinstance(e, EOFError)
+            else f"unreadable {what} ({type(e).__name__}: {msg})"
+        )
         raise CheckpointError(path, problem, fix) from e
 
 
-def read_tensors(path: PathLike, *, fix: str = "copy the file again or use an earlier checkpoint"
-                 ) -> Tuple[Dict[str, Tensor], Dict[str, str]]:
+def read_tensors(
+    path: PathLike, *, fix: str = "copy the file again or use an earlier checkpoint"
+) -> Tuple[Dict[str, Tensor], Dict[str, str]]:
     """``(tensors, metadata)`` of a ``.safetensors`` file or a torch state dict (``state_dict``/``model``
     sub-dicts unwrapped). Bad files raise :class:`CheckpointError` naming them."""
     path = Path(path)
@@ -148,8 +175,11 @@ def read_tensors(path: PathLike, *, fix: str = "copy the file again or use an ea
         if isinstance(obj, dict) and key in obj and isinstance(obj[key], dict):
             obj = obj[key]
     if not isinstance(obj, dict) or not all(isinstance(v, Tensor) for v in obj.values()):
-        raise CheckpointError(path, "expected a flat dict of tensors (a state dict)",
-                              "pass a weights file (.safetensors or a state-dict .pth)")
+        raise CheckpointError(
+            path,
+            "expected a flat dict of tensors (a state dict)",
+            "pass a weights file (.safetensors or a state-dict .pth)",
+        )
     return obj, {}
 
 
@@ -160,9 +190,16 @@ def _fmt(xs: List, limit: int = 20) -> str:
     return "\n    ".join(map(str, xs[:limit])) + (f"\n    ... ({len(xs)} in all)" if len(xs) > limit else "")
 
 
-def check_state_dict(expected: Mapping[str, Any], got: Mapping[str, Tensor], *, source: PathLike,
-                     what: str = "this model", optional: Callable[[str], bool] = lambda k: False,
-                     ignore: Iterable[str] = (), fix: str = "") -> None:
+def check_state_dict(
+    expected: Mapping[str, Any],
+    got: Mapping[str, Tensor],
+    *,
+    source: PathLike,
+    what: str = "this model",
+    optional: Callable[[str], bool] = lambda k: False,
+    ignore: Iterable[str] = (),
+    fix: str = "",
+) -> None:
     """THE strict state-dict check: every expected key present (unless ``optional(key)``), no key of ``got``
     unused (unless in ``ignore``), shapes equal. ``expected`` maps keys to tensors or shapes."""
     ignore = set(ignore)
@@ -172,13 +209,16 @@ def check_state_dict(expected: Mapping[str, Any], got: Mapping[str, Tensor], *, 
 
     missing = sorted(k for k in expected if k not in got and not optional(k))
     unexpected = sorted(k for k in got if k not in expected and k not in ignore)
-    wrong = sorted((k, shape(got[k]), shape(expected[k])) for k in expected
-                   if k in got and shape(got[k]) != shape(expected[k]))
+    wrong = sorted(
+        (k, shape(got[k]), shape(expected[k])) for k in expected if k in got and shape(got[k]) != shape(expected[k])
+    )
     if missing or unexpected or wrong:
         raise CheckpointError(
-            source, f"does not match {what}\n  missing keys:\n    {_fmt(missing)}\n  unexpected keys:\n    "
-                    f"{_fmt(unexpected)}\n  shape mismatches (key, file, expected):\n    {_fmt(wrong)}\n",
-            fix or "pass the checkpoint that belongs to this model / config")
+            source,
+            f"does not match {what}\n  missing keys:\n    {_fmt(missing)}\n  unexpected keys:\n    "
+            f"{_fmt(unexpected)}\n  shape mismatches (key, file, expected):\n    {_fmt(wrong)}\n",
+            fix or "pass the checkpoint that belongs to this model / config",
+        )
 
 
 def first_nonfinite(tensors: Mapping[str, Tensor]) -> Optional[str]:
@@ -197,15 +237,21 @@ def check_finite(tensors: Mapping[str, Tensor], *, source: PathLike, fix: str = 
     if bad is not None:
         t = tensors[bad]
         n = int((~torch.isfinite(t)).sum())
-        raise CheckpointError(source, f"weights hold NaN/Inf values (first bad key {bad!r}: {n} of {t.numel()} "
-                                      f"values)", fix or "the training run diverged or the file is damaged: use an "
-                                                         "earlier checkpoint")
+        raise CheckpointError(
+            source,
+            f"weights hold NaN/Inf values (first bad key {bad!r}: {n} of {t.numel()} values)",
+            fix or "the training run diverged or the file is damaged: use an earlier checkpoint",
+        )
 
 
 # -------------------------------------------------------------------------------------- our network files
 def resolve_dino(explicit: Optional[PathLike], cfg: ModelConfig) -> Optional[Path]:
-    cands = [explicit, os.environ.get(DINO_ENV), cfg.decoder.dino_weights if cfg.decoder else None,
-             Path.home() / ".cache" / "streamsplat" / DINO_FILE]
+    cands = [
+        explicit,
+        os.environ.get(DINO_ENV),
+        cfg.decoder.dino_weights if cfg.decoder else None,
+        Path.home() / ".cache" / "streamsplat" / DINO_FILE,
+    ]
     for c in cands:
         if c and Path(c).is_file():
             return Path(c)
@@ -224,9 +270,15 @@ def _sync_config_from_weights(model: StreamSplat) -> None:
 
 
 def load_checkpoint(
-    path: PathLike, device: Union[str, torch.device] = "cpu", *, dino_weights: Optional[PathLike] = None,
-    image_size: Optional[Tuple[int, int]] = None, config: Optional[ModelConfig] = None,
-    allow_random_dino: bool = False, dtype: Optional[torch.dtype] = None, fused: bool = False,
+    path: PathLike,
+    device: Union[str, torch.device] = "cpu",
+    *,
+    dino_weights: Optional[PathLike] = None,
+    image_size: Optional[Tuple[int, int]] = None,
+    config: Optional[ModelConfig] = None,
+    allow_random_dino: bool = False,
+    dtype: Optional[torch.dtype] = None,
+    fused: bool = False,
 ) -> StreamSplat:
     """Load our checkpoints (safetensors + JSON config) or the authors' stage-1 / stage-2 / inference files.
 
@@ -252,16 +304,25 @@ def load_checkpoint(
             raise CheckpointError(path, f"unreadable model config in the file's metadata ({e})", fix) from e
         model = StreamSplat.from_config(cfg, std_head)
         has_dino = any(k.startswith("dino.") for k in tensors)
-        check_state_dict(model.state_dict(), tensors, source=path, what="its own config",
-                         optional=lambda k: k.startswith("dino.") and not has_dino)
+        check_state_dict(
+            model.state_dict(),
+            tensors,
+            source=path,
+            what="its own config",
+            optional=lambda k: k.startswith("dino.") and not has_dino,
+        )
         model.load_state_dict(tensors, strict=has_dino)
     else:
         sd = official.normalize_keys(tensors)
         layout = official.detect_layout(sd)
         if layout is None:
             sample = sorted(sd)[:12]
-            raise CheckpointError(path, f"unknown checkpoint layout (neither ours nor the authors' stage-1, stage-2 "
-                                        f"or inference layout); first keys: {sample}", fix)
+            raise CheckpointError(
+                path,
+                f"unknown checkpoint layout (neither ours nor the authors' stage-1, stage-2 "
+                f"or inference layout); first keys: {sample}",
+                fix,
+            )
         cfg = copy.deepcopy(config) if config is not None else official.infer_config(sd, layout, image_size)
         # the authors' stage-1 head is tanh * (1 - 1e-3); their stage-2 / inference models use plain tanh
         cfg.encoder.position_mean_scale = (1 - 1e-3) if layout == "stage1" else 1.0
@@ -277,7 +338,8 @@ def load_checkpoint(
         elif not allow_random_dino:
             raise FileNotFoundError(
                 f"{path} has a dynamic decoder but no DINOv2 weights: pass dino_weights=<local {DINO_FILE}>, "
-                f"set ${DINO_ENV}, or place it in ~/.cache/streamsplat/ (no download is attempted)")
+                f"set ${DINO_ENV}, or place it in ~/.cache/streamsplat/ (no download is attempted)"
+            )
     model = model.to(device).eval()
     if dtype is not None and dtype != torch.float32:
         from ..inference import InferenceOptions, prepare  # inference-only; networks/ stays plain
@@ -297,11 +359,17 @@ def save_tensors(path: PathLike, tensors: Dict[str, Tensor], metadata: Optional[
 def save_checkpoint(model: StreamSplat, path: PathLike, include_dino: bool = True) -> None:
     """Our format: safetensors with the JSON :class:`ModelConfig` in the metadata (fp32 weights), written
     atomically. Non-finite weights are refused (the file would only fail later, at load)."""
-    sd = {k: v.detach().float().cpu().contiguous() for k, v in model.state_dict().items()
-          if include_dino or not k.startswith("dino.")}
+    sd = {
+        k: v.detach().float().cpu().contiguous()
+        for k, v in model.state_dict().items()
+        if include_dino or not k.startswith("dino.")
+    }
     bad = first_nonfinite(sd)
     if bad is not None:
         raise ValueError(f"{path}: not saved: the model's weight {bad!r} holds NaN/Inf (training diverged)")
-    meta = {CONFIG_KEY: json.dumps(model.config.to_dict()), FORMAT_KEY: "1",
-            STD_HEAD_KEY: json.dumps(bool(model.position_std_head))}
+    meta = {
+        CONFIG_KEY: json.dumps(model.config.to_dict()),
+        FORMAT_KEY: "1",
+        STD_HEAD_KEY: json.dumps(bool(model.position_std_head)),
+    }
     save_tensors(path, sd, meta)

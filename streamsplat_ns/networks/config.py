@@ -60,8 +60,9 @@ class EncoderConfig:
     def __post_init__(self) -> None:
         p = self.patch_size
         if self.image_height % p or self.image_width % p:
-            raise ValueError(f"image size {self.image_height}x{self.image_width} must be a multiple of the "
-                             f"patch size {p}")
+            raise ValueError(
+                f"image size {self.image_height}x{self.image_width} must be a multiple of the patch size {p}"
+            )
         if isinstance(self.upsampler, dict):
             self.upsampler = UpsamplerConfig(**self.upsampler)
         if self.pixel_skip < 0:
@@ -69,9 +70,11 @@ class EncoderConfig:
         if self.pixel_skip:
             gh, gw = self.gaussian_grid
             if self.image_height % gh or self.image_width % gw or self.image_height // gh != self.image_width // gw:
-                raise ValueError(f"pixel_skip needs a whole number of pixels per Gaussian: image "
-                                 f"{self.image_height}x{self.image_width}, Gaussian grid {gh}x{gw}; change "
-                                 "patch_size or upsampler.stages")
+                raise ValueError(
+                    f"pixel_skip needs a whole number of pixels per Gaussian: image "
+                    f"{self.image_height}x{self.image_width}, Gaussian grid {gh}x{gw}; change "
+                    "patch_size or upsampler.stages"
+                )
         if self.width % self.head_dim:
             raise ValueError(f"width {self.width} must be a multiple of head_dim {self.head_dim}")
 
@@ -87,7 +90,7 @@ class EncoderConfig:
     @property
     def gaussian_grid(self) -> Tuple[int, int]:
         h, w = self.token_grid
-        f = 2 ** self.upsampler.stages
+        f = 2**self.upsampler.stages
         return h * f, w * f
 
     @property
@@ -105,8 +108,14 @@ class EncoderConfig:
 
     @staticmethod
     def tiny(**kw) -> "EncoderConfig":
-        base = dict(image_height=32, image_width=64, width=64, depth=2, head_dim=16,
-                    upsampler=UpsamplerConfig(window_size=64, min_width=16, head_dim=16))
+        base = dict(
+            image_height=32,
+            image_width=64,
+            width=64,
+            depth=2,
+            head_dim=16,
+            upsampler=UpsamplerConfig(window_size=64, min_width=16, head_dim=16),
+        )
         base.update(kw)
         return EncoderConfig(**base)
 
@@ -179,8 +188,14 @@ class DecoderConfig:
 
     @staticmethod
     def tiny(**kw) -> "DecoderConfig":
-        base = dict(width=64, depth=2, head_dim=16, head_hidden=32, dino=DinoConfig.tiny(),
-                    upsampler=UpsamplerConfig(window_size=64, min_width=16, head_dim=16))
+        base = dict(
+            width=64,
+            depth=2,
+            head_dim=16,
+            head_hidden=32,
+            dino=DinoConfig.tiny(),
+            upsampler=UpsamplerConfig(window_size=64, min_width=16, head_dim=16),
+        )
         base.update(kw)
         return DecoderConfig(**base)
 

@@ -46,8 +46,13 @@ class DinoCondition(nn.Module):
     @torch.no_grad()
     def forward(self, rgb: Float[Tensor, "B 3 H W"]) -> Float[Tensor, "B M Dd"]:
         p = self.model.patch_size
-        x = F.interpolate(rgb.float(), size=(self.grid[0] * p, self.grid[1] * p), mode="bilinear",
-                          align_corners=False, antialias=False)
+        x = F.interpolate(
+            rgb.float(),
+            size=(self.grid[0] * p, self.grid[1] * p),
+            mode="bilinear",
+            align_corners=False,
+            antialias=False,
+        )
         if self.imagenet_norm:
             x = (x - self.mean) / self.std
         return self.model.forward_features(x)["x_norm_patchtokens"]
@@ -74,8 +79,9 @@ class DynamicDecoder(nn.Module):
         self.upsampler = GaussianUpsampler(d, enc.token_grid, cfg.upsampler, cfg.norm_eps)
         cs = enc.feature_width
         self.static_proj = nn.Linear(cs, cs, bias=False)
-        self.heads = DynamicHeads(cs + self.upsampler.out_width, cfg.head_hidden, cfg.motion_order,
-                                  cfg.velocity_scale, enc.position_bound_eps)
+        self.heads = DynamicHeads(
+            cs + self.upsampler.out_width, cfg.head_hidden, cfg.motion_order, cfg.velocity_scale, enc.position_bound_eps
+        )
 
     def condition(self, dino: Float[Tensor, "B M Dd"]) -> Float[Tensor, "B M D"]:
         """Per-frame condition ``norm(proj(dino) + pe)``; computed once per frame (cacheable)."""
@@ -94,8 +100,9 @@ class DynamicDecoder(nn.Module):
         b2, l2, d = x.shape
         return self.upsampler(x.reshape(b2 * 2, l2 // 2, d))
 
-    def gaussians(self, dyn: Tensor, feats0: Tensor, feats1: Tensor, static0: Gaussians, static1: Gaussians
-                  ) -> DynamicGaussians:
+    def gaussians(
+        self, dyn: Tensor, feats0: Tensor, feats1: Tensor, static0: Gaussians, static1: Gaussians
+    ) -> DynamicGaussians:
         motion, g0, g1 = self._heads(dyn, feats0, feats1)
         return self._assemble(motion, g0, g1, static0, static1)
 
@@ -115,9 +122,14 @@ class DynamicDecoder(nn.Module):
             cs = self.static_proj.in_features
             return F.linear(feats.float(), w[:, :cs] @ self.static_proj.weight)
 
-    def gaussians_from_terms(self, dyn: Float[Tensor, "2B N Cd"], terms0: Float[Tensor, "B N 2H"],
-                             terms1: Float[Tensor, "B N 2H"], static0: Gaussians, static1: Gaussians
-                             ) -> DynamicGaussians:
+    def gaussians_from_terms(
+        self,
+        dyn: Float[Tensor, "2B N Cd"],
+        terms0: Float[Tensor, "B N 2H"],
+        terms1: Float[Tensor, "B N 2H"],
+        static0: Gaussians,
+        static1: Gaussians,
+    ) -> DynamicGaussians:
         """:meth:`gaussians` from cached :meth:`static_terms` of both frames (inference only, equal up to
         float rounding): only the dynamic columns of the first layer are left to run per pair."""
         b, n = terms0.shape[:2]
@@ -132,23 +144,42 @@ class DynamicDecoder(nn.Module):
         return self._assemble(motion, g0, g1, static0, static1)
 
     @staticmethod
-    def _assemble(motion: Float[Tensor, "2B N K 3"], g0: Float[Tensor, "2B N"], g1: Float[Tensor, "2B N"],
-                  static0: Gaussians, static1: Gaussians) -> DynamicGaussians:
+    def _assemble(
+        motion: Float[Tensor, "2B N K 3"],
+        g0: Float[Tensor, "2B N"],
+        g1: Float[Tensor, "2B N"],
+        static0: Gaussians,
+        static1: Gaussians,
+    ) -> DynamicGaussians:
         """Frame-0 Gaussians first (t0 = 0, moving forward), then frame 1's (t0 = 1, moving backward)."""
         b, n = static0.means.shape[:2]
         motion = motion.view(b, 2 * n, *motion.shape[2:])
         g0, g1 = g0.view(b, 2 * n), g1.view(b, 2 * n)
         both = static0.cat(static1, dim=1)
         t0 = torch.cat([motion.new_zeros(b, n), motion.new_ones(b, n)], dim=1)
-        return DynamicGaussians(means=both.means, quats=both.quats, scales=both.scales, opacities=both.opacities,
-                                colours=both.colours, sh=both.sh, motion=motion, t0=t0, gamma0=g0, gamma1=g1)
+        return DynamicGaussians(
+            means=both.means,
+            quats=both.quats,
+            scales=both.scales,
+            opacities=both.opacities,
+            colours=both.colours,
+            sh=both.sh,
+            motion=motion,
+            t0=t0,
+            gamma0=g0,
+            gamma1=g1,
+        )
 
     def forward(
         self,
-        tokens0: Float[Tensor, "B L D"], tokens1: Float[Tensor, "B L D"],
-        cond0: Float[Tensor, "B M D"], cond1: Float[Tensor, "B M D"],
-        feats0: Float[Tensor, "B N C"], feats1: Float[Tensor, "B N C"],
-        static0: Gaussians, static1: Gaussians,
+        tokens0: Float[Tensor, "B L D"],
+        tokens1: Float[Tensor, "B L D"],
+        cond0: Float[Tensor, "B M D"],
+        cond1: Float[Tensor, "B M D"],
+        feats0: Float[Tensor, "B N C"],
+        feats1: Float[Tensor, "B N C"],
+        static0: Gaussians,
+        static1: Gaussians,
     ) -> DynamicGaussians:
         """``cond*`` are :meth:`condition` outputs; ``feats*``/``static*`` are the frozen encoder's
         upsampled features and Gaussians of each frame. Frame-0 Gaussians come first (t0 = 0)."""

@@ -91,12 +91,14 @@ class DinoVisionTransformer(nn.Module):
         grid = cfg.img_size // cfg.patch_size
         self.cls_token = nn.Parameter(torch.zeros(1, 1, d))
         self.pos_embed = nn.Parameter(torch.zeros(1, grid * grid + 1, d))
-        self.register_tokens = (nn.Parameter(torch.zeros(1, cfg.num_register_tokens, d))
-                                if cfg.num_register_tokens else None)
+        self.register_tokens = (
+            nn.Parameter(torch.zeros(1, cfg.num_register_tokens, d)) if cfg.num_register_tokens else None
+        )
         self.mask_token = nn.Parameter(torch.zeros(1, d))  # in the hub files; unused for inference
         self.patch_embed = _PatchEmbed(cfg.patch_size, cfg.in_chans, d)
-        self.blocks = nn.ModuleList(_Block(d, cfg.num_heads, cfg.mlp_ratio, cfg.layerscale_init)
-                                    for _ in range(cfg.depth))
+        self.blocks = nn.ModuleList(
+            _Block(d, cfg.num_heads, cfg.mlp_ratio, cfg.layerscale_init) for _ in range(cfg.depth)
+        )
         self.norm = nn.LayerNorm(d, eps=1e-6)
         nn.init.trunc_normal_(self.pos_embed, std=0.02)
         nn.init.normal_(self.cls_token, std=1e-6)
@@ -119,12 +121,13 @@ class DinoVisionTransformer(nn.Module):
         if not os.path.isfile(path):
             raise FileNotFoundError(
                 f"DINOv2 weights not found at {path!r}. Download dinov2_vitb14_reg4_pretrain.pth from the "
-                "official DINOv2 release on a machine with network access and pass its local path.")
+                "official DINOv2 release on a machine with network access and pass its local path."
+            )
         from .checkpoint import torch_load
 
         sd = torch_load(path, what="DINOv2 weights file", fix="copy dinov2_vitb14_reg4_pretrain.pth again")
         if prefix:
-            sd = {k[len(prefix):]: v for k, v in sd.items() if k.startswith(prefix)}
+            sd = {k[len(prefix) :]: v for k, v in sd.items() if k.startswith(prefix)}
         self.load_state_dict_checked(sd, source=path)
 
     def load_state_dict_checked(self, sd: Dict[str, Tensor], source: str = "state dict") -> None:
@@ -133,8 +136,13 @@ class DinoVisionTransformer(nn.Module):
             sd["mask_token"] = self.mask_token.detach().clone()
         from .checkpoint import check_finite, check_state_dict
 
-        check_state_dict(self.state_dict(), sd, source=source, what=f"this DINOv2 config {self.cfg}",
-                         fix="pass the DINOv2 weights of this size (e.g. dinov2_vitb14_reg4_pretrain.pth)")
+        check_state_dict(
+            self.state_dict(),
+            sd,
+            source=source,
+            what=f"this DINOv2 config {self.cfg}",
+            fix="pass the DINOv2 weights of this size (e.g. dinov2_vitb14_reg4_pretrain.pth)",
+        )
         check_finite(sd, source=source)
         self.load_state_dict(sd, strict=True)
         self._pe_cache.clear()
@@ -187,8 +195,12 @@ class DinoVisionTransformer(nn.Module):
     def forward_features(self, x: Float[Tensor, "B 3 H W"]) -> Dict[str, Tensor]:
         t, n = self.run_blocks(self.prepare_tokens(x))
         r = 1 + self.num_register_tokens
-        return {"x_norm_clstoken": n[:, 0], "x_norm_regtokens": n[:, 1:r], "x_norm_patchtokens": n[:, r:],
-                "x_prenorm": t}
+        return {
+            "x_norm_clstoken": n[:, 0],
+            "x_norm_regtokens": n[:, 1:r],
+            "x_norm_patchtokens": n[:, r:],
+            "x_prenorm": t,
+        }
 
     def run_blocks(self, t: Tensor) -> Tuple[Tensor, Tensor]:
         """Every block, then the final norm: returns (tokens before the norm, normed tokens)."""
@@ -200,8 +212,12 @@ class DinoVisionTransformer(nn.Module):
         return self.forward_features(x)["x_norm_clstoken"]
 
     def get_intermediate_layers(
-        self, x: Float[Tensor, "B 3 H W"], n: Union[int, Sequence[int]] = 1, reshape: bool = False,
-        return_class_token: bool = False, norm: bool = True,
+        self,
+        x: Float[Tensor, "B 3 H W"],
+        n: Union[int, Sequence[int]] = 1,
+        reshape: bool = False,
+        return_class_token: bool = False,
+        norm: bool = True,
     ) -> Tuple:
         """Outputs of the last ``n`` blocks (int) or of the given block indices, patch tokens only
         (registers and cls removed), optionally normed / reshaped to ``[B, D, h, w]`` / with cls tokens."""

@@ -29,8 +29,10 @@ def check_frames(rgb: Tensor, disparity: Tensor, height: int, width: int, what: 
     if rgb.shape[0] != disparity.shape[0] or rgb.shape[2:] != disparity.shape[2:]:
         raise ValueError(f"{what}: rgb {tuple(rgb.shape)} and disparity {tuple(disparity.shape)} do not match")
     if tuple(rgb.shape[2:]) != (height, width):
-        raise ValueError(f"{what}: the model expects {height}x{width} frames, got {rgb.shape[2]}x{rgb.shape[3]}; "
-                         "resize first (the paper uses 288x512)")
+        raise ValueError(
+            f"{what}: the model expects {height}x{width} frames, got {rgb.shape[2]}x{rgb.shape[3]}; "
+            "resize first (the paper uses 288x512)"
+        )
 
 
 def patchify_linear(x: Tensor, weight: Tensor, bias: Optional[Tensor] = None) -> Tensor:
@@ -69,8 +71,9 @@ class StaticEncoder(nn.Module):
         self.patch_embed = nn.Conv2d(cfg.in_channels, cfg.width, kernel_size=p, stride=p, bias=False)
         self.pos_enc = SinusoidalPE(cfg.num_tokens, cfg.width)
         self.norm_in = RMSNorm(cfg.width, cfg.norm_eps)
-        self.blocks = nn.ModuleList(Block(cfg.width, cfg.head_dim, cfg.mlp_ratio, cfg.norm_eps)
-                                    for _ in range(cfg.depth))
+        self.blocks = nn.ModuleList(
+            Block(cfg.width, cfg.head_dim, cfg.mlp_ratio, cfg.norm_eps) for _ in range(cfg.depth)
+        )
         self.norm_out = RMSNorm(cfg.width, cfg.norm_eps)
         self.upsampler = GaussianUpsampler(cfg.width, cfg.token_grid, cfg.upsampler, cfg.norm_eps)
         self.pixel_skip = None
@@ -79,24 +82,31 @@ class StaticEncoder(nn.Module):
             self.pixel_skip = PixelSkip(cfg.in_channels, cfg.pixel_skip, cfg.feature_width, stride)
         self.heads = GaussianHeads(cfg, position_std_head)
 
-    def encode_tokens(self, rgb: Float[Tensor, "B 3 H W"],
-                      disparity: Float[Tensor, "B 1 H W"]) -> Float[Tensor, "B L D"]:
+    def encode_tokens(
+        self, rgb: Float[Tensor, "B 3 H W"], disparity: Float[Tensor, "B 1 H W"]
+    ) -> Float[Tensor, "B L D"]:
         """Transformer tokens (fp32, row-major over the patch grid): the part the dynamic decoder reuses."""
         check_frames(rgb, disparity, self.cfg.image_height, self.cfg.image_width, "StaticEncoder")
         x = patchify_linear(torch.cat([rgb, disparity], dim=1), self.patch_embed.weight).float()  # [B, L, D]
         x = self.norm_in(self.pos_enc(x))
         return run_blocks(self.blocks, x, final_norm=self.norm_out)
 
-    def upsample(self, tokens: Float[Tensor, "B L D"], rgb: Optional[Float[Tensor, "B 3 H W"]] = None,
-                 disparity: Optional[Float[Tensor, "B 1 H W"]] = None) -> Float[Tensor, "B N C"]:
+    def upsample(
+        self,
+        tokens: Float[Tensor, "B L D"],
+        rgb: Optional[Float[Tensor, "B 3 H W"]] = None,
+        disparity: Optional[Float[Tensor, "B 1 H W"]] = None,
+    ) -> Float[Tensor, "B N C"]:
         """Per-Gaussian features; with ``pixel_skip`` the frame (``rgb`` and the *normalised* disparity the
         tokens came from) is needed too."""
         feats = self.upsampler(tokens)
         if self.pixel_skip is None:
             return feats
         if rgb is None or disparity is None:
-            raise ValueError("StaticEncoder.upsample: this encoder has a full-resolution path (pixel_skip="
-                             f"{self.cfg.pixel_skip}); pass the frame: upsample(tokens, rgb, normalised_disparity)")
+            raise ValueError(
+                "StaticEncoder.upsample: this encoder has a full-resolution path (pixel_skip="
+                f"{self.cfg.pixel_skip}); pass the frame: upsample(tokens, rgb, normalised_disparity)"
+            )
         return feats + self.pixel_skip(torch.cat([rgb, disparity], dim=1))
 
     def forward_all(self, rgb: Tensor, disparity: Tensor) -> Tuple[Tensor, Tensor, Gaussians]:

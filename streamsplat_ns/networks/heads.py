@@ -52,8 +52,9 @@ def _xavier_small(layer: nn.Linear, gain: float = 0.01) -> None:
 class TruncatedNormalHead(nn.Module):
     """Per-axis mean (tanh-bounded) and raw log-std of a truncated normal in (-1, 1)."""
 
-    def __init__(self, cin: int, cout: int, with_std: bool = True, mean_scale: float = 1 - 1e-3,
-                 eps: float = 1e-3) -> None:
+    def __init__(
+        self, cin: int, cout: int, with_std: bool = True, mean_scale: float = 1 - 1e-3, eps: float = 1e-3
+    ) -> None:
         super().__init__()
         self.mean = nn.Linear(cin, cout)
         _xavier_small(self.mean)
@@ -141,15 +142,22 @@ class GaussianHeads(nn.Module):
 
 
 def _mlp(cin: int, hidden: int, cout: int) -> nn.Sequential:
-    return nn.Sequential(nn.Linear(cin, hidden), nn.SiLU(), nn.Linear(hidden, hidden), nn.SiLU(),
-                         nn.Linear(hidden, cout))
+    return nn.Sequential(
+        nn.Linear(cin, hidden), nn.SiLU(), nn.Linear(hidden, hidden), nn.SiLU(), nn.Linear(hidden, cout)
+    )
 
 
 class DynamicHeads(nn.Module):
     """Velocity polynomial and opacity life-cycle per Gaussian, from ``cat(proj(static), dynamic)`` features."""
 
-    def __init__(self, cin: int, hidden: int, order: int = 1,
-                 velocity_scale: Tuple[float, float, float] = (0.5, 0.1, 0.5), eps: float = 1e-3) -> None:
+    def __init__(
+        self,
+        cin: int,
+        hidden: int,
+        order: int = 1,
+        velocity_scale: Tuple[float, float, float] = (0.5, 0.1, 0.5),
+        eps: float = 1e-3,
+    ) -> None:
         super().__init__()
         self.order, self.eps = order, eps
         self.velocity = _mlp(cin, hidden, 3 * order)

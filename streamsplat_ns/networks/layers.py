@@ -111,8 +111,15 @@ class Block(nn.Module):
     with no mask (one window joins the sequence's end and start), exactly as the authors do.
     """
 
-    def __init__(self, dim: int, head_dim: int = 64, mlp_ratio: int = 4, eps: float = 1e-5,
-                 window: Optional[int] = None, shift: bool = False) -> None:
+    def __init__(
+        self,
+        dim: int,
+        head_dim: int = 64,
+        mlp_ratio: int = 4,
+        eps: float = 1e-5,
+        window: Optional[int] = None,
+        shift: bool = False,
+    ) -> None:
         super().__init__()
         self.norm1 = RMSNorm(dim, eps)
         self.attn = Attention(dim, head_dim)
@@ -190,8 +197,9 @@ class BlockStack(nn.ModuleList):
         return x if final_norm is None else final_norm(x)
 
 
-def run_blocks(blocks: nn.ModuleList, x: Tensor, context: Optional[Tensor] = None,
-               final_norm: Optional[RMSNorm] = None) -> Tensor:
+def run_blocks(
+    blocks: nn.ModuleList, x: Tensor, context: Optional[Tensor] = None, final_norm: Optional[RMSNorm] = None
+) -> Tensor:
     """Run a stack of blocks (then ``final_norm``): ``blocks(...)`` for a :class:`BlockStack`, the same loop
     for a plain ``nn.ModuleList``."""
     if isinstance(blocks, BlockStack):

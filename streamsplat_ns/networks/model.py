@@ -45,8 +45,13 @@ class FrameState:
 
 
 class StreamSplat(nn.Module):
-    def __init__(self, encoder_cfg: Optional[EncoderConfig] = None, decoder_cfg: Optional[DecoderConfig] = None,
-                 depth_norm: str = "frame", position_std_head: Optional[bool] = None) -> None:
+    def __init__(
+        self,
+        encoder_cfg: Optional[EncoderConfig] = None,
+        decoder_cfg: Optional[DecoderConfig] = None,
+        depth_norm: str = "frame",
+        position_std_head: Optional[bool] = None,
+    ) -> None:
         super().__init__()
         self.config = ModelConfig(encoder_cfg or EncoderConfig(), decoder_cfg, depth_norm)
         enc = self.config.encoder
@@ -71,8 +76,10 @@ class StreamSplat(nn.Module):
 
     def _require_decoder(self) -> None:
         if self.decoder is None:
-            raise RuntimeError("this model has no dynamic decoder (a stage-1 / encoder-only checkpoint); "
-                               "load a stage-2 or inference checkpoint for predict_pair / streaming")
+            raise RuntimeError(
+                "this model has no dynamic decoder (a stage-1 / encoder-only checkpoint); "
+                "load a stage-2 or inference checkpoint for predict_pair / streaming"
+            )
 
     def prepare_disparity(self, disparity: Tensor, other: Optional[Tensor] = None) -> Tensor:
         mode = self.config.depth_norm
@@ -93,8 +100,9 @@ class StreamSplat(nn.Module):
 
     def decode_pair(self, s0: FrameState, s1: FrameState) -> DynamicGaussians:
         self._require_decoder()
-        return self.decoder(s0.tokens, s1.tokens, s0.condition, s1.condition, s0.features, s1.features,
-                            s0.gaussians, s1.gaussians)
+        return self.decoder(
+            s0.tokens, s1.tokens, s0.condition, s1.condition, s0.features, s1.features, s0.gaussians, s1.gaussians
+        )
 
     # ------------------------------------------------------------------ public
     def predict_static(self, rgb: Float[Tensor, "B 3 H W"], disparity: Float[Tensor, "B 1 H W"]) -> Gaussians:
@@ -102,8 +110,13 @@ class StreamSplat(nn.Module):
         check_frames(rgb, disparity, self.height, self.width, "predict_static")
         return self.encoder(rgb, self.prepare_disparity(disparity))
 
-    def predict_pair(self, rgb0: Float[Tensor, "B 3 H W"], disparity0: Float[Tensor, "B 1 H W"],
-                     rgb1: Float[Tensor, "B 3 H W"], disparity1: Float[Tensor, "B 1 H W"]) -> DynamicGaussians:
+    def predict_pair(
+        self,
+        rgb0: Float[Tensor, "B 3 H W"],
+        disparity0: Float[Tensor, "B 1 H W"],
+        rgb1: Float[Tensor, "B 3 H W"],
+        disparity1: Float[Tensor, "B 1 H W"],
+    ) -> DynamicGaussians:
         """Dynamic Gaussians of the interval between two key frames (times 0 and 1)."""
         self._require_decoder()
         check_frames(rgb0, disparity0, self.height, self.width, "predict_pair (frame 0)")
@@ -178,6 +191,12 @@ class StreamSplat(nn.Module):
         if need > limit:
             logging.getLogger(__name__).warning(
                 "compile_blocks: %d distinct block shapes need %d compiled graphs, more than dynamo's %s %d; "
-                "raising it to %d so no block falls back to eager", need, need, name, limit, need)
+                "raising it to %d so no block falls back to eager",
+                need,
+                need,
+                name,
+                limit,
+                need,
+            )
             setattr(dcfg, name, need)
         return n

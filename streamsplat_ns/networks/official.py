@@ -31,15 +31,23 @@ UNUSED_STAGE2_KEYS = tuple(
 )
 
 _BLOCK = [  # our block-internal names -> official
-    (r"attn\.qkv\.(.*)", r"attn.packed_proj.\1"), (r"attn\.proj\.(.*)", r"attn.out_proj.\1"),
-    (r"norm1\.(.*)", r"layernorm1.\1"), (r"norm2\.(.*)", r"layernorm2.\1"),
-    (r"mlp\.fc1\.(.*)", r"mlp.c_fc.\1"), (r"mlp\.fc2\.(.*)", r"mlp.c_proj.\1"),
+    (r"attn\.qkv\.(.*)", r"attn.packed_proj.\1"),
+    (r"attn\.proj\.(.*)", r"attn.out_proj.\1"),
+    (r"norm1\.(.*)", r"layernorm1.\1"),
+    (r"norm2\.(.*)", r"layernorm2.\1"),
+    (r"mlp\.fc1\.(.*)", r"mlp.c_fc.\1"),
+    (r"mlp\.fc2\.(.*)", r"mlp.c_proj.\1"),
 ]
 _DBLOCK = [
-    (r"self_attn\.qkv\.(.*)", r"self_attn.packed_proj.\1"), (r"self_attn\.proj\.(.*)", r"self_attn.out_proj.\1"),
-    (r"cross_attn\.qkv\.(.*)", r"cross_attn.packed_proj.\1"), (r"cross_attn\.proj\.(.*)", r"cross_attn.out_proj.\1"),
-    (r"self_norm\.(.*)", r"self_attn_ln.\1"), (r"cross_norm\.(.*)", r"cross_attn_ln.\1"),
-    (r"mlp_norm\.(.*)", r"mlp_ln.\1"), (r"mlp\.fc1\.(.*)", r"mlp.c_fc.\1"), (r"mlp\.fc2\.(.*)", r"mlp.c_proj.\1"),
+    (r"self_attn\.qkv\.(.*)", r"self_attn.packed_proj.\1"),
+    (r"self_attn\.proj\.(.*)", r"self_attn.out_proj.\1"),
+    (r"cross_attn\.qkv\.(.*)", r"cross_attn.packed_proj.\1"),
+    (r"cross_attn\.proj\.(.*)", r"cross_attn.out_proj.\1"),
+    (r"self_norm\.(.*)", r"self_attn_ln.\1"),
+    (r"cross_norm\.(.*)", r"cross_attn_ln.\1"),
+    (r"mlp_norm\.(.*)", r"mlp_ln.\1"),
+    (r"mlp\.fc1\.(.*)", r"mlp.c_fc.\1"),
+    (r"mlp\.fc2\.(.*)", r"mlp.c_proj.\1"),
 ]
 
 
@@ -76,7 +84,7 @@ def _transformer_key(r: str, simple: Dict[str, str], block_rules, blocks: str, u
         b = _sub(block_rules, m[2])
         return None if b is None else f"{blocks}transformer.resblocks.{m[1]}.{b}"
     if r.startswith("upsampler."):
-        u = _ups(r[len("upsampler."):])
+        u = _ups(r[len("upsampler.") :])
         return None if u is None else upsampler + u
     return _UNHANDLED
 
@@ -88,10 +96,15 @@ def official_key(key: str, layout: str) -> Optional[str]:
     e = "model." if layout == "stage1" else "model.gs_predictor."
     te = e + "encoder.transformer_encoder."
     if key.startswith("encoder."):
-        r = key[len("encoder."):]
-        simple = {"patch_embed.weight": te + "conv.weight", "pos_enc.pe": te + "positional_encoding.pe",
-                  "norm_in.weight": te + "layernorm1.weight", "norm_out.weight": te + "layernorm2.weight",
-                  "heads.x_map": e + "predictor.x_map", "heads.z_map": e + "predictor.z_map"}
+        r = key[len("encoder.") :]
+        simple = {
+            "patch_embed.weight": te + "conv.weight",
+            "pos_enc.pe": te + "positional_encoding.pe",
+            "norm_in.weight": te + "layernorm1.weight",
+            "norm_out.weight": te + "layernorm2.weight",
+            "heads.x_map": e + "predictor.x_map",
+            "heads.z_map": e + "predictor.z_map",
+        }
         k = _transformer_key(r, simple, _BLOCK, te, e + "gaussian_upsampler.")
         if k is not _UNHANDLED:
             return k
@@ -105,15 +118,21 @@ def official_key(key: str, layout: str) -> Optional[str]:
             return f"{e}predictor.gs_layer.xyz_static.{m[2]}" if m[1] == "mean" else None
         return None
     if key.startswith("decoder.") and layout != "stage1":
-        r = key[len("decoder."):]
+        r = key[len("decoder.") :]
         d = "model.decoder.transformer_decoder."
         g = "model.gs_dynamic_predictor."
-        simple = {"pos_embed": d + "positional_embedding", "frame_embed": d + "cls_embedding",
-                  "norm_in.weight": d + "layernorm1.weight", "norm_out.weight": d + "layernorm2.weight",
-                  "cond_proj.weight": d + "condition_proj.weight", "cond_pe.pe": d + "positional_encoding.pe",
-                  "cond_norm.weight": d + "condition_ln.weight", "static_proj.weight": "model.encoder_proj.weight",
-                  "heads.velocity_scale": g + "dynamic_scalar",
-                  "heads.velocity_log_std.weight": g + "gs_layer.xyz_dynamic_scale.weight"}
+        simple = {
+            "pos_embed": d + "positional_embedding",
+            "frame_embed": d + "cls_embedding",
+            "norm_in.weight": d + "layernorm1.weight",
+            "norm_out.weight": d + "layernorm2.weight",
+            "cond_proj.weight": d + "condition_proj.weight",
+            "cond_pe.pe": d + "positional_encoding.pe",
+            "cond_norm.weight": d + "condition_ln.weight",
+            "static_proj.weight": "model.encoder_proj.weight",
+            "heads.velocity_scale": g + "dynamic_scalar",
+            "heads.velocity_log_std.weight": g + "gs_layer.xyz_dynamic_scale.weight",
+        }
         k = _transformer_key(r, simple, _DBLOCK, d, "model.gaussian_upsampler.")
         if k is not _UNHANDLED:
             return k
@@ -128,7 +147,7 @@ def normalize_keys(sd: Dict[str, Tensor]) -> Dict[str, Tensor]:
     """Strip a leading ``module.`` (DDP) and every ``_orig_mod.`` segment (torch.compile)."""
     out = {}
     for k, v in sd.items():
-        k2 = k[len("module."):] if k.startswith("module.") else k
+        k2 = k[len("module.") :] if k.startswith("module.") else k
         k2 = k2.replace("_orig_mod.", "")
         if k2 in out:
             raise ValueError(f"checkpoint key {k!r} collides with another after normalisation ({k2!r})")
@@ -180,10 +199,17 @@ def infer_config(sd: Dict[str, Tensor], layout: str, image_size: Optional[Tuple[
     widths = [sd[f"{e}gaussian_upsampler.upsampler_{s}.residual_fc.weight"].shape[0] // 4 for s in range(stages)]
     ups = UpsamplerConfig(stages=stages, depth=ups_depth, window_size=2304, min_width=min(64, min(widths)))
     mlp_hidden = sd[te + "transformer.resblocks.0.mlp.c_fc.weight"].shape[0]
-    enc = EncoderConfig(image_height=th * p, image_width=tw * p, in_channels=cin, patch_size=p, width=width,
-                        depth=_count(sd, re.escape(te + "transformer.resblocks.") + r"(\d+)\."),
-                        mlp_ratio=mlp_hidden // width, upsampler=ups,
-                        position_mean_scale=(1 - 1e-3) if layout == "stage1" else 1.0)
+    enc = EncoderConfig(
+        image_height=th * p,
+        image_width=tw * p,
+        in_channels=cin,
+        patch_size=p,
+        width=width,
+        depth=_count(sd, re.escape(te + "transformer.resblocks.") + r"(\d+)\."),
+        mlp_ratio=mlp_hidden // width,
+        upsampler=ups,
+        position_mean_scale=(1 - 1e-3) if layout == "stage1" else 1.0,
+    )
     if layout == "stage1":
         return ModelConfig(enc, None)
     d = "model.decoder.transformer_decoder."
@@ -201,15 +227,20 @@ def infer_config(sd: Dict[str, Tensor], layout: str, image_size: Optional[Tuple[
         head_hidden=sd[g + "xyz_dynamic.layers.1.weight"].shape[0],
         motion_order=sd[g + "xyz_dynamic.layers.7.weight"].shape[0] // 3,
         velocity_scale=_velocity_scale(sd),
-        dino=DinoConfig.vit({384: "s", 768: "b", 1024: "l"}.get(sd[d + "condition_proj.weight"].shape[1], "b"),
-                            registers=4, interpolate_offset=0.0, interpolate_antialias=True),
+        dino=DinoConfig.vit(
+            {384: "s", 768: "b", 1024: "l"}.get(sd[d + "condition_proj.weight"].shape[1], "b"),
+            registers=4,
+            interpolate_offset=0.0,
+            interpolate_antialias=True,
+        ),
         dino_grid=dg,
     )
     return ModelConfig(enc, dec, depth_norm="frame")
 
 
-def to_official(model_sd: Dict[str, Tensor], layout: str,
-                stage2_extra: Optional[Dict[str, Tensor]] = None) -> Dict[str, Tensor]:
+def to_official(
+    model_sd: Dict[str, Tensor], layout: str, stage2_extra: Optional[Dict[str, Tensor]] = None
+) -> Dict[str, Tensor]:
     """Our state dict -> the official layout (tests use it to write checkpoints in the authors' format)."""
     out = {}
     for k, v in model_sd.items():
@@ -226,8 +257,9 @@ def to_official(model_sd: Dict[str, Tensor], layout: str,
     return out
 
 
-def from_official(sd: Dict[str, Tensor], model_sd_template: Dict[str, Tensor], layout: str,
-                  source: str = "checkpoint") -> Dict[str, Tensor]:
+def from_official(
+    sd: Dict[str, Tensor], model_sd_template: Dict[str, Tensor], layout: str, source: str = "checkpoint"
+) -> Dict[str, Tensor]:
     """Rename an official state dict to ours, strictly. ``model_sd_template`` is our model's state dict
     (for the key set and shapes); keys without an official counterpart (DINO) are left out of the result."""
     mapping = {}
@@ -239,6 +271,12 @@ def from_official(sd: Dict[str, Tensor], model_sd_template: Dict[str, Tensor], l
 
     expected = {o: model_sd_template[k] for k, o in mapping.items()}
     ignorable = UNUSED_STAGE2_KEYS if layout == "stage2" else ()
-    check_state_dict(expected, sd, source=source, what=f"the official {layout!r} layout of this model config",
-                     ignore=ignorable, fix="pass config=/image_size= matching the file, or the right checkpoint")
+    check_state_dict(
+        expected,
+        sd,
+        source=source,
+        what=f"the official {layout!r} layout of this model config",
+        ignore=ignorable,
+        fix="pass config=/image_size= matching the file, or the right checkpoint",
+    )
     return {k: sd[o] for k, o in mapping.items()}

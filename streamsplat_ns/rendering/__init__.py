@@ -13,6 +13,19 @@ from .camera import (
 from .dynamic import opacities_at, positions_at, render_dynamic, render_static
 from .rasterizer import RenderOutput, rasterize
 
-__all__ = ["RenderOutput", "rasterize", "render_dynamic", "render_static", "canonical_camera", "canonical_viewmat",
-           "ortho_intrinsics", "orbit_viewmat", "opengl_c2w_to_viewmat", "positions_at", "opacities_at",
-           "canonical_to_world", "inverse_depth_to_depth", "cuda_cache_dir"]
+__all__ = [
+    "RenderOutput",
+    "rasterize",
+    "render_dynamic",
+    "render_static",
+    "canonical_camera",
+    "canonical_viewmat",
+    "ortho_intrinsics",
+    "orbit_viewmat",
+    "opengl_c2w_to_viewmat",
+    "positions_at",
+    "opacities_at",
+    "canonical_to_world",
+    "inverse_depth_to_depth",
+    "cuda_cache_dir",
+]

@@ -31,9 +31,21 @@ SOURCES = ("projection.cu", "forward.cu", "backward.cu", "bindings.cpp")
 """Compiled translation units, in ``csrc/``."""
 HEADERS = ("common.cuh", "rasterizer.h")
 # bit -> tensor name, as set by the projection kernel's NaN check
-_NAN_FLAGS = ((1, "means"), (2, "quats"), (4, "scales"), (8, "opacities"), (16, "colours"), (32, "motion"),
-              (64, "t0"), (128, "gamma0"), (256, "gamma1"), (512, "times"), (1024, "viewmats"), (2048, "Ks"),
-              (4096, "backgrounds"))
+_NAN_FLAGS = (
+    (1, "means"),
+    (2, "quats"),
+    (4, "scales"),
+    (8, "opacities"),
+    (16, "colours"),
+    (32, "motion"),
+    (64, "t0"),
+    (128, "gamma0"),
+    (256, "gamma1"),
+    (512, "times"),
+    (1024, "viewmats"),
+    (2048, "Ks"),
+    (4096, "backgrounds"),
+)
 
 
 def cuda_source_dir() -> Path:
@@ -94,23 +106,31 @@ def build_reason(arch: Optional[str] = None) -> Optional[str]:
     """Why the kernels cannot be compiled here for ``arch`` (default: this GPU's); None when they can."""
     missing = missing_sources()
     if missing:
-        return (f"CUDA sources {missing} are missing from {cuda_source_dir()} (a broken install: reinstall "
-                "streamsplat-ns, whose wheel ships them as package data)")
+        return (
+            f"CUDA sources {missing} are missing from {cuda_source_dir()} (a broken install: reinstall "
+            "streamsplat-ns, whose wheel ships them as package data)"
+        )
     cpu_only = torch.version.cuda is None
     if arch is None and not torch.cuda.is_available():
         return "no CUDA device visible to PyTorch" + (
-            f" (and torch {torch.__version__} is a CPU-only build)" if cpu_only
-            else " (pass an architecture, e.g. --arch 9.0, to build without one)")
+            f" (and torch {torch.__version__} is a CPU-only build)"
+            if cpu_only
+            else " (pass an architecture, e.g. --arch 9.0, to build without one)"
+        )
     if cpu_only:
-        return (f"this PyTorch ({torch.__version__}) is a CPU-only build: install a CUDA build of torch to "
-                "compile the kernels")
+        return (
+            f"this PyTorch ({torch.__version__}) is a CPU-only build: install a CUDA build of torch to "
+            "compile the kernels"
+        )
     try:
         nvcc = _nvcc()
     except Exception as e:  # pragma: no cover - broken torch installs
         return f"cannot locate the CUDA toolkit: {e}"
     if nvcc is None:
-        return (f"nvcc not found: install the CUDA toolkit (torch was built with CUDA {torch.version.cuda}) and "
-                "set CUDA_HOME")
+        return (
+            f"nvcc not found: install the CUDA toolkit (torch was built with CUDA {torch.version.cuda}) and "
+            "set CUDA_HOME"
+        )
     return None
 
 
@@ -138,10 +158,16 @@ def is_available() -> bool:
 def status() -> Dict[str, object]:
     """What the loader sees, for ``streamsplat-build-cuda --check`` and bug reports."""
     arch = _device_arch() if torch.cuda.is_available() else None
-    return {"sources": str(cuda_source_dir()), "missing_sources": missing_sources(), "cache": str(cache_dir()),
-            "torch": torch.__version__, "torch_cuda": torch.version.cuda, "device_arch": arch,
-            "prebuilt": str(_built_library(arch)) if arch and _built_library(arch) else None,
-            "unavailable_reason": unavailable_reason()}
+    return {
+        "sources": str(cuda_source_dir()),
+        "missing_sources": missing_sources(),
+        "cache": str(cache_dir()),
+        "torch": torch.__version__,
+        "torch_cuda": torch.version.cuda,
+        "device_arch": arch,
+        "prebuilt": str(_built_library(arch)) if arch and _built_library(arch) else None,
+        "unavailable_reason": unavailable_reason(),
+    }
 
 
 def _import_library(name: str, so: Path):
@@ -228,8 +254,10 @@ def _prep(x: Tensor, name: str, device: torch.device) -> Tensor:
     if not isinstance(x, Tensor):
         raise TypeError(f"rasterize (cuda): {name} must be a torch.Tensor, got {type(x).__name__}")
     if x.device != device:
-        raise ValueError(f"rasterize (cuda): {name} is on {x.device} but the Gaussians are on {device}; "
-                         "move every input to the same CUDA device")
+        raise ValueError(
+            f"rasterize (cuda): {name} is on {x.device} but the Gaussians are on {device}; "
+            "move every input to the same CUDA device"
+        )
     if not x.is_floating_point():
         raise TypeError(f"rasterize (cuda): {name} must be a floating-point tensor, got {x.dtype}")
     if x.dtype != torch.float32:
@@ -254,18 +282,61 @@ class _RasterizeFn(torch.autograd.Function):
 
     @staticmethod
     @torch.amp.custom_fwd(device_type="cuda", cast_inputs=torch.float32)
-    def forward(ctx, means, quats, scales, opacities, colours, motion, t0, gamma0, gamma1, times, viewmats, Ks,
-                backgrounds, cfg):
+    def forward(
+        ctx, means, quats, scales, opacities, colours, motion, t0, gamma0, gamma1, times, viewmats, Ks, backgrounds, cfg
+    ):
         ext = load_extension()
         width, height, alpha_clamp, near_plane, far_plane, depth_a, depth_b, tile_size, per_set, dynamic = cfg
-        out = ext.rasterize_forward(means, quats, scales, opacities, colours, motion, t0, gamma0, gamma1, times,
-                                    viewmats, Ks, backgrounds, width, height, alpha_clamp, near_plane, far_plane,
-                                    depth_a, depth_b, tile_size, per_set, dynamic)
+        out = ext.rasterize_forward(
+            means,
+            quats,
+            scales,
+            opacities,
+            colours,
+            motion,
+            t0,
+            gamma0,
+            gamma1,
+            times,
+            viewmats,
+            Ks,
+            backgrounds,
+            width,
+            height,
+            alpha_clamp,
+            near_plane,
+            far_plane,
+            depth_a,
+            depth_b,
+            tile_size,
+            per_set,
+            dynamic,
+        )
         _check_flags(out[10])
         rgb, depth, alpha, T_final, last, xy, conic, z, flat_ids, offsets = out[:10]
         ctx.cfg = cfg
-        ctx.save_for_backward(means, quats, scales, opacities, colours, motion, t0, gamma0, gamma1, times, viewmats,
-                              Ks, backgrounds, xy, conic, z, flat_ids, offsets, T_final, last)
+        ctx.save_for_backward(
+            means,
+            quats,
+            scales,
+            opacities,
+            colours,
+            motion,
+            t0,
+            gamma0,
+            gamma1,
+            times,
+            viewmats,
+            Ks,
+            backgrounds,
+            xy,
+            conic,
+            z,
+            flat_ids,
+            offsets,
+            T_final,
+            last,
+        )
         return rgb, depth, alpha
 
     @staticmethod
@@ -283,12 +354,12 @@ class _RasterizeFn(torch.autograd.Function):
         dynamic = ctx.cfg[-1]
         if not dynamic:
             v_motion = v_g0 = v_g1 = None
-        return (v_means, v_quats, v_scales, v_opac, v_colours, v_motion, None, v_g0, v_g1, None, None, None, v_bg,
-                None)
+        return (v_means, v_quats, v_scales, v_opac, v_colours, v_motion, None, v_g0, v_g1, None, None, None, v_bg, None)
 
 
-def _check_call(who: str, means_shape: str, means: Tensor, width: int, height: int, tile_size: int,
-                alpha_clamp: float) -> torch.device:
+def _check_call(
+    who: str, means_shape: str, means: Tensor, width: int, height: int, tile_size: int, alpha_clamp: float
+) -> torch.device:
     """The checks every entry point starts with; returns the render device."""
     if not isinstance(means, Tensor) or means.dim() != 3 or means.shape[-1] != 3:
         raise ValueError(f"{who}: means must be {means_shape}, got {getattr(means, 'shape', None)}")
@@ -302,17 +373,28 @@ def _check_cfg(width: int, height: int, tile_size: int, alpha_clamp: float) -> N
     if int(width) <= 0 or int(height) <= 0:
         raise ValueError(f"rasterize (cuda): image size must be positive, got {width}x{height}")
     if tile_size <= 0 or tile_size * tile_size > 1024 or (tile_size * tile_size) % 32:
-        raise ValueError(f"rasterize (cuda): tile_size must be 8, 16, 24 or 32 (tile_size^2 a multiple of 32), "
-                         f"got {tile_size}")
+        raise ValueError(
+            f"rasterize (cuda): tile_size must be 8, 16, 24 or 32 (tile_size^2 a multiple of 32), got {tile_size}"
+        )
     if not 0.0 < alpha_clamp < 1.0:
         raise ValueError(f"rasterize (cuda): alpha_clamp must lie in (0, 1), got {alpha_clamp}")
 
 
 def rasterize_images(
-    means: Float[Tensor, "Ib N 3"], quats: Float[Tensor, "Ib N 4"], scales: Float[Tensor, "Ib N 3"],
-    opacities: Float[Tensor, "Ib N"], colours: Float[Tensor, "Ib N 3"], viewmats: Float[Tensor, "I 4 4"],
-    Ks: Float[Tensor, "I 3 3"], width: int, height: int, backgrounds: Optional[Float[Tensor, "I 3"]] = None,
-    alpha_clamp: float = 0.99, near_plane: float = 1e-4, far_plane: float = 1e4, tile_size: int = 16,
+    means: Float[Tensor, "Ib N 3"],
+    quats: Float[Tensor, "Ib N 4"],
+    scales: Float[Tensor, "Ib N 3"],
+    opacities: Float[Tensor, "Ib N"],
+    colours: Float[Tensor, "Ib N 3"],
+    viewmats: Float[Tensor, "I 4 4"],
+    Ks: Float[Tensor, "I 3 3"],
+    width: int,
+    height: int,
+    backgrounds: Optional[Float[Tensor, "I 3"]] = None,
+    alpha_clamp: float = 0.99,
+    near_plane: float = 1e-4,
+    far_plane: float = 1e4,
+    tile_size: int = 16,
 ) -> Tuple[Float[Tensor, "I H W 3"], Float[Tensor, "I H W 1"], Float[Tensor, "I H W 1"]]:
     """Render I images in one launch sequence; Ib = 1 shares the Gaussians (gradients summed over images).
 
@@ -325,12 +407,18 @@ def rasterize_images(
     Ks = _prep(Ks, "Ks", device)
     I = viewmats.shape[0]
     if viewmats.shape != (I, 4, 4) or Ks.shape != (I, 3, 3):
-        raise ValueError(f"rasterize (cuda): viewmats must be [I, 4, 4] and Ks [I, 3, 3], got "
-                         f"{tuple(viewmats.shape)} and {tuple(Ks.shape)}")
+        raise ValueError(
+            f"rasterize (cuda): viewmats must be [I, 4, 4] and Ks [I, 3, 3], got "
+            f"{tuple(viewmats.shape)} and {tuple(Ks.shape)}"
+        )
     if Ib not in (1, I):
         raise ValueError(f"rasterize (cuda): Gaussians need a leading dim of 1 or {I} (images), got {Ib}")
-    for name, t, tail in (("quats", quats, (4,)), ("scales", scales, (3,)), ("opacities", opacities, ()),
-                          ("colours", colours, (3,))):
+    for name, t, tail in (
+        ("quats", quats, (4,)),
+        ("scales", scales, (3,)),
+        ("opacities", opacities, ()),
+        ("colours", colours, (3,)),
+    ):
         if tuple(t.shape) != (Ib, N, *tail):
             raise ValueError(f"rasterize (cuda): {name} has shape {tuple(t.shape)}, expected {(Ib, N, *tail)}")
     if backgrounds is None:
@@ -338,23 +426,56 @@ def rasterize_images(
     backgrounds = _prep(backgrounds, "backgrounds", device)
     if backgrounds.shape != (I, 3):
         raise ValueError(f"rasterize (cuda): backgrounds must be [I, 3] = [{I}, 3], got {tuple(backgrounds.shape)}")
-    means, quats, scales, opacities, colours = (_prep(t, n, device) for t, n in (
-        (means, "means"), (quats, "quats"), (scales, "scales"), (opacities, "opacities"), (colours, "colours")))
+    means, quats, scales, opacities, colours = (
+        _prep(t, n, device)
+        for t, n in (
+            (means, "means"),
+            (quats, "quats"),
+            (scales, "scales"),
+            (opacities, "opacities"),
+            (colours, "colours"),
+        )
+    )
     empty = means.new_empty(0)
     per_set = I if Ib == 1 else 1
-    cfg = (int(width), int(height), float(alpha_clamp), float(near_plane), float(far_plane), 0.0, 0.0,
-           int(tile_size), int(per_set), False)
-    return _RasterizeFn.apply(means, quats, scales, opacities, colours, empty, empty, empty, empty, empty, viewmats,
-                              Ks, backgrounds, cfg)
+    cfg = (
+        int(width),
+        int(height),
+        float(alpha_clamp),
+        float(near_plane),
+        float(far_plane),
+        0.0,
+        0.0,
+        int(tile_size),
+        int(per_set),
+        False,
+    )
+    return _RasterizeFn.apply(
+        means, quats, scales, opacities, colours, empty, empty, empty, empty, empty, viewmats, Ks, backgrounds, cfg
+    )
 
 
 def rasterize_dynamic(
-    means: Float[Tensor, "B N 3"], motion: Float[Tensor, "B N K 3"], t0: Float[Tensor, "B N"],
-    gamma0: Float[Tensor, "B N"], gamma1: Float[Tensor, "B N"], times: Float[Tensor, "B T"],
-    quats: Float[Tensor, "B N 4"], scales: Float[Tensor, "B N 3"], opacities: Float[Tensor, "B N"],
-    colours: Float[Tensor, "B N 3"], viewmats: Float[Tensor, "BT 4 4"], Ks: Float[Tensor, "BT 3 3"], width: int,
-    height: int, backgrounds: Optional[Float[Tensor, "BT 3"]] = None, alpha_clamp: float = 0.99,
-    near_plane: float = 1e-4, far_plane: float = 1e4, depth_a: float = 0.2, depth_b: float = 9.8,
+    means: Float[Tensor, "B N 3"],
+    motion: Float[Tensor, "B N K 3"],
+    t0: Float[Tensor, "B N"],
+    gamma0: Float[Tensor, "B N"],
+    gamma1: Float[Tensor, "B N"],
+    times: Float[Tensor, "B T"],
+    quats: Float[Tensor, "B N 4"],
+    scales: Float[Tensor, "B N 3"],
+    opacities: Float[Tensor, "B N"],
+    colours: Float[Tensor, "B N 3"],
+    viewmats: Float[Tensor, "BT 4 4"],
+    Ks: Float[Tensor, "BT 3 3"],
+    width: int,
+    height: int,
+    backgrounds: Optional[Float[Tensor, "BT 3"]] = None,
+    alpha_clamp: float = 0.99,
+    near_plane: float = 1e-4,
+    far_plane: float = 1e4,
+    depth_a: float = 0.2,
+    depth_b: float = 9.8,
     tile_size: int = 16,
 ) -> Tuple[Float[Tensor, "BT H W 3"], Float[Tensor, "BT H W 1"], Float[Tensor, "BT H W 1"]]:
     """Render every batch item b at its T times (image index b*T + t) with motion and life-cycle fused.
@@ -367,23 +488,33 @@ def rasterize_dynamic(
     device = _check_call("rasterize_dynamic (cuda)", "[B, N, 3]", means, width, height, tile_size, alpha_clamp)
     B, N = means.shape[:2]
     if motion.dim() != 4 or tuple(motion.shape[:2]) != (B, N) or motion.shape[3] != 3:
-        raise ValueError(f"rasterize_dynamic (cuda): motion must be [B, N, K, 3] = [{B}, {N}, K, 3], "
-                         f"got {tuple(motion.shape)}")
+        raise ValueError(
+            f"rasterize_dynamic (cuda): motion must be [B, N, K, 3] = [{B}, {N}, K, 3], got {tuple(motion.shape)}"
+        )
     if times.dim() != 2 or times.shape[0] != B:
         raise ValueError(f"rasterize_dynamic (cuda): times must be [B, T] with B = {B}, got {tuple(times.shape)}")
     T = times.shape[1]
     if T < 1:
         raise ValueError("rasterize_dynamic (cuda): times must hold at least one time per batch item")
     I = B * T
-    for name, t, tail in (("t0", t0, ()), ("gamma0", gamma0, ()), ("gamma1", gamma1, ()), ("quats", quats, (4,)),
-                          ("scales", scales, (3,)), ("opacities", opacities, ()), ("colours", colours, (3,))):
+    for name, t, tail in (
+        ("t0", t0, ()),
+        ("gamma0", gamma0, ()),
+        ("gamma1", gamma1, ()),
+        ("quats", quats, (4,)),
+        ("scales", scales, (3,)),
+        ("opacities", opacities, ()),
+        ("colours", colours, (3,)),
+    ):
         if tuple(t.shape) != (B, N, *tail):
             raise ValueError(f"rasterize_dynamic (cuda): {name} has shape {tuple(t.shape)}, expected {(B, N, *tail)}")
     viewmats = _prep(viewmats, "viewmats", device)
     Ks = _prep(Ks, "Ks", device)
     if viewmats.shape != (I, 4, 4) or Ks.shape != (I, 3, 3):
-        raise ValueError(f"rasterize_dynamic (cuda): need one camera per image (B*T = {I}): viewmats [{I}, 4, 4], "
-                         f"Ks [{I}, 3, 3]; got {tuple(viewmats.shape)} and {tuple(Ks.shape)}")
+        raise ValueError(
+            f"rasterize_dynamic (cuda): need one camera per image (B*T = {I}): viewmats [{I}, 4, 4], "
+            f"Ks [{I}, 3, 3]; got {tuple(viewmats.shape)} and {tuple(Ks.shape)}"
+        )
     if backgrounds is None:
         backgrounds = torch.zeros(I, 3, device=device)
     backgrounds = _prep(backgrounds, "backgrounds", device)
@@ -392,9 +523,21 @@ def rasterize_dynamic(
     names = ("means", "motion", "t0", "gamma0", "gamma1", "times", "quats", "scales", "opacities", "colours")
     tensors = (means, motion, t0, gamma0, gamma1, times, quats, scales, opacities, colours)
     means, motion, t0, gamma0, gamma1, times, quats, scales, opacities, colours = (
-        _prep(t, n, device) for t, n in zip(tensors, names))
+        _prep(t, n, device) for t, n in zip(tensors, names)
+    )
     times = times.reshape(I)
-    cfg = (int(width), int(height), float(alpha_clamp), float(near_plane), float(far_plane), float(depth_a),
-           float(depth_b), int(tile_size), int(T), True)
-    return _RasterizeFn.apply(means, quats, scales, opacities, colours, motion, t0, gamma0, gamma1, times, viewmats,
-                              Ks, backgrounds, cfg)
+    cfg = (
+        int(width),
+        int(height),
+        float(alpha_clamp),
+        float(near_plane),
+        float(far_plane),
+        float(depth_a),
+        float(depth_b),
+        int(tile_size),
+        int(T),
+        True,
+    )
+    return _RasterizeFn.apply(
+        means, quats, scales, opacities, colours, motion, t0, gamma0, gamma1, times, viewmats, Ks, backgrounds, cfg
+    )

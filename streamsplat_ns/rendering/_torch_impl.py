@@ -34,16 +34,33 @@ class Projected(NamedTuple):
 def quat_to_rotmat(quats: Float[Tensor, "*b 4"]) -> Float[Tensor, "*b 3 3"]:
     q = quats / quats.norm(dim=-1, keepdim=True).clamp_min(1e-12)
     w, x, y, z = q.unbind(-1)
-    return torch.stack([
-        1 - 2 * (y * y + z * z), 2 * (x * y - w * z), 2 * (x * z + w * y),
-        2 * (x * y + w * z), 1 - 2 * (x * x + z * z), 2 * (y * z - w * x),
-        2 * (x * z - w * y), 2 * (y * z + w * x), 1 - 2 * (x * x + y * y),
-    ], dim=-1).reshape(*q.shape[:-1], 3, 3)
+    return torch.stack(
+        [
+            1 - 2 * (y * y + z * z),
+            2 * (x * y - w * z),
+            2 * (x * z + w * y),
+            2 * (x * y + w * z),
+            1 - 2 * (x * x + z * z),
+            2 * (y * z - w * x),
+            2 * (x * z - w * y),
+            2 * (y * z + w * x),
+            1 - 2 * (x * x + y * y),
+        ],
+        dim=-1,
+    ).reshape(*q.shape[:-1], 3, 3)
 
 
-def project(means: Float[Tensor, "Ib N 3"], quats: Float[Tensor, "Ib N 4"], scales: Float[Tensor, "Ib N 3"],
-            viewmats: Float[Tensor, "I 4 4"], Ks: Float[Tensor, "I 3 3"], width: int, height: int,
-            near_plane: float, far_plane: float) -> Projected:
+def project(
+    means: Float[Tensor, "Ib N 3"],
+    quats: Float[Tensor, "Ib N 4"],
+    scales: Float[Tensor, "Ib N 3"],
+    viewmats: Float[Tensor, "I 4 4"],
+    Ks: Float[Tensor, "I 3 3"],
+    width: int,
+    height: int,
+    near_plane: float,
+    far_plane: float,
+) -> Projected:
     """EWA projection with the constant orthographic Jacobian diag(fx, fy)."""
     R = viewmats[:, None, :3, :3]  # [I,1,3,3]
     t = viewmats[:, None, :3, 3]  # [I,1,3]
@@ -74,8 +91,9 @@ def project(means: Float[Tensor, "Ib N 3"], quats: Float[Tensor, "Ib N 4"], scal
     return Projected(mean2d, conics, depth, radii)
 
 
-def tile_intersections(proj: Projected, width: int, height: int, tile_size: int
-                       ) -> Tuple[Tensor, Tensor, Tensor, int, int]:
+def tile_intersections(
+    proj: Projected, width: int, height: int, tile_size: int
+) -> Tuple[Tensor, Tensor, Tensor, int, int]:
     """Sorted (image, tile, depth, index) intersection list, as gsplat's isect_tiles + radix sort.
 
     Returns flat tile ids (image * n_tiles + tile), Gaussian ids and tile offsets (CSR, length
@@ -114,10 +132,17 @@ def tile_intersections(proj: Projected, width: int, height: int, tile_size: int
     return tile_key, flat, offsets, tw, th
 
 
-def composite(proj: Projected, opacities: Float[Tensor, "Ib N"], colours: Float[Tensor, "Ib N 3"],
-              backgrounds: Float[Tensor, "I 3"], width: int, height: int, alpha_clamp: float,
-              tile_size: int, max_chunk_elems: int = 1 << 22
-              ) -> Tuple[Float[Tensor, "I H W 3"], Float[Tensor, "I H W 1"], Float[Tensor, "I H W 1"]]:
+def composite(
+    proj: Projected,
+    opacities: Float[Tensor, "Ib N"],
+    colours: Float[Tensor, "Ib N 3"],
+    backgrounds: Float[Tensor, "I 3"],
+    width: int,
+    height: int,
+    alpha_clamp: float,
+    tile_size: int,
+    max_chunk_elems: int = 1 << 22,
+) -> Tuple[Float[Tensor, "I H W 3"], Float[Tensor, "I H W 1"], Float[Tensor, "I H W 1"]]:
     I, N = proj.radii.shape
     dtype, device = proj.means2d.dtype, proj.means2d.device
     tile_key, flat, offsets, tw, th = tile_intersections(proj, width, height, tile_size)
@@ -136,8 +161,9 @@ def composite(proj: Projected, opacities: Float[Tensor, "Ib N"], colours: Float[
 
     counts = offsets[1:] - offsets[:-1]
     # pixel centres of every tile, [n_tiles, P, 2]
-    py, px = torch.meshgrid(torch.arange(tile_size, device=device), torch.arange(tile_size, device=device),
-                            indexing="ij")
+    py, px = torch.meshgrid(
+        torch.arange(tile_size, device=device), torch.arange(tile_size, device=device), indexing="ij"
+    )
     local = torch.stack([px.reshape(-1), py.reshape(-1)], -1).to(dtype) + 0.5  # [P,2]
 
     out_feat = torch.zeros(n_tiles, P, 4, dtype=dtype, device=device)
@@ -186,9 +212,21 @@ def composite(proj: Projected, opacities: Float[Tensor, "Ib N"], colours: Float[
     return rgb, depth, alpha
 
 
-def _composite_tiles(tiles: Tensor, offsets: Tensor, counts: Tensor, K: int, m2d: Tensor, con: Tensor,
-                     opa: Tensor, feat: Tensor, local: Tensor, tw: int, th: int, tile_size: int,
-                     alpha_clamp: float) -> Tuple[Tensor, Tensor]:
+def _composite_tiles(
+    tiles: Tensor,
+    offsets: Tensor,
+    counts: Tensor,
+    K: int,
+    m2d: Tensor,
+    con: Tensor,
+    opa: Tensor,
+    feat: Tensor,
+    local: Tensor,
+    tw: int,
+    th: int,
+    tile_size: int,
+    alpha_clamp: float,
+) -> Tuple[Tensor, Tensor]:
     device = m2d.device
     ar = torch.arange(K, device=device)
     idx = offsets[tiles][:, None] + ar  # [Tc,K]
@@ -216,13 +254,22 @@ def _composite_tiles(tiles: Tensor, offsets: Tensor, counts: Tensor, K: int, m2d
     return f, T_final
 
 
-def rasterize_images(means: Float[Tensor, "Ib N 3"], quats: Float[Tensor, "Ib N 4"],
-                     scales: Float[Tensor, "Ib N 3"], opacities: Float[Tensor, "Ib N"],
-                     colours: Float[Tensor, "Ib N 3"], viewmats: Float[Tensor, "I 4 4"],
-                     Ks: Float[Tensor, "I 3 3"], width: int, height: int, backgrounds: Float[Tensor, "I 3"],
-                     alpha_clamp: float = 0.99, near_plane: float = 1e-4, far_plane: float = 1e4,
-                     tile_size: int = 16
-                     ) -> Tuple[Float[Tensor, "I H W 3"], Float[Tensor, "I H W 1"], Float[Tensor, "I H W 1"]]:
+def rasterize_images(
+    means: Float[Tensor, "Ib N 3"],
+    quats: Float[Tensor, "Ib N 4"],
+    scales: Float[Tensor, "Ib N 3"],
+    opacities: Float[Tensor, "Ib N"],
+    colours: Float[Tensor, "Ib N 3"],
+    viewmats: Float[Tensor, "I 4 4"],
+    Ks: Float[Tensor, "I 3 3"],
+    width: int,
+    height: int,
+    backgrounds: Float[Tensor, "I 3"],
+    alpha_clamp: float = 0.99,
+    near_plane: float = 1e-4,
+    far_plane: float = 1e4,
+    tile_size: int = 16,
+) -> Tuple[Float[Tensor, "I H W 3"], Float[Tensor, "I H W 1"], Float[Tensor, "I H W 1"]]:
     """Render I images; Gaussians are shared (Ib = 1) or per image (Ib = I). See docs/rasterizer.md."""
     I = viewmats.shape[0]
     if means.shape[1] == 0:
@@ -233,13 +280,26 @@ def rasterize_images(means: Float[Tensor, "Ib N 3"], quats: Float[Tensor, "Ib N 
     return composite(proj, opacities, colours, backgrounds, width, height, alpha_clamp, tile_size)
 
 
-def rasterize_bruteforce(means, quats, scales, opacities, colours, viewmat, K, width, height, background,
-                         alpha_clamp=0.99, near_plane=1e-4, far_plane=1e4, tile_size=16):
+def rasterize_bruteforce(
+    means,
+    quats,
+    scales,
+    opacities,
+    colours,
+    viewmat,
+    K,
+    width,
+    height,
+    background,
+    alpha_clamp=0.99,
+    near_plane=1e-4,
+    far_plane=1e4,
+    tile_size=16,
+):
     """Slow per-pixel Python loop over the same semantics, for tests only (tiny images)."""
     import numpy as np
 
-    proj = project(means[None], quats[None], scales[None], viewmat[None], K[None], width, height,
-                   near_plane, far_plane)
+    proj = project(means[None], quats[None], scales[None], viewmat[None], K[None], width, height, near_plane, far_plane)
     m2d = proj.means2d[0].detach().double().cpu().numpy()
     con = proj.conics[0].detach().double().cpu().numpy()
     dep = proj.depths[0].detach().double().cpu().numpy()

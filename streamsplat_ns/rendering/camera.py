@@ -28,14 +28,16 @@ def inverse_depth_to_depth(y_hat: Tensor, a: float = DEPTH_A, b: float = DEPTH_B
     return 1.0 / (a + b * y_hat + DEPTH_EPS)
 
 
-def canonical_to_world(pos: Float[Tensor, "*b 3"], a: float = DEPTH_A, b: float = DEPTH_B
-                       ) -> Tuple[Float[Tensor, "*b 3"], Bool[Tensor, "*b"]]:
+def canonical_to_world(
+    pos: Float[Tensor, "*b 3"], a: float = DEPTH_A, b: float = DEPTH_B
+) -> Tuple[Float[Tensor, "*b 3"], Bool[Tensor, "*b"]]:
     """(x, y_hat, z) -> (x, depth, z); Gaussians whose y_hat left [0, 1] are flagged invalid (culled)."""
     y = pos[..., 1]
     valid = (y >= 0) & (y <= 1)
     y_safe = torch.where(valid, y, torch.full_like(y, 0.5))
     world = torch.stack([pos[..., 0], inverse_depth_to_depth(y_safe, a, b), pos[..., 2]], dim=-1)
     return world, valid
+
 
 # world -> camera (OpenCV frame: x right, y down, z forward): x_c = x, y_c = -z, z_c = y
 _CANONICAL_W2C = ((1.0, 0.0, 0.0, 0.0), (0.0, 0.0, -1.0, 0.0), (0.0, 1.0, 0.0, 0.0), (0.0, 0.0, 0.0, 1.0))
@@ -45,16 +47,20 @@ def canonical_viewmat(device=None, dtype=torch.float32) -> Float[Tensor, "4 4"]:
     return torch.tensor(_CANONICAL_W2C, device=device, dtype=dtype)
 
 
-def ortho_intrinsics(height: int, width: int, device=None, dtype=torch.float32,
-                     zoom: float = 1.0) -> Float[Tensor, "3 3"]:
+def ortho_intrinsics(
+    height: int, width: int, device=None, dtype=torch.float32, zoom: float = 1.0
+) -> Float[Tensor, "3 3"]:
     """K mapping world x, z in [-1/zoom, 1/zoom] onto the full image."""
-    return torch.tensor([[zoom * width / 2.0, 0.0, width / 2.0],
-                         [0.0, zoom * height / 2.0, height / 2.0],
-                         [0.0, 0.0, 1.0]], device=device, dtype=dtype)
+    return torch.tensor(
+        [[zoom * width / 2.0, 0.0, width / 2.0], [0.0, zoom * height / 2.0, height / 2.0], [0.0, 0.0, 1.0]],
+        device=device,
+        dtype=dtype,
+    )
 
 
-def canonical_camera(height: int, width: int, device=None,
-                     dtype=torch.float32) -> Tuple[Float[Tensor, "4 4"], Float[Tensor, "3 3"]]:
+def canonical_camera(
+    height: int, width: int, device=None, dtype=torch.float32
+) -> Tuple[Float[Tensor, "4 4"], Float[Tensor, "3 3"]]:
     """(viewmat, K) of the fixed canonical camera at the given resolution."""
     return canonical_viewmat(device, dtype), ortho_intrinsics(height, width, device, dtype)
 
@@ -78,8 +84,14 @@ def canonical_c2w_opengl(device=None, dtype=torch.float32) -> Float[Tensor, "3 4
     return torch.cat([R_gl, torch.zeros(3, 1, device=device, dtype=dtype)], dim=1)
 
 
-def orbit_viewmat(yaw: float, pitch: float, target_depth: float = 1.0, device=None,
-                  dtype=torch.float32, center: Optional[Tuple[float, float, float]] = None) -> Float[Tensor, "4 4"]:
+def orbit_viewmat(
+    yaw: float,
+    pitch: float,
+    target_depth: float = 1.0,
+    device=None,
+    dtype=torch.float32,
+    center: Optional[Tuple[float, float, float]] = None,
+) -> Float[Tensor, "4 4"]:
     """An orthographic view of the canonical scene rotated about a point on the optical axis.
 
     Used for novel-view orbits (ns-render / the viewer): yaw turns about world z (up), pitch about the
@@ -151,9 +163,17 @@ def orbit_angles(k: int, n: int, yaw_deg: float, pitch_deg: float, full_circle: 
     return yaw, pitch
 
 
-def perspective_to_ortho(c2w: Float[Tensor, "3 4"], fx: float, fy: float, cx: float, cy: float, *,
-                         orthographic: bool, model_size: Tuple[int, int], zoom: float = 1.0
-                         ) -> Tuple[Float[Tensor, "4 4"], Float[Tensor, "3 3"], float]:
+def perspective_to_ortho(
+    c2w: Float[Tensor, "3 4"],
+    fx: float,
+    fy: float,
+    cx: float,
+    cy: float,
+    *,
+    orthographic: bool,
+    model_size: Tuple[int, int],
+    zoom: float = 1.0,
+) -> Tuple[Float[Tensor, "4 4"], Float[Tensor, "3 3"], float]:
     """An OpenGL camera -> (viewmat, K, z_offset) of an orthographic view of the canonical scene.
 
     Orthographic cameras (the datamanager's) keep their intrinsics (pixels per world unit). Perspective
@@ -183,6 +203,5 @@ def perspective_to_ortho(c2w: Float[Tensor, "3 4"], fx: float, fy: float, cx: fl
 def z_to_ray_distance(z: Float[Tensor, "H W 1"], fx: float, fy: float, cx: float, cy: float) -> Float[Tensor, "H W 1"]:
     """z-depth -> distance along a perspective camera's pixel rays, z * |(u', v', 1)| (what nerfstudio composites)."""
     H, W = z.shape[:2]
-    v, u = torch.meshgrid(torch.arange(H, device=z.device) + 0.5, torch.arange(W, device=z.device) + 0.5,
-                          indexing="ij")
+    v, u = torch.meshgrid(torch.arange(H, device=z.device) + 0.5, torch.arange(W, device=z.device) + 0.5, indexing="ij")
     return z * torch.sqrt(((u - cx) / fx) ** 2 + ((v - cy) / fy) ** 2 + 1.0)[..., None]

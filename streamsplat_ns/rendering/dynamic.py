@@ -53,21 +53,34 @@ def _check_gaussians(where: str, g: Gaussians) -> Tuple[int, int]:
         want.update(t0=(B, N), gamma0=(B, N), gamma1=(B, N))
         m = g.motion
         if m.dim() != 4 or tuple(m.shape[:2]) != (B, N) or m.shape[-1] != 3 or m.shape[2] < 1:
-            raise ValueError(f"{where}: motion has shape {tuple(m.shape)}; expected [{B}, {N}, K, 3] "
-                             f"(K >= 1 polynomial terms) to match means {tuple(g.means.shape)}")
+            raise ValueError(
+                f"{where}: motion has shape {tuple(m.shape)}; expected [{B}, {N}, K, 3] "
+                f"(K >= 1 polynomial terms) to match means {tuple(g.means.shape)}"
+            )
     for name, shape in want.items():
         t = getattr(g, name)
         if tuple(t.shape) != shape:
-            raise ValueError(f"{where}: {name} has shape {tuple(t.shape)}; expected {list(shape)} to match means "
-                             f"{tuple(g.means.shape)}")
-    if g.sh is not None and (g.sh.dim() != 4 or tuple(g.sh.shape[:2]) != (B, N) or g.sh.shape[-1] != 3
-                             or g.sh.shape[2] not in (1, 4, 9, 16)):
+            raise ValueError(
+                f"{where}: {name} has shape {tuple(t.shape)}; expected {list(shape)} to match means "
+                f"{tuple(g.means.shape)}"
+            )
+    if g.sh is not None and (
+        g.sh.dim() != 4 or tuple(g.sh.shape[:2]) != (B, N) or g.sh.shape[-1] != 3 or g.sh.shape[2] not in (1, 4, 9, 16)
+    ):
         raise ValueError(f"{where}: sh has shape {tuple(g.sh.shape)}; expected [{B}, {N}, K, 3], K in (1, 4, 9, 16)")
     return B, N
 
 
-def _cameras(n_img: int, height: int, width: int, viewmats: Optional[Tensor], Ks: Optional[Tensor],
-             ref: Tensor, where: str = "render_dynamic", counts: str = "B*T") -> Tuple[Tensor, Tensor]:
+def _cameras(
+    n_img: int,
+    height: int,
+    width: int,
+    viewmats: Optional[Tensor],
+    Ks: Optional[Tensor],
+    ref: Tensor,
+    where: str = "render_dynamic",
+    counts: str = "B*T",
+) -> Tuple[Tensor, Tensor]:
     for name, t, tail in (("viewmats", viewmats, (4, 4)), ("Ks", Ks, (3, 3))):
         if t is not None and (t.dim() < 2 or tuple(t.shape[-2:]) != tail):
             raise ValueError(f"{where}: {name} has shape {tuple(t.shape)}; expected [..., {tail[0]}, {tail[1]}]")
@@ -82,28 +95,48 @@ def _cameras(n_img: int, height: int, width: int, viewmats: Optional[Tensor], Ks
     if Ks.shape[0] == 1:
         Ks = Ks.expand(n_img, 3, 3)
     if viewmats.shape[0] != n_img or Ks.shape[0] != n_img:
-        raise ValueError(f"{where}: need 1 or {n_img} (= {counts}) cameras, got {viewmats.shape[0]} viewmats "
-                         f"and {Ks.shape[0]} intrinsics (Ks)")
+        raise ValueError(
+            f"{where}: need 1 or {n_img} (= {counts}) cameras, got {viewmats.shape[0]} viewmats "
+            f"and {Ks.shape[0]} intrinsics (Ks)"
+        )
     return viewmats.contiguous(), Ks.contiguous()
 
 
-def _backgrounds(n_img: int, backgrounds: Optional[Tensor], ref: Tensor, where: str = "render_dynamic",
-                 shapes: str = "[3], [B, 3], [B, T, 3] or [B*T, 3]") -> Tensor:
+def _backgrounds(
+    n_img: int,
+    backgrounds: Optional[Tensor],
+    ref: Tensor,
+    where: str = "render_dynamic",
+    shapes: str = "[3], [B, 3], [B, T, 3] or [B*T, 3]",
+) -> Tensor:
     if backgrounds is None:
         return torch.zeros(n_img, 3, device=ref.device, dtype=ref.dtype)
     if backgrounds.shape[-1:] != (3,) or backgrounds.numel() // 3 not in (1, n_img):
-        raise ValueError(f"{where}: backgrounds has shape {tuple(backgrounds.shape)}; expected {shapes} "
-                         f"(one RGB colour for all, per batch item or per image)")
+        raise ValueError(
+            f"{where}: backgrounds has shape {tuple(backgrounds.shape)}; expected {shapes} "
+            f"(one RGB colour for all, per batch item or per image)"
+        )
     backgrounds = backgrounds.reshape(-1, 3)
     if backgrounds.shape[0] == 1:
         backgrounds = backgrounds.expand(n_img, 3)
     return backgrounds.contiguous()
 
 
-def render_dynamic(g: DynamicGaussians, times: Float[Tensor, "B T"], height: int, width: int,
-                   backgrounds: Optional[Tensor] = None, viewmats: Optional[Tensor] = None,
-                   Ks: Optional[Tensor] = None, *, alpha_clamp: float = 0.99, near_plane: float = 1e-4,
-                   far_plane: float = 1e4, backend: Backend = "auto", check_inputs: bool = True) -> RenderOutput:
+def render_dynamic(
+    g: DynamicGaussians,
+    times: Float[Tensor, "B T"],
+    height: int,
+    width: int,
+    backgrounds: Optional[Tensor] = None,
+    viewmats: Optional[Tensor] = None,
+    Ks: Optional[Tensor] = None,
+    *,
+    alpha_clamp: float = 0.99,
+    near_plane: float = 1e-4,
+    far_plane: float = 1e4,
+    backend: Backend = "auto",
+    check_inputs: bool = True,
+) -> RenderOutput:
     """Render every batch item at each of its T query times in one batched call -> [B, T, H, W, C].
 
     ``times`` is [T] or [B, T]; ``backgrounds`` is [3], [B, 3] or [B, T, 3]; cameras default to the
@@ -123,18 +156,47 @@ def render_dynamic(g: DynamicGaussians, times: Float[Tensor, "B T"], height: int
     if times.dim() == 1:
         times = times[None].expand(B, -1)
     if times.dim() != 2 or times.shape[0] != B or times.shape[1] < 1:
-        raise ValueError(f"render_dynamic: times has shape {tuple(times.shape)}; expected [T] or [{B}, T] "
-                         f"(the Gaussians have batch {B})")
+        raise ValueError(
+            f"render_dynamic: times has shape {tuple(times.shape)}; expected [T] or [{B}, T] "
+            f"(the Gaussians have batch {B})"
+        )
     if int(width) != width or int(height) != height or width <= 0 or height <= 0:
         raise ValueError(f"render_dynamic: width and height must be positive integers, got {width}x{height}")
     if check_inputs:
-        check_device("render_dynamic", g.means, motion=g.motion, t0=g.t0, gamma0=g.gamma0, gamma1=g.gamma1,
-                     quats=g.quats, scales=g.scales, opacities=g.opacities, colours=g.colours, sh=g.sh, times=times,
-                     backgrounds=backgrounds, viewmats=viewmats, Ks=Ks)
-        check_finite("render_dynamic", means=g.means, motion=g.motion, t0=g.t0, gamma0=g.gamma0, gamma1=g.gamma1,
-                     quats=g.quats, scales=g.scales, opacities=g.opacities,
-                     colours=g.colours if g.sh is None else None, sh=g.sh, times=times, backgrounds=backgrounds,
-                     viewmats=viewmats, Ks=Ks)
+        check_device(
+            "render_dynamic",
+            g.means,
+            motion=g.motion,
+            t0=g.t0,
+            gamma0=g.gamma0,
+            gamma1=g.gamma1,
+            quats=g.quats,
+            scales=g.scales,
+            opacities=g.opacities,
+            colours=g.colours,
+            sh=g.sh,
+            times=times,
+            backgrounds=backgrounds,
+            viewmats=viewmats,
+            Ks=Ks,
+        )
+        check_finite(
+            "render_dynamic",
+            means=g.means,
+            motion=g.motion,
+            t0=g.t0,
+            gamma0=g.gamma0,
+            gamma1=g.gamma1,
+            quats=g.quats,
+            scales=g.scales,
+            opacities=g.opacities,
+            colours=g.colours if g.sh is None else None,
+            sh=g.sh,
+            times=times,
+            backgrounds=backgrounds,
+            viewmats=viewmats,
+            Ks=Ks,
+        )
     T = times.shape[1]
     times = times.to(g.means.dtype)
     n_img = B * T
@@ -161,9 +223,27 @@ def render_dynamic(g: DynamicGaussians, times: Float[Tensor, "B T"], height: int
         from . import _cuda
 
         rgb, depth, alpha = _cuda.rasterize_dynamic(
-            g.means, g.motion, g.t0, g.gamma0, g.gamma1, times, g.quats, g.scales, g.opacities, colours,
-            viewmats, Ks, int(width), int(height), bgs, float(alpha_clamp), float(near_plane), float(far_plane),
-            DEPTH_A, DEPTH_B)
+            g.means,
+            g.motion,
+            g.t0,
+            g.gamma0,
+            g.gamma1,
+            times,
+            g.quats,
+            g.scales,
+            g.opacities,
+            colours,
+            viewmats,
+            Ks,
+            int(width),
+            int(height),
+            bgs,
+            float(alpha_clamp),
+            float(near_plane),
+            float(far_plane),
+            DEPTH_A,
+            DEPTH_B,
+        )
         return RenderOutput(rgb, depth, alpha).reshape(B, T)
     pos = positions_at(g, times)  # [B,T,N,3]
     world, valid = canonical_to_world(pos)
@@ -172,26 +252,77 @@ def render_dynamic(g: DynamicGaussians, times: Float[Tensor, "B T"], height: int
     def per_image(x: Tensor) -> Tensor:
         return x[:, None].expand(B, T, *x.shape[1:]).reshape(n_img, *x.shape[1:])
 
-    out = rasterize(world.reshape(n_img, N, 3), per_image(g.quats), per_image(g.scales),
-                    opac.reshape(n_img, N), per_image(colours) if per_image_colours is None else per_image_colours,
-                    viewmats, Ks, width, height, bgs, alpha_clamp=alpha_clamp, near_plane=near_plane,
-                    far_plane=far_plane, backend=which, check_inputs=False)
+    out = rasterize(
+        world.reshape(n_img, N, 3),
+        per_image(g.quats),
+        per_image(g.scales),
+        opac.reshape(n_img, N),
+        per_image(colours) if per_image_colours is None else per_image_colours,
+        viewmats,
+        Ks,
+        width,
+        height,
+        bgs,
+        alpha_clamp=alpha_clamp,
+        near_plane=near_plane,
+        far_plane=far_plane,
+        backend=which,
+        check_inputs=False,
+    )
     return out.reshape(B, T)
 
 
-def render_static(g: Gaussians, height: int, width: int, backgrounds: Optional[Tensor] = None,
-                  viewmats: Optional[Tensor] = None, Ks: Optional[Tensor] = None, **kw) -> RenderOutput:
+def render_static(
+    g: Gaussians,
+    height: int,
+    width: int,
+    backgrounds: Optional[Tensor] = None,
+    viewmats: Optional[Tensor] = None,
+    Ks: Optional[Tensor] = None,
+    **kw,
+) -> RenderOutput:
     """Render each batch item's static Gaussians from the canonical (or a given) camera -> [B, H, W, C]."""
     B, N = _check_gaussians("render_static", g)
     if kw.get("check_inputs", True):
-        check_device("render_static", g.means, quats=g.quats, scales=g.scales, opacities=g.opacities,
-                     colours=g.colours, sh=g.sh, backgrounds=backgrounds, viewmats=viewmats, Ks=Ks)
-        check_finite("render_static", means=g.means, quats=g.quats, scales=g.scales, opacities=g.opacities,
-                     colours=g.colours if g.sh is None else None, sh=g.sh, backgrounds=backgrounds,
-                     viewmats=viewmats, Ks=Ks)
+        check_device(
+            "render_static",
+            g.means,
+            quats=g.quats,
+            scales=g.scales,
+            opacities=g.opacities,
+            colours=g.colours,
+            sh=g.sh,
+            backgrounds=backgrounds,
+            viewmats=viewmats,
+            Ks=Ks,
+        )
+        check_finite(
+            "render_static",
+            means=g.means,
+            quats=g.quats,
+            scales=g.scales,
+            opacities=g.opacities,
+            colours=g.colours if g.sh is None else None,
+            sh=g.sh,
+            backgrounds=backgrounds,
+            viewmats=viewmats,
+            Ks=Ks,
+        )
     kw["check_inputs"] = False  # validated above, on the caller's tensors
     world, valid = canonical_to_world(g.means)
     viewmats, Ks = _cameras(B, height, width, viewmats, Ks, g.means, "render_static", "B")
     bgs = _backgrounds(B, backgrounds, g.means, "render_static", "[3] or [B, 3]")
-    return rasterize(world, g.quats, g.scales, g.opacities * valid.to(world.dtype),
-                     None if g.sh is not None else g.colours, viewmats, Ks, width, height, bgs, sh=g.sh, **kw)
+    return rasterize(
+        world,
+        g.quats,
+        g.scales,
+        g.opacities * valid.to(world.dtype),
+        None if g.sh is not None else g.colours,
+        viewmats,
+        Ks,
+        width,
+        height,
+        bgs,
+        sh=g.sh,
+        **kw,
+    )

@@ -73,8 +73,10 @@ def check_finite(where: str = "rasterize", **tensors: Optional[Tensor]) -> None:
     flags = torch.stack([torch.isfinite(tensors[n]).all() for n in names]).cpu()  # the one sync
     if not bool(flags.all()):
         bad = names[int((~flags).nonzero()[0, 0])]
-        raise ValueError(f"{where}: input {bad!r} contains NaN or Inf values (check what produced it; a model "
-                         f"loaded from a checkpoint is validated at load)")
+        raise ValueError(
+            f"{where}: input {bad!r} contains NaN or Inf values (check what produced it; a model "
+            f"loaded from a checkpoint is validated at load)"
+        )
 
 
 def check_device(where: str, ref: Tensor, **tensors: Optional[Tensor]) -> None:
@@ -85,8 +87,10 @@ def check_device(where: str, ref: Tensor, **tensors: Optional[Tensor]) -> None:
         if not isinstance(t, Tensor):
             raise TypeError(f"{where}: {name} must be a torch.Tensor, got {type(t).__name__}")
         if t.device != ref.device:
-            raise ValueError(f"{where}: {name} is on {t.device} but the Gaussians are on {ref.device}; "
-                             f"move it with .to({str(ref.device)!r})")
+            raise ValueError(
+                f"{where}: {name} is on {t.device} but the Gaussians are on {ref.device}; "
+                f"move it with .to({str(ref.device)!r})"
+            )
         if not t.is_floating_point():
             raise TypeError(f"{where}: {name} must be a floating-point tensor, got {t.dtype}")
 
@@ -95,8 +99,10 @@ def _lead(x: Tensor, name: str, n_feat: int) -> Tensor:
     """Normalise Gaussian attributes to [Ib, N, ...]."""
     tail = f", {n_feat}" if n_feat else ""
     if n_feat and (x.dim() == 0 or x.shape[-1] != n_feat):
-        raise ValueError(f"rasterize: {name} has shape {tuple(x.shape)}; expected [N{tail}] or [C, N{tail}] "
-                         f"(its last dimension must be {n_feat})")
+        raise ValueError(
+            f"rasterize: {name} has shape {tuple(x.shape)}; expected [N{tail}] or [C, N{tail}] "
+            f"(its last dimension must be {n_feat})"
+        )
     want = x.dim() - (0 if n_feat == 0 else 1)
     if want == 1:
         return x[None]
@@ -137,8 +143,19 @@ def rasterize(
     to colour as ``max(sh(dir) + 0.5, 0)``, gsplat's convention.
     """
     if check_inputs:
-        check_device("rasterize", means, means=means, quats=quats, scales=scales, opacities=opacities,
-                     colours=colours, viewmats=viewmats, Ks=Ks, backgrounds=backgrounds, sh=sh)
+        check_device(
+            "rasterize",
+            means,
+            means=means,
+            quats=quats,
+            scales=scales,
+            opacities=opacities,
+            colours=colours,
+            viewmats=viewmats,
+            Ks=Ks,
+            backgrounds=backgrounds,
+            sh=sh,
+        )
     if viewmats.dim() == 2:
         viewmats = viewmats[None]
     if viewmats.dim() != 3 or tuple(viewmats.shape[1:]) != (4, 4):
@@ -160,8 +177,9 @@ def rasterize(
     if sh is not None:
         sh = sh if sh.dim() == 4 else sh[None]
         if sh.dim() != 4 or sh.shape[-1] != 3 or sh.shape[-2] not in (1, 4, 9, 16) or sh.shape[0] not in (1, C):
-            raise ValueError(f"rasterize: sh has shape {tuple(sh.shape)}; expected [N, K, 3] or [C, N, K, 3] with "
-                             f"K in (1, 4, 9, 16)")
+            raise ValueError(
+                f"rasterize: sh has shape {tuple(sh.shape)}; expected [N, K, 3] or [C, N, K, 3] with K in (1, 4, 9, 16)"
+            )
         colours = eval_sh_ortho(sh, viewmats, shared=(sh.shape[0] == 1 and C > 1))
     elif colours is None:
         raise ValueError("rasterize: pass colours [.., N, 3] or sh [.., N, K, 3]")
@@ -171,29 +189,61 @@ def rasterize(
     if colours.shape[0] not in (1, C):
         raise ValueError(f"rasterize: colours need a leading dim of 1 or {C}, got {tuple(colours.shape)}")
     if colours.shape[0] != Ib:  # one side per camera, the other shared: expand the shared side
-        means, quats, scales, opacities, colours = (x.expand(C, *x.shape[1:])
-                                                    for x in (means, quats, scales, opacities, colours))
+        means, quats, scales, opacities, colours = (
+            x.expand(C, *x.shape[1:]) for x in (means, quats, scales, opacities, colours)
+        )
         Ib = C
-    for name, t, tail in (("quats", quats, (4,)), ("scales", scales, (3,)), ("opacities", opacities, ()),
-                          ("colours", colours, (3,))):
+    for name, t, tail in (
+        ("quats", quats, (4,)),
+        ("scales", scales, (3,)),
+        ("opacities", opacities, ()),
+        ("colours", colours, (3,)),
+    ):
         if t.shape[0] != Ib or t.shape[1] != N or tuple(t.shape[2:]) != tail:
-            raise ValueError(f"rasterize: {name} has shape {tuple(t.shape)}; expected "
-                             f"[{Ib}, {N}{''.join(', ' + str(x) for x in tail)}] to match means {tuple(means.shape)}")
+            raise ValueError(
+                f"rasterize: {name} has shape {tuple(t.shape)}; expected "
+                f"[{Ib}, {N}{''.join(', ' + str(x) for x in tail)}] to match means {tuple(means.shape)}"
+            )
     if backgrounds is None:
         backgrounds = torch.zeros(C, 3, device=means.device, dtype=means.dtype)
     elif backgrounds.dim() == 1 and backgrounds.shape[0] == 3:
         backgrounds = backgrounds[None].expand(C, 3)
     if tuple(backgrounds.shape) != (C, 3):
-        raise ValueError(f"rasterize: backgrounds has shape {tuple(backgrounds.shape)}; expected [3] or [{C}, 3] "
-                         f"(one RGB colour per camera)")
+        raise ValueError(
+            f"rasterize: backgrounds has shape {tuple(backgrounds.shape)}; expected [3] or [{C}, 3] "
+            f"(one RGB colour per camera)"
+        )
     if int(width) != width or int(height) != height or width <= 0 or height <= 0:
         raise ValueError(f"rasterize: width and height must be positive integers, got {width}x{height}")
     if check_inputs:
-        check_finite("rasterize", means=means, quats=quats, scales=scales, opacities=opacities, colours=colours,
-                     viewmats=viewmats, Ks=Ks, backgrounds=backgrounds)
+        check_finite(
+            "rasterize",
+            means=means,
+            quats=quats,
+            scales=scales,
+            opacities=opacities,
+            colours=colours,
+            viewmats=viewmats,
+            Ks=Ks,
+            backgrounds=backgrounds,
+        )
     which = resolve_backend(backend, means.device)
-    args = (means, quats, scales, opacities, colours, viewmats, Ks, int(width), int(height), backgrounds,
-            float(alpha_clamp), float(near_plane), float(far_plane), int(tile_size))
+    args = (
+        means,
+        quats,
+        scales,
+        opacities,
+        colours,
+        viewmats,
+        Ks,
+        int(width),
+        int(height),
+        backgrounds,
+        float(alpha_clamp),
+        float(near_plane),
+        float(far_plane),
+        int(tile_size),
+    )
     if which == "cuda":
         from . import _cuda
 
