@@ -14,6 +14,8 @@ import torch
 from torch import Tensor
 
 from .gaussians import DynamicGaussians, Gaussians
+from .inference import InferenceOptions, prepare
+from .networks import checkpoint as _checkpoint
 from .networks.checkpoint import (
     CONFIG_KEY,
     DINO_ENV,
@@ -22,12 +24,26 @@ from .networks.checkpoint import (
     CheckpointError,
     check_finite,
     check_state_dict,
-    load_checkpoint,
     read_tensors,
     save_checkpoint,
 )
 from .networks.model import StreamSplat
 from .streaming import StreamingSession
+
+
+def load_checkpoint(
+    path,
+    device: Union[str, torch.device] = "cpu",
+    *,
+    inference: Optional[InferenceOptions] = None,
+    **kwargs,
+) -> StreamSplat:
+    """Load our checkpoints or the authors' (validated: see :func:`streamsplat_ns.networks.checkpoint.
+    load_checkpoint`, which takes the same keyword arguments) and, with ``inference`` (e.g.
+    ``InferenceOptions.fastest()``), prepare the model for fast inference in place."""
+    model = _checkpoint.load_checkpoint(path, device, **kwargs)
+    return model if inference is None else prepare(model, inference)
+
 
 __all__ = [
     "load_checkpoint",

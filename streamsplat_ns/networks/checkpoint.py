@@ -277,8 +277,6 @@ def load_checkpoint(
     image_size: Optional[Tuple[int, int]] = None,
     config: Optional[ModelConfig] = None,
     allow_random_dino: bool = False,
-    dtype: Optional[torch.dtype] = None,
-    fused: bool = False,
 ) -> StreamSplat:
     """Load our checkpoints (safetensors + JSON config) or the authors' stage-1 / stage-2 / inference files.
 
@@ -287,8 +285,8 @@ def load_checkpoint(
     ``dino_weights`` (the official ``dinov2_vitb14_reg4_pretrain.pth``), set ``$STREAMSPLAT_DINO_WEIGHTS``
     or put it in ``~/.cache/streamsplat/``; ``allow_random_dino=True`` is for benchmarks and tests only.
     ``config`` overrides the config inferred from an official file's shapes (needed for non-paper head
-    sizes); ``dtype=torch.bfloat16`` stores transformer weights in bf16 for fast inference and ``fused=True``
-    adds the Triton add + RMSNorm kernel (CUDA only). Returns an eval-mode model.
+    sizes). Returns a plain eval-mode fp32 model; :func:`streamsplat_ns.api.load_checkpoint` also applies
+    inference options (networks/ never sees inference switches).
     """
     path = Path(path)
     if not path.is_file():
@@ -340,12 +338,7 @@ def load_checkpoint(
                 f"{path} has a dynamic decoder but no DINOv2 weights: pass dino_weights=<local {DINO_FILE}>, "
                 f"set ${DINO_ENV}, or place it in ~/.cache/streamsplat/ (no download is attempted)"
             )
-    model = model.to(device).eval()
-    if dtype is not None and dtype != torch.float32:
-        from ..inference import InferenceOptions, prepare  # inference-only; networks/ stays plain
-
-        prepare(model, InferenceOptions(dtype=dtype, fused=fused))
-    return model
+    return model.to(device).eval()
 
 
 def save_tensors(path: PathLike, tensors: Dict[str, Tensor], metadata: Optional[Dict[str, str]] = None) -> None:
