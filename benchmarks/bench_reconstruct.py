@@ -154,11 +154,34 @@ def worker_compare(spec: dict) -> dict:
     return {"intervals": len(ref), "fast_options": {k: str(v) for k, v in vars(fast_opts).items()}, "diff": diff}
 
 
+def _run_worker(cmd: List[str], env: Dict[str, str], log: Optional[Path]) -> subprocess.CompletedProcess:
+    """The worker as a child that never outlives this process: when this one is stopped (SIGTERM from the
+    stage's time limit, Ctrl-C) the worker gets SIGABRT first (with PYTHONFAULTHANDLER its every thread's
+    stack lands in its stderr and in ``log``), then SIGKILL, so no orphan keeps the GPU for the next stage."""
+    p = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=REPO)
+    try:
+        out, err = p.communicate()
+    except BaseException:
+        if p.poll() is None:
+            p.send_signal(signal.SIGABRT)
+        try:
+            out, err = p.communicate(timeout=8)
+        except subprocess.TimeoutExpired:
+            p.kill()
+            out, err = p.communicate()
+        err = (err or "") + f"\n--- worker stopped by the benchmark (rc {p.returncode})\n"
+        sys.stderr.write("--- stacks of the stopped worker:\n" + "\n".join(err.splitlines()[-80:]) + "\n")
+        if log is not None:
+            log.write_text((out or "") + "\n--- stderr\n" + err)
+        raise
+    return subprocess.CompletedProcess(cmd, p.returncode, out, err)
+
+
 def _spawn(kind: str, spec: dict, env: Dict[str, str], log: Optional[Path] = None) -> dict:
     """Run a worker in a fresh Python process; returns its result (+ process wall clock) or an error."""
     cmd = [sys.executable, "-m", "benchmarks.bench_reconstruct", "--worker", kind, json.dumps(spec)]
     t = time.perf_counter()
-    p = subprocess.run(cmd, env={**os.environ, **env}, capture_output=True, text=True, cwd=REPO)
+    p = _run_worker(cmd, {**os.environ, "PYTHONFAULTHANDLER": "1", **env}, log)
     wall = time.perf_counter() - t
     if log is not None:
         log.write_text(p.stdout + "\n--- stderr\n" + p.stderr)

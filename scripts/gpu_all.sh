@@ -39,9 +39,40 @@ stage() {
   fi
   echo "=== $name"
   local t=$(date +%s)
-  timeout "$limit" "$@"; local rc=$?
-  local res="rc=$rc"; [ $rc = 124 ] && res="TIMED OUT (${limit}s)"
+  run_limited "$limit" "$@"; local rc=$?
+  local res="rc=$rc"; [ $rc = 124 ] && res="TIMED OUT (${limit}s; stacks in its log)"
   echo "| $name | $res | $(( $(date +%s) - t )) |" >> "$SUMMARY"
+  return $rc
+}
+
+# run_limited LIMIT_S command...: the command in its own process group (so worker processes are found).
+# GRACE_S (15) before the limit every thread's Python stack is dumped to the stage's log: workers get
+# SIGABRT (PYTHONFAULTHANDLER prints the stacks, then they die and free the GPU), the leader SIGUSR1 when it
+# catches it (benchmarks/__init__.py registers it; the run goes on) else SIGABRT; then SIGTERM (benchmarks
+# print what they measured), and SIGKILL for the whole group at the limit. Exit 124 when the limit was hit.
+# Whatever is left of the group afterwards (orphans) is killed so it cannot hold the GPU for the next stage.
+export PYTHONFAULTHANDLER=1
+run_limited() {
+  local limit=$1; shift
+  local grace=${GRACE_S:-15}; [ "$grace" -ge "$limit" ] && grace=$(( limit / 2 ))
+  setsid "$@" &
+  local pid=$! t0=$(date +%s) hit=0
+  while kill -0 "$pid" 2>/dev/null; do
+    if [ $(( $(date +%s) - t0 )) -ge $(( limit - grace )) ]; then hit=1; break; fi
+    sleep 1
+  done
+  if [ $hit = 1 ]; then
+    echo "=== time limit in ${grace}s: dumping Python stacks of process group $pid" >&2
+    local p
+    for p in $(pgrep -g "$pid"); do [ "$p" != "$pid" ] && kill -ABRT "$p" 2>/dev/null; done
+    local caught; caught=$(awk '/^SigCgt/ {print $2}' /proc/$pid/status 2>/dev/null)
+    if [ -n "$caught" ] && (( (16#$caught >> 9) & 1 )); then kill -USR1 "$pid" 2>/dev/null; else kill -ABRT "$pid" 2>/dev/null; fi
+    sleep 3; kill -TERM "$pid" 2>/dev/null
+    while kill -0 "$pid" 2>/dev/null && [ $(( $(date +%s) - t0 )) -lt "$limit" ]; do sleep 1; done
+  fi
+  kill -KILL -- "-$pid" 2>/dev/null  # orphans (a worker whose parent died) must not keep the GPU
+  wait "$pid"; local rc=$?
+  [ $hit = 1 ] && rc=124
   return $rc
 }
 
@@ -67,7 +98,7 @@ echo "| build CUDA extension | done | $(( $(date +%s) - t )) |" >> "$SUMMARY"
 
 GPU_TESTS=${GPU_TESTS:-"tests/test_cuda_rasterizer.py tests/test_streaming.py tests/test_networks.py tests/test_depth.py $(ls tests/test_inference*.py tests/test_engine*.py 2>/dev/null | tr '\n' ' ')"}
 stage "GPU tests" "${SKIP_TESTS:-0}" "${TESTS_TIMEOUT:-150}" python3 -m pytest -q -p no:cacheprovider -m gpu -rsP $GPU_TESTS \
-    -k "not gsplat" > "$OUT/pytest.log" 2>&1
+    -k "not gsplat" -o faulthandler_timeout=60 > "$OUT/pytest.log" 2>&1
 grep "^DA-V2" "$OUT/pytest.log" 2>/dev/null; tail -4 "$OUT/pytest.log" 2>/dev/null
 # issue 11: streamsplat-reconstruct end to end with default flags, DA-V2 ViT-S and ViT-L
 RECON_TIMEOUT=${RECON_TIMEOUT:-240}

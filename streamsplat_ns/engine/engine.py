@@ -36,7 +36,7 @@ from ..gaussians import DynamicGaussians
 from ..inference import InferenceOptions, prepare
 from ..streaming import StreamingSession
 from .disparity import DisparitySource
-from .frames import Frame, FrameSource, key_frames
+from .frames import Frame, FrameSource, _get_alive, key_frames
 
 log = logging.getLogger(__name__)
 STAGES = ("decode", "upload", "depth", "model", "render", "encode")
@@ -174,7 +174,7 @@ class _Prefetch:
 
     def __iter__(self):
         while True:
-            item = self.q.get()
+            item = _get_alive(self.q, self.thread, "the engine's prefetch thread")
             if item is None:
                 if self.error is not None:
                     raise self.error

@@ -34,6 +34,20 @@ log = logging.getLogger(__name__)
 _END = object()
 
 
+def _get_alive(q: "queue.Queue", thread: threading.Thread, what: str, poll: float = 0.5):
+    """``q.get()`` that cannot wait forever on a producer that died without its end marker: a dead
+    producer with an empty queue is an error naming it (a hang would hide the cause)."""
+    while True:
+        try:
+            return q.get(timeout=poll)
+        except queue.Empty:
+            if not thread.is_alive():
+                try:
+                    return q.get_nowait()  # it may have put its last item just before exiting
+                except queue.Empty:
+                    raise RuntimeError(f"{what} ({thread.name}) stopped without ending the stream") from None
+
+
 def key_frames(num_frames: int, gap: int) -> List[int]:
     """THE pairing rule (CLI, viewer, ns-render, export, live): every ``gap``-th frame and the last frame.
 
@@ -157,7 +171,7 @@ class FrameSource:
         self.start()
         try:
             while True:
-                item = self._queue.get()
+                item = _get_alive(self._queue, self._thread, f"{self.path}: the decoding thread")
                 if item is _END:
                     return
                 yield item

@@ -100,7 +100,18 @@ class VideoWriter:
         self._raise()
         if self.closed:
             raise RuntimeError(f"{self.path}: writer is closed")
-        self._queue.put((frames, None if indices is None else list(indices)))
+        self._put((frames, None if indices is None else list(indices)))
+
+    def _put(self, item) -> None:
+        # bounded wait per try: an encoder thread that died (or never drains) is an error, not a hang
+        while True:
+            try:
+                self._queue.put(item, timeout=0.5)
+                return
+            except queue.Full:
+                if not self._thread.is_alive():
+                    self._raise()
+                    raise RuntimeError(f"{self.path}: the encoder thread ({self._thread.name}) stopped") from None
 
     def _raise(self) -> None:
         if self.error is not None:
@@ -139,8 +150,9 @@ class VideoWriter:
         if self.closed:
             return self.frames
         self.closed = True
-        self._queue.put(None)
-        self._thread.join()
+        if self._thread.is_alive():
+            self._put(None)
+        self._thread.join()  # returns: the thread ends at the marker, or has already ended
         try:
             if self.error is None:
                 for pkt in self.stream.encode():

@@ -178,8 +178,7 @@ class Recorder:
         if self.stopped is not None:
             return False
         if block:
-            self._q.put((k, frames, g, t_arrival))
-            return True
+            return self._put((k, frames, g, t_arrival))
         try:
             self._q.put_nowait((k, frames, g, t_arrival))
             return True
@@ -191,10 +190,21 @@ class Recorder:
                 )
             return False
 
+    def _put(self, item) -> bool:
+        """Blocking put that gives up when the writer thread is gone (a dead thread must not hang the engine)."""
+        while True:
+            try:
+                self._q.put(item, timeout=0.5)
+                return True
+            except queue.Full:
+                if not self._thread.is_alive():
+                    self.stopped = self.stopped or f"the recording thread ({self._thread.name}) stopped"
+                    return False
+
     def close(self, status: str = "complete", message: str = "") -> None:
         """Flush queued intervals and write the final manifest (call once, also after errors)."""
-        self._q.put(None)
-        self._thread.join()
+        self._put(None)
+        self._thread.join()  # returns: the thread ends at the marker, or has already ended
         final = "stopped" if self.stopped else status
         msg = "; ".join(x for x in (message, self.stopped or "") if x)
         self._write_manifest(final, msg)
