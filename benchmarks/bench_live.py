@@ -30,7 +30,9 @@ import argparse
 import json
 import math
 import os
+import signal
 import socket
+import threading
 import time
 from pathlib import Path
 from typing import Dict, List, Optional
@@ -207,6 +209,10 @@ def table(r: dict) -> str:
     return "\n".join(rows)
 
 
+def _on_term(signum, frame):  # noqa: ARG001
+    raise KeyboardInterrupt
+
+
 def main(argv: Optional[List[str]] = None) -> dict:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--clip", default=str(DEFAULT_CLIP))
@@ -232,7 +238,19 @@ def main(argv: Optional[List[str]] = None) -> dict:
         a.warmup_frames = min(a.warmup_frames, 4)
         a.skip = min(a.skip, 3)
         os.environ.setdefault("CUDA_VISIBLE_DEVICES", "")
-    r = run(a)
+    # SIGTERM (the stage's time limit in scripts/gpu_all.sh) ends the live session like Ctrl-C: the
+    # intervals measured so far are still summarised and printed
+    old = None
+    if threading.current_thread() is threading.main_thread():
+        old = signal.signal(signal.SIGTERM, _on_term)
+    try:
+        r = run(a)
+    except KeyboardInterrupt:
+        print("bench_live: stopped before the measured run (during set-up or warm-up): no results", flush=True)
+        raise SystemExit(1) from None
+    finally:
+        if old is not None:
+            signal.signal(signal.SIGTERM, old)
     r["skip"] = a.skip
     if a.json:
         Path(a.json).parent.mkdir(parents=True, exist_ok=True)

@@ -188,6 +188,11 @@ def _spawn(kind: str, spec: dict, env: Dict[str, str], log: Optional[Path] = Non
     lines = [ln for ln in p.stdout.splitlines() if ln.startswith(RESULT_TAG)]
     if p.returncode != 0 or not lines:
         tail = "\n".join((p.stderr or p.stdout).strip().splitlines()[-15:])
+        # the whole end of a failed worker's stderr (a stack dump of every thread when it hung) in our log
+        err = "\n".join((p.stderr or "").strip().splitlines()[-120:])
+        print(
+            f"--- {kind} worker exited with {p.returncode}; end of its stderr:\n{err}\n---", file=sys.stderr, flush=True
+        )
         return {"error": f"{kind} worker exited with {p.returncode}:\n{tail}", "process_s": wall}
     res = json.loads(lines[-1][len(RESULT_TAG) :])
     res["process_s"] = wall

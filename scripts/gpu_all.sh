@@ -96,7 +96,7 @@ python3 -m streamsplat_ns.cli.build_cuda 2>&1 | tail -3  # kernels from streamsp
 echo "extension built in $(( $(date +%s) - t ))s"
 echo "| build CUDA extension | done | $(( $(date +%s) - t )) |" >> "$SUMMARY"
 
-GPU_TESTS=${GPU_TESTS:-"tests/test_cuda_rasterizer.py tests/test_streaming.py tests/test_networks.py tests/test_depth.py $(ls tests/test_inference*.py tests/test_engine*.py 2>/dev/null | tr '\n' ' ')"}
+GPU_TESTS=${GPU_TESTS:-"tests/test_cuda_rasterizer.py tests/test_streaming.py tests/test_networks.py tests/test_depth.py tests/test_live.py $(ls tests/test_inference*.py tests/test_engine*.py 2>/dev/null | tr '\n' ' ')"}
 stage "GPU tests" "${SKIP_TESTS:-0}" "${TESTS_TIMEOUT:-150}" python3 -m pytest -q -p no:cacheprovider -m gpu -rsP $GPU_TESTS \
     -k "not gsplat" -o faulthandler_timeout=60 > "$OUT/pytest.log" 2>&1
 grep "^DA-V2" "$OUT/pytest.log" 2>/dev/null; tail -4 "$OUT/pytest.log" 2>/dev/null
@@ -104,6 +104,7 @@ grep "^DA-V2" "$OUT/pytest.log" 2>/dev/null; tail -4 "$OUT/pytest.log" 2>/dev/nu
 RECON_TIMEOUT=${RECON_TIMEOUT:-240}
 stage "bench_reconstruct" "${SKIP_RECON:-0}" "$RECON_TIMEOUT" python3 -m benchmarks.bench_reconstruct --work /tmp/bench_recon \
     --budget-s $(( RECON_TIMEOUT - 60 )) --json "$OUT/reconstruct.json" ${RECON_ARGS:-} > "$OUT/reconstruct.log" 2>&1
+cp /tmp/bench_recon/log_*.txt "$OUT/" 2>/dev/null  # each worker's full stdout / stderr (stack dumps of a hang)
 grep -v "^W1\|Warn\|warn" "$OUT/reconstruct.log" 2>/dev/null | grep -B2 -A30 "^| encoder" | tail -30
 # issue 12: live latency (frame arrival -> viewer update) on a 30 frames/s source
 if [ -f benchmarks/bench_live.py ]; then

@@ -73,6 +73,8 @@ class _StageTimer:
         self.total: Dict[str, float] = {s: 0.0 for s in STAGES}
         self.count: Dict[str, int] = {s: 0 for s in STAGES}
         self._pending: Deque[Tuple[str, "torch.cuda.Event", "torch.cuda.Event"]] = collections.deque()
+        # renders may come from other threads (viewers) and stats from any: one reader of the deque at a time
+        self._lock = threading.RLock()
 
     @contextlib.contextmanager
     def __call__(self, name: str, stream: Optional["torch.cuda.Stream"] = None):
@@ -90,17 +92,19 @@ class _StageTimer:
         self.resolve(block=False)
 
     def add(self, name: str, seconds: float, n: int = 1) -> None:
-        self.total[name] = self.total.get(name, 0.0) + seconds
-        self.count[name] = self.count.get(name, 0) + n
+        with self._lock:
+            self.total[name] = self.total.get(name, 0.0) + seconds
+            self.count[name] = self.count.get(name, 0) + n
 
     def resolve(self, block: bool) -> None:
-        while self._pending:
-            name, a, b = self._pending[0]
-            if not block and not b.query():
-                return
-            b.synchronize()
-            self._pending.popleft()
-            self.add(name, a.elapsed_time(b) / 1000.0)
+        with self._lock:
+            while self._pending:
+                name, a, b = self._pending[0]
+                if not block and not b.query():
+                    return
+                b.synchronize()
+                self._pending.popleft()
+                self.add(name, a.elapsed_time(b) / 1000.0)
 
 
 class _Prefetch:
