@@ -181,7 +181,7 @@ class DepthInference:
             self._graphs.move_to_end(key)
             return g
         while len(self._graphs) >= self.max_graphs:
-            self._graphs.popitem(last=False)
+            self._drop(self._graphs.popitem(last=False)[1])
         g = self._capture(rgb)
         self._graphs[key] = g
         return g
@@ -205,11 +205,29 @@ class DepthInference:
         # thread_local: the engine's decode / prefetch (pinned memory) / encode threads keep running meanwhile
         with torch.cuda.graph(graph, capture_error_mode="thread_local"):
             static_out = self._forward(static_in)
-        return _Graph(graph, static_in, static_out, keep)
+        from .graph import graph_inputs_to_keep, register_graph
+
+        register_graph()  # a live graph: StreamingSession.close() must not clear the cuBLAS workspaces now
+        return _Graph(graph, static_in, static_out, keep + graph_inputs_to_keep(self.model))
+
+    @staticmethod
+    def _drop(g: _Graph) -> None:
+        from .graph import release_graph
+
+        g.graph.reset()
+        release_graph()
 
     def close(self) -> None:
         """Drop the captured graphs and their memory pools."""
-        self._graphs.clear()
+        graphs = getattr(self, "_graphs", {})
+        while graphs:
+            self._drop(graphs.popitem()[1])
+
+    def __del__(self) -> None:
+        try:
+            self.close()
+        except Exception:  # interpreter shutdown: CUDA may already be gone
+            pass
 
     def __enter__(self) -> "DepthInference":
         return self

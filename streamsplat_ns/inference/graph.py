@@ -10,23 +10,64 @@ each leave cuBLAS workspaces behind.
 
 from __future__ import annotations
 
+import threading
 from typing import Dict, Tuple
 
 import torch
-from torch import Tensor
+from torch import Tensor, nn
 
 from ..gaussians import DynamicGaussians, Gaussians
 from ..networks.model import FrameState, StreamSplat
 
-_STREAMS: Dict[Tuple[str, int], torch.cuda.Stream] = {}
+_STREAMS: Dict[Tuple[str, int, int], torch.cuda.Stream] = {}
+_LOCK = threading.Lock()
+_LIVE_GRAPHS = 0  # graphs captured here or in .depth and not yet closed (see release_graph)
 
 
 def _stream(device: torch.device, slot: int) -> torch.cuda.Stream:
+    """One stream per (device, slot, thread): a stream shared across threads would let another thread's
+    eager kernels land inside this thread's capture (capture is a property of the stream, not the thread)."""
     idx = device.index if device.index is not None else torch.cuda.current_device()
-    key = (f"cuda:{idx}", slot)
-    if key not in _STREAMS:
-        _STREAMS[key] = torch.cuda.Stream(device=idx)
-    return _STREAMS[key]
+    key = (f"cuda:{idx}", slot, threading.get_ident())
+    with _LOCK:
+        if key not in _STREAMS:
+            _STREAMS[key] = torch.cuda.Stream(device=idx)
+        return _STREAMS[key]
+
+
+def graph_inputs_to_keep(model: nn.Module) -> Tuple[Tensor, ...]:
+    """Cached tensors a captured graph reads but the model may replace later: DINOv2's one-entry
+    pos-embed cache (replaced by a call at another size or dtype) and the fused DINOv2 blocks' folded
+    projections. A graph holds these so their memory is never reused while it can replay."""
+    keep = []
+    for m in model.modules():
+        keep.extend(getattr(m, "_pe_cache", {}).values())
+        keep.extend(getattr(m, "_fold", ()) or ())
+    return tuple(t for t in keep if isinstance(t, Tensor))
+
+
+def register_graph() -> None:
+    """Count a captured graph as live (every graph of this package that may use cuBLAS)."""
+    global _LIVE_GRAPHS
+    with _LOCK:
+        _LIVE_GRAPHS += 1
+
+
+def release_graph() -> bool:
+    """Count a graph as closed; True when no captured graph is live any more."""
+    global _LIVE_GRAPHS
+    with _LOCK:
+        _LIVE_GRAPHS = max(0, _LIVE_GRAPHS - 1)
+        return _LIVE_GRAPHS == 0
+
+
+def clear_cublas_workspaces() -> None:
+    """Drop cuBLAS's per-(handle, stream) workspaces. Captures on torch's shared capture stream reuse the
+    workspace the first capture allocated inside its private pool, so this may only run when no captured
+    graph is live (another graph's kernels would write into freed memory) and never during a capture."""
+    clear = getattr(torch._C, "_cuda_clearCublasWorkspaces", None)
+    if clear is not None:
+        clear()
 
 
 def _side_stream(device: torch.device) -> torch.cuda.Stream:
@@ -66,6 +107,7 @@ class GraphStep:
                 self._body()
         torch.cuda.current_stream().wait_stream(s)
         self.graph = torch.cuda.CUDAGraph()
+        self._options = getattr(model, "_inference_options", None)
         with torch.cuda.graph(self.graph, capture_error_mode="thread_local"):
             self.out, self.new = self._body()
             # the new frame becomes the cached previous frame, inside the graph
@@ -76,6 +118,9 @@ class GraphStep:
                 self.prev.head_terms.copy_(self.new.head_terms)
             for a, b in zip(_tensors(self.prev.gaussians), _tensors(self.new.gaussians)):
                 a.copy_(b)
+        self.keep = graph_inputs_to_keep(model)  # the cache entries the capture read (warm-up filled them)
+        self.done = torch.cuda.Event()  # recorded after each replay: close() waits for it on any stream
+        register_graph()
 
     def _body(self) -> Tuple[DynamicGaussians, FrameState]:
         if self.overlap:
@@ -118,21 +163,32 @@ class GraphStep:
     def __call__(self, rgb: Tensor, disp: Tensor) -> DynamicGaussians:
         if self.graph is None:
             raise RuntimeError("this CUDA-graph step was closed")
+        if getattr(self.model, "_inference_options", None) is not self._options:
+            raise RuntimeError(
+                "StreamingSession: the model was prepare()-d with other options after this CUDA graph was "
+                "captured (the graph still reads the old weights); call session.reset() after prepare()"
+            )
         self.rgb.copy_(rgb)
         self.disp.copy_(disp)
         self.graph.replay()
-        return self.out.map(torch.clone)
+        out = self.out.map(torch.clone)
+        self.done.record()
+        return out
 
     def close(self) -> None:
         """Release the graph, its private memory pool and every static buffer."""
         if self.graph is None:
             return
-        torch.cuda.current_stream().synchronize()
+        # during another capture on this thread (a session dropped by the garbage collector there) a sync
+        # would break that capture; none is needed: torch.cuda.graph synchronised the device before it began
+        capturing = torch.cuda.is_current_stream_capturing()
+        if not capturing:
+            self.done.synchronize()  # the last replay, on whichever stream (thread) ran it
         self.graph.reset()
         self.graph = None
         self.out = self.new = self.prev = self.rgb = self.disp = None
+        self.keep = ()
         # cuBLAS keeps one workspace per (handle, stream); those first used during capture were allocated in
         # the graph's private pool and would keep it alive (66-169 MiB per session); later calls reallocate
-        clear = getattr(torch._C, "_cuda_clearCublasWorkspaces", None)
-        if clear is not None:
-            clear()
+        if release_graph() and not capturing:
+            clear_cublas_workspaces()

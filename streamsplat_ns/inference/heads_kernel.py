@@ -342,7 +342,9 @@ def dynamic_heads(
         and heads.velocity[4].out_features <= OUT_PAD
     ):
         return eager()
-    key = (tuple(dyn.shape), feats0.shape[-1], heads.velocity[0].out_features)
+    # dtypes too: the inputs' and the heads' (their weights are cast by prepare only if a caller does so)
+    key = (tuple(dyn.shape), feats0.shape[-1], heads.velocity[0].out_features, str(dyn.dtype), str(feats0.dtype))
+    key += (str(heads.velocity[0].weight.dtype),)
     cfg = choices.choose(
         "dynamic_heads",
         key,
