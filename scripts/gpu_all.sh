@@ -52,6 +52,12 @@ stage() {
 # print what they measured), and SIGKILL for the whole group at the limit. Exit 124 when the limit was hit.
 # Whatever is left of the group afterwards (orphans) is killed so it cannot hold the GPU for the next stage.
 export PYTHONFAULTHANDLER=1
+group_pids() {  # pids of process group $1, from /proc (procps may be missing on the device image)
+  local f
+  for f in /proc/[0-9]*/stat; do
+    awk -v g="$1" '{ sub(/^.*\) /, ""); if ($3 == g) print FILENAME }' "$f" 2>/dev/null
+  done | sed 's#/proc/\([0-9]*\)/stat#\1#'
+}
 run_limited() {
   local limit=$1; shift
   local grace=${GRACE_S:-15}; [ "$grace" -ge "$limit" ] && grace=$(( limit / 2 ))
@@ -64,7 +70,7 @@ run_limited() {
   if [ $hit = 1 ]; then
     echo "=== time limit in ${grace}s: dumping Python stacks of process group $pid" >&2
     local p
-    for p in $(pgrep -g "$pid"); do [ "$p" != "$pid" ] && kill -ABRT "$p" 2>/dev/null; done
+    for p in $(group_pids "$pid"); do [ "$p" != "$pid" ] && kill -ABRT "$p" 2>/dev/null; done
     local caught; caught=$(awk '/^SigCgt/ {print $2}' /proc/$pid/status 2>/dev/null)
     if [ -n "$caught" ] && (( (16#$caught >> 9) & 1 )); then kill -USR1 "$pid" 2>/dev/null; else kill -ABRT "$pid" 2>/dev/null; fi
     sleep 3; kill -TERM "$pid" 2>/dev/null
