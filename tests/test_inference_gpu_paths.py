@@ -170,3 +170,34 @@ def test_step_refuses_to_replay_after_prepare(fake_cuda, tiny):
     with pytest.raises(RuntimeError, match="reset"):
         step(rgb, disp)
     step.close()
+
+
+def test_capture_runs_on_this_threads_own_stream(fake_cuda, tiny, monkeypatch):
+    """torch.cuda.graph's default capture stream is shared by the whole process: the step (and Depth
+    Anything V2) capture on a per-thread stream so two threads can capture at the same time."""
+    seen = []
+    monkeypatch.setattr(torch.cuda, "graph", lambda g, **kw: seen.append(kw) or contextlib.nullcontext())
+    step, _, _ = _step(tiny)
+    dev = torch.device("cuda", 0)
+    assert seen and seen[0].get("stream") is G.capture_stream(dev)
+    assert seen[0].get("capture_error_mode") == "thread_local"
+    other = {}
+    t = threading.Thread(target=lambda: other.setdefault("s", G.capture_stream(dev)))
+    t.start()
+    t.join()
+    assert other["s"] is not G.capture_stream(dev)
+    step.close()
+
+
+def test_gpu_timer_syncs_only_its_stream(fake_cuda, monkeypatch):
+    """Kernel-choice timing may run while another thread captures a graph: no device-wide synchronise."""
+    from streamsplat_ns.inference.choices import gpu_time_ms
+
+    def no_device_sync(*a, **k):
+        raise AssertionError("torch.cuda.synchronize() during kernel timing")
+
+    monkeypatch.setattr(torch.cuda, "synchronize", no_device_sync)
+    monkeypatch.setattr(_Event, "elapsed_time", lambda self, other: 8.0, raising=False)
+    calls = []
+    assert gpu_time_ms(lambda: calls.append(1), iters=4, warmup=1) == 2.0
+    assert len(calls) == 5 and fake_cuda["current"].synced == 1

@@ -36,18 +36,22 @@ Timer = Callable[[Callable[[], Any]], float]  # fn -> milliseconds per call
 
 
 def gpu_time_ms(fn: Callable[[], Any], iters: int = 10, warmup: int = 1) -> float:
-    """Mean GPU milliseconds of ``fn`` between CUDA events (``warmup`` untimed calls first; syncs the device).
+    """Mean GPU milliseconds of ``fn`` between CUDA events on the current stream (``warmup`` untimed calls
+    first; syncs that stream only).
 
-    The one GPU timer of the project: kernel choices and every benchmark (``benchmarks/common.py``) use it."""
+    The one GPU timer of the project: kernel choices and every benchmark (``benchmarks/common.py``) use it.
+    No device-wide synchronisation: another thread may be capturing a CUDA graph meanwhile (a kernel choice
+    made on the engine thread while Depth Anything V2 captures) or running long GPU work of its own."""
     for _ in range(warmup):
         fn()
-    torch.cuda.synchronize()
+    stream = torch.cuda.current_stream()
+    stream.synchronize()
     a, b = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-    a.record()
+    a.record(stream)
     for _ in range(iters):
         fn()
-    b.record()
-    torch.cuda.synchronize()
+    b.record(stream)
+    b.synchronize()
     return a.elapsed_time(b) / iters
 
 

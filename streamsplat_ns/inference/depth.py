@@ -201,11 +201,13 @@ class DepthInference:
         if hasattr(vit, "interpolate_pos_encoding"):  # the graph reads the cached pos-embed: hold it
             h, w = self.network_size(*rgb.shape[-2:])
             keep = (vit.interpolate_pos_encoding(h // vit.patch_size, w // vit.patch_size, self.dtype),)
+        from .graph import capture_stream, graph_inputs_to_keep, register_graph
+
         graph = torch.cuda.CUDAGraph()
-        # thread_local: the engine's decode / prefetch (pinned memory) / encode threads keep running meanwhile
-        with torch.cuda.graph(graph, capture_error_mode="thread_local"):
+        # thread_local: the engine's decode / prefetch (pinned memory) / encode threads keep running meanwhile;
+        # this thread's own capture stream: another thread may be capturing the StreamSplat step right now
+        with torch.cuda.graph(graph, stream=capture_stream(self.device), capture_error_mode="thread_local"):
             static_out = self._forward(static_in)
-        from .graph import graph_inputs_to_keep, register_graph
 
         register_graph()  # a live graph: StreamingSession.close() must not clear the cuBLAS workspaces now
         return _Graph(graph, static_in, static_out, keep + graph_inputs_to_keep(self.model))

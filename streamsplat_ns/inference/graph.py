@@ -35,6 +35,12 @@ def _stream(device: torch.device, slot: int) -> torch.cuda.Stream:
         return _STREAMS[key]
 
 
+def capture_stream(device: torch.device) -> torch.cuda.Stream:
+    """The stream this thread captures on. torch.cuda.graph's default capture stream is one per process:
+    two threads capturing at once (the step and Depth Anything V2) would record into the same stream."""
+    return _stream(device, 2)
+
+
 def graph_inputs_to_keep(model: nn.Module) -> Tuple[Tensor, ...]:
     """Cached tensors a captured graph reads but the model may replace later: DINOv2's one-entry
     pos-embed cache (replaced by a call at another size or dtype) and the fused DINOv2 blocks' folded
@@ -108,7 +114,7 @@ class GraphStep:
         torch.cuda.current_stream().wait_stream(s)
         self.graph = torch.cuda.CUDAGraph()
         self._options = getattr(model, "_inference_options", None)
-        with torch.cuda.graph(self.graph, capture_error_mode="thread_local"):
+        with torch.cuda.graph(self.graph, stream=capture_stream(rgb.device), capture_error_mode="thread_local"):
             self.out, self.new = self._body()
             # the new frame becomes the cached previous frame, inside the graph
             self.prev.tokens.copy_(self.new.tokens)
