@@ -201,3 +201,22 @@ def test_gpu_timer_syncs_only_its_stream(fake_cuda, monkeypatch):
     calls = []
     assert gpu_time_ms(lambda: calls.append(1), iters=4, warmup=1) == 2.0
     assert len(calls) == 5 and fake_cuda["current"].synced == 1
+
+
+def test_replay_waits_for_the_previous_replay_on_any_stream(fake_cuda, tiny, monkeypatch):
+    """Each replay first waits on the event recorded after the previous replay's output copies, so a push
+    from another stream does not overwrite the static input / output buffers while they are still read."""
+    waits = []
+    monkeypatch.setattr(_Stream, "wait_event", lambda self, e: waits.append(e), raising=False)
+    step, rgb, disp = _step(tiny)
+    waits.clear()
+    step(rgb, disp)
+    step(rgb, disp)
+    assert waits.count(step.done) == 2 and step.done.recorded == 2
+    step.close()
+
+
+def test_prepare_back_to_fp32_warns_that_bf16_rounding_stays(tiny):
+    prepare(tiny, InferenceOptions(dtype=torch.bfloat16))
+    with pytest.warns(RuntimeWarning, match="load the checkpoint again"):
+        prepare(tiny, InferenceOptions.eager())

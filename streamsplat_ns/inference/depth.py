@@ -35,6 +35,7 @@ class _Graph:
     static_in: Tensor
     static_out: Tensor
     keep: Tuple[Tensor, ...]  # tensors the graph reads that nothing else may keep alive (cached pos-embeds)
+    done: Any = None  # CUDA event recorded after the last replay's output was copied (or None: never replayed)
 
 
 class DepthInference:
@@ -170,9 +171,16 @@ class DepthInference:
             y = self._forward(rgb)
             return y if out is None else out.copy_(y)
         g = self._graph_for(rgb)
+        stream = torch.cuda.current_stream(self.device)
+        if g.done is None:
+            g.done = torch.cuda.Event()
+        else:  # the last replay may have been queued on another stream: do not overwrite its buffers early
+            stream.wait_event(g.done)
         g.static_in.copy_(rgb)
         g.graph.replay()
-        return g.static_out.clone() if out is None else out.copy_(g.static_out)
+        y = g.static_out.clone() if out is None else out.copy_(g.static_out)
+        g.done.record(stream)
+        return y
 
     def _graph_for(self, rgb: Tensor) -> _Graph:
         key = (tuple(rgb.shape), rgb.dtype)

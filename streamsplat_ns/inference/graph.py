@@ -174,6 +174,9 @@ class GraphStep:
                 "StreamingSession: the model was prepare()-d with other options after this CUDA graph was "
                 "captured (the graph still reads the old weights); call session.reset() after prepare()"
             )
+        # the previous replay (and the copies of its outputs) may have been queued on another stream: the
+        # static inputs / outputs are not overwritten before it is done (a no-op wait on the same stream)
+        torch.cuda.current_stream().wait_event(self.done)
         self.rgb.copy_(rgb)
         self.disp.copy_(disp)
         self.graph.replay()

@@ -9,6 +9,7 @@ fp32. Applying other options later (eager included) swaps the classes back and c
 
 from __future__ import annotations
 
+import warnings
 from typing import Optional
 
 import torch
@@ -103,6 +104,13 @@ def prepare(model: nn.Module, options: Optional[InferenceOptions] = None) -> nn.
             _swap(m, cls, opts)
     dtype = opts.dtype or torch.float32
     prev_dtype = (prev.dtype or torch.float32) if prev is not None else torch.float32
+    if torch.finfo(dtype).bits > torch.finfo(prev_dtype).bits:
+        warnings.warn(
+            f"prepare: casting weights from {prev_dtype} back to {dtype} does not restore the values that "
+            f"{prev_dtype} rounded away; load the checkpoint again for the exact fp32 (eager oracle) results",
+            RuntimeWarning,
+            stacklevel=2,
+        )
     if dtype != prev_dtype:
         _cast(model, dtype)
     if opts.is_eager():
