@@ -169,9 +169,10 @@ def stream(
     cuda_graph: Optional[bool] = None,
     overlap: Optional[bool] = None,
 ) -> Iterator[Tuple[int, DynamicGaussians]]:
-    """Yield ``(k, Gaussians of the interval [k, k + 1])`` for a stream of ``(rgb, disparity)`` frames."""
-    s = StreamingSession(model, options, cuda_graph=cuda_graph, overlap=overlap)
-    for rgb, disp in frames:
-        g = s.push(rgb, disp)
-        if g is not None:
-            yield s.frames_seen - 2, g
+    """Yield ``(k, Gaussians of the interval [k, k + 1])`` for a stream of ``(rgb, disparity)`` frames.
+    The session (its CUDA graph and pool) is closed when the frames end or the generator is closed."""
+    with StreamingSession(model, options, cuda_graph=cuda_graph, overlap=overlap) as s:
+        for rgb, disp in frames:
+            g = s.push(rgb, disp)
+            if g is not None:
+                yield s.frames_seen - 2, g

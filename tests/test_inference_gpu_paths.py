@@ -220,3 +220,18 @@ def test_prepare_back_to_fp32_warns_that_bf16_rounding_stays(tiny):
     prepare(tiny, InferenceOptions(dtype=torch.bfloat16))
     with pytest.warns(RuntimeWarning, match="load the checkpoint again"):
         prepare(tiny, InferenceOptions.eager())
+
+
+def test_stream_generator_closes_its_session(tiny, monkeypatch):
+    """streaming.stream() releases its session (CUDA graph, pool) when closed early, not at garbage collection."""
+    from streamsplat_ns import streaming
+
+    closed = []
+    monkeypatch.setattr(streaming.StreamingSession, "close", lambda self: closed.append(self))
+    g = torch.Generator().manual_seed(0)
+    frames = [(torch.rand(3, 32, 64, generator=g), torch.rand(1, 32, 64, generator=g) + 1) for _ in range(3)]
+    gen = streaming.stream(tiny, frames)
+    assert next(gen)[0] == 0
+    keep_alive = gen.gi_frame.f_locals["s"]  # the session itself stays referenced: only close() may release it
+    gen.close()
+    assert closed == [keep_alive]
