@@ -235,3 +235,13 @@ def test_stream_generator_closes_its_session(tiny, monkeypatch):
     keep_alive = gen.gi_frame.f_locals["s"]  # the session itself stays referenced: only close() may release it
     gen.close()
     assert closed == [keep_alive]
+
+
+def test_prepare_with_other_switches_but_same_dtype_keeps_the_graph(fake_cuda, tiny):
+    """Options that keep the weight tensors (e.g. cuda_graph / overlap off for another caller) must not
+    stop a live session's graph: only a cast replaces the tensors the graph reads."""
+    prepare(tiny, InferenceOptions.fastest())
+    step, rgb, disp = _step(tiny)
+    prepare(tiny, InferenceOptions.fastest().replace(cuda_graph=False, overlap=False))
+    step(rgb, disp)
+    step.close()

@@ -18,6 +18,7 @@ from torch import Tensor, nn
 
 from ..gaussians import DynamicGaussians, Gaussians
 from ..networks.model import FrameState, StreamSplat
+from .prepare import weights_generation
 
 _STREAMS: Dict[Tuple[str, int, int], torch.cuda.Stream] = {}
 _LOCK = threading.Lock()
@@ -113,7 +114,7 @@ class GraphStep:
                 self._body()
         torch.cuda.current_stream().wait_stream(s)
         self.graph = torch.cuda.CUDAGraph()
-        self._options = getattr(model, "_inference_options", None)
+        self._weights = weights_generation(model)
         with torch.cuda.graph(self.graph, stream=capture_stream(rgb.device), capture_error_mode="thread_local"):
             self.out, self.new = self._body()
             # the new frame becomes the cached previous frame, inside the graph
@@ -169,10 +170,10 @@ class GraphStep:
     def __call__(self, rgb: Tensor, disp: Tensor) -> DynamicGaussians:
         if self.graph is None:
             raise RuntimeError("this CUDA-graph step was closed")
-        if getattr(self.model, "_inference_options", None) is not self._options:
+        if weights_generation(self.model) != self._weights:
             raise RuntimeError(
-                "StreamingSession: the model was prepare()-d with other options after this CUDA graph was "
-                "captured (the graph still reads the old weights); call session.reset() after prepare()"
+                "StreamingSession: prepare() cast the model's weights to another dtype after this CUDA graph "
+                "was captured (the graph still reads the old weight tensors); call session.reset() after prepare()"
             )
         # the previous replay (and the copies of its outputs) may have been queued on another stream: the
         # static inputs / outputs are not overwritten before it is done (a no-op wait on the same stream)

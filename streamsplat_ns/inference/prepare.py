@@ -23,6 +23,12 @@ from .modules import FAST, FusedStack
 from .options import InferenceOptions
 
 _APPLIED = "_inference_options"  # attribute of the prepared root module: the options it carries
+_GENERATION = "_inference_weights_generation"
+
+
+def weights_generation(model: nn.Module) -> int:
+    """How many times :func:`prepare` replaced ``model``'s weight tensors (casts)."""
+    return model.__dict__.get(_GENERATION, 0)
 
 
 def applied_options(model: nn.Module) -> Optional[InferenceOptions]:
@@ -113,6 +119,8 @@ def prepare(model: nn.Module, options: Optional[InferenceOptions] = None) -> nn.
         )
     if dtype != prev_dtype:
         _cast(model, dtype)
+        # new weight tensors: a CUDA graph captured before still reads the old ones (see GraphStep)
+        model.__dict__[_GENERATION] = weights_generation(model) + 1
     if opts.is_eager():
         model.__dict__.pop(_APPLIED, None)
     else:
