@@ -245,3 +245,25 @@ def test_prepare_with_other_switches_but_same_dtype_keeps_the_graph(fake_cuda, t
     prepare(tiny, InferenceOptions.fastest().replace(cuda_graph=False, overlap=False))
     step(rgb, disp)
     step.close()
+
+
+def test_depth_and_step_capture_on_different_streams(fake_cuda, monkeypatch):
+    """cuBLAS takes its workspace by (handle, stream) at capture: the depth graph (replayed on the engine's
+    side stream) and the step graph (main stream) must not be captured on one stream, or they share it."""
+    from streamsplat_ns.inference.depth import DepthInference
+
+    seen = []
+    monkeypatch.setattr(torch.cuda, "graph", lambda g, **kw: seen.append(kw) or contextlib.nullcontext())
+    d = object.__new__(DepthInference)
+    d.device, d.warmup, d._graphs = torch.device("cpu"), 1, {}  # (the fake streams key it as cuda:0)
+    d.model = torch.nn.Module()
+    d.model.pretrained = torch.nn.Identity()
+    d._forward = lambda x: x * 2
+    g = d._capture(torch.zeros(1, 3, 4, 4))
+    dev = torch.device("cuda", 0)
+    assert seen[0]["stream"] is G.capture_stream(dev, G.DEPTH)
+    assert G.capture_stream(dev, G.DEPTH) is not G.capture_stream(dev, G.STEP)
+    assert G._LIVE_GRAPHS == 1
+    d._graphs[0] = g
+    d.close()
+    assert G._LIVE_GRAPHS == 0

@@ -198,7 +198,9 @@ class DepthInference:
         static_in = torch.empty(rgb.shape, dtype=rgb.dtype, device=self.device)
         static_in.copy_(rgb)
         # warm-up off the default stream (lazy cuBLAS/cuDNN/SDPA initialisation must not happen in capture)
-        side = torch.cuda.Stream(self.device)
+        from .graph import DEPTH, _stream, capture_stream, graph_inputs_to_keep, register_graph
+
+        side = _stream(self.device, 4)  # per thread: a fresh pooled stream per capture could be another's
         side.wait_stream(torch.cuda.current_stream(self.device))
         with torch.cuda.stream(side):
             for _ in range(self.warmup):
@@ -209,12 +211,10 @@ class DepthInference:
         if hasattr(vit, "interpolate_pos_encoding"):  # the graph reads the cached pos-embed: hold it
             h, w = self.network_size(*rgb.shape[-2:])
             keep = (vit.interpolate_pos_encoding(h // vit.patch_size, w // vit.patch_size, self.dtype),)
-        from .graph import capture_stream, graph_inputs_to_keep, register_graph
-
         graph = torch.cuda.CUDAGraph()
         # thread_local: the engine's decode / prefetch (pinned memory) / encode threads keep running meanwhile;
         # this thread's own capture stream: another thread may be capturing the StreamSplat step right now
-        with torch.cuda.graph(graph, stream=capture_stream(self.device), capture_error_mode="thread_local"):
+        with torch.cuda.graph(graph, stream=capture_stream(self.device, DEPTH), capture_error_mode="thread_local"):
             static_out = self._forward(static_in)
 
         register_graph()  # a live graph: StreamingSession.close() must not clear the cuBLAS workspaces now

@@ -36,10 +36,18 @@ def _stream(device: torch.device, slot: int) -> torch.cuda.Stream:
         return _STREAMS[key]
 
 
-def capture_stream(device: torch.device) -> torch.cuda.Stream:
-    """The stream this thread captures on. torch.cuda.graph's default capture stream is one per process:
-    two threads capturing at once (the step and Depth Anything V2) would record into the same stream."""
-    return _stream(device, 2)
+STEP, DEPTH = 2, 3  # capture-stream slots
+
+
+def capture_stream(device: torch.device, slot: int = STEP) -> torch.cuda.Stream:
+    """The stream this thread captures graphs of one kind on (``STEP`` or ``DEPTH``).
+
+    torch.cuda.graph's default capture stream is one per process: two threads capturing at once would
+    record into the same stream. And cuBLAS picks its workspace by (handle, stream) at capture time, so
+    graphs captured on one stream share one workspace: the engine replays the depth graph on its side
+    stream while the step graph runs on the main one, and their GEMMs would race on that memory. Each
+    kind gets its own stream (graphs of one kind replay one after another)."""
+    return _stream(device, slot)
 
 
 def graph_inputs_to_keep(model: nn.Module) -> Tuple[Tensor, ...]:
@@ -115,7 +123,7 @@ class GraphStep:
         torch.cuda.current_stream().wait_stream(s)
         self.graph = torch.cuda.CUDAGraph()
         self._weights = weights_generation(model)
-        with torch.cuda.graph(self.graph, stream=capture_stream(rgb.device), capture_error_mode="thread_local"):
+        with torch.cuda.graph(self.graph, stream=capture_stream(rgb.device, STEP), capture_error_mode="thread_local"):
             self.out, self.new = self._body()
             # the new frame becomes the cached previous frame, inside the graph
             self.prev.tokens.copy_(self.new.tokens)
