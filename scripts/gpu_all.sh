@@ -92,6 +92,9 @@ t=$(date +%s)
 python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --target /tmp/site "${WHEELS[@]}" || exit 1
 export PYTHONPATH=$PWD:/tmp/site
 python3 -c "import av; print('PyAV', av.__version__)" || echo "PyAV not importable"
+# tyro (carried) imports typeguard when it checks CLI defaults; the image lacks it and ../shared/device-wheels
+# does not hold it: without it every CLI (streamsplat-reconstruct, streamsplat-build-cuda, ...) fails to parse
+python3 -c "import typeguard" 2>/dev/null || { echo "typeguard missing: carry typeguard-*.whl in .whl/ns (pip download --no-deps --python-version 3.12 --only-binary=:all: typeguard -d .whl/ns)"; exit 1; }
 echo "| install wheels | ${#WHEELS[@]} wheels | $(( $(date +%s) - t )) |" >> "$SUMMARY"
 # the package is on PYTHONPATH, not pip-installed: register its entry points the nerfstudio way
 export NERFSTUDIO_METHOD_CONFIGS="streamsplat-encoder=streamsplat_ns.method_configs.methods:streamsplat_encoder,streamsplat-decoder=streamsplat_ns.method_configs.methods:streamsplat_decoder"
