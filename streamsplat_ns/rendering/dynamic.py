@@ -122,6 +122,19 @@ def _backgrounds(
     return backgrounds.contiguous()
 
 
+def _check_inputs(where: str, g: Gaussians, dynamic: bool, **others: Optional[Tensor]) -> None:
+    """Devices of every tensor (metadata, free), then finiteness in one fused reduction with ONE host sync.
+
+    The Gaussians' tensors come first so an error names the first bad one; ``colours`` are only the DC term
+    (unused) when ``sh`` is given, so their values are not checked then."""
+    motion = dict(motion=g.motion, t0=g.t0, gamma0=g.gamma0, gamma1=g.gamma1) if dynamic else {}
+    tensors = dict(
+        **motion, quats=g.quats, scales=g.scales, opacities=g.opacities, colours=g.colours, sh=g.sh, **others
+    )
+    check_device(where, g.means, **tensors)
+    check_finite(where, means=g.means, **{**tensors, "colours": g.colours if g.sh is None else None})
+
+
 def render_dynamic(
     g: DynamicGaussians,
     times: Float[Tensor, "B T"],
@@ -163,40 +176,7 @@ def render_dynamic(
     if int(width) != width or int(height) != height or width <= 0 or height <= 0:
         raise ValueError(f"render_dynamic: width and height must be positive integers, got {width}x{height}")
     if check_inputs:
-        check_device(
-            "render_dynamic",
-            g.means,
-            motion=g.motion,
-            t0=g.t0,
-            gamma0=g.gamma0,
-            gamma1=g.gamma1,
-            quats=g.quats,
-            scales=g.scales,
-            opacities=g.opacities,
-            colours=g.colours,
-            sh=g.sh,
-            times=times,
-            backgrounds=backgrounds,
-            viewmats=viewmats,
-            Ks=Ks,
-        )
-        check_finite(
-            "render_dynamic",
-            means=g.means,
-            motion=g.motion,
-            t0=g.t0,
-            gamma0=g.gamma0,
-            gamma1=g.gamma1,
-            quats=g.quats,
-            scales=g.scales,
-            opacities=g.opacities,
-            colours=g.colours if g.sh is None else None,
-            sh=g.sh,
-            times=times,
-            backgrounds=backgrounds,
-            viewmats=viewmats,
-            Ks=Ks,
-        )
+        _check_inputs("render_dynamic", g, dynamic=True, times=times, backgrounds=backgrounds, viewmats=viewmats, Ks=Ks)
     T = times.shape[1]
     times = times.to(g.means.dtype)
     n_img = B * T
@@ -284,30 +264,7 @@ def render_static(
     """Render each batch item's static Gaussians from the canonical (or a given) camera -> [B, H, W, C]."""
     B, N = _check_gaussians("render_static", g)
     if kw.get("check_inputs", True):
-        check_device(
-            "render_static",
-            g.means,
-            quats=g.quats,
-            scales=g.scales,
-            opacities=g.opacities,
-            colours=g.colours,
-            sh=g.sh,
-            backgrounds=backgrounds,
-            viewmats=viewmats,
-            Ks=Ks,
-        )
-        check_finite(
-            "render_static",
-            means=g.means,
-            quats=g.quats,
-            scales=g.scales,
-            opacities=g.opacities,
-            colours=g.colours if g.sh is None else None,
-            sh=g.sh,
-            backgrounds=backgrounds,
-            viewmats=viewmats,
-            Ks=Ks,
-        )
+        _check_inputs("render_static", g, dynamic=False, backgrounds=backgrounds, viewmats=viewmats, Ks=Ks)
     kw["check_inputs"] = False  # validated above, on the caller's tensors
     world, valid = canonical_to_world(g.means)
     viewmats, Ks = _cameras(B, height, width, viewmats, Ks, g.means, "render_static", "B")
