@@ -286,8 +286,8 @@ class _RasterizeFn(torch.autograd.Function):
         ctx, means, quats, scales, opacities, colours, motion, t0, gamma0, gamma1, times, viewmats, Ks, backgrounds, cfg
     ):
         ext = load_extension()
-        width, height, alpha_clamp, near_plane, far_plane, depth_a, depth_b, tile_size, per_set, dynamic = cfg
-        out = ext.rasterize_forward(
+        # cfg = (width, height, alpha_clamp, near_plane, far_plane, depth_a, depth_b, tile_size, per_set, dynamic)
+        inputs = (
             means,
             quats,
             scales,
@@ -301,42 +301,12 @@ class _RasterizeFn(torch.autograd.Function):
             viewmats,
             Ks,
             backgrounds,
-            width,
-            height,
-            alpha_clamp,
-            near_plane,
-            far_plane,
-            depth_a,
-            depth_b,
-            tile_size,
-            per_set,
-            dynamic,
         )
+        out = ext.rasterize_forward(*inputs, *cfg)
         _check_flags(out[10])
         rgb, depth, alpha, T_final, last, xy, conic, z, flat_ids, offsets = out[:10]
         ctx.cfg = cfg
-        ctx.save_for_backward(
-            means,
-            quats,
-            scales,
-            opacities,
-            colours,
-            motion,
-            t0,
-            gamma0,
-            gamma1,
-            times,
-            viewmats,
-            Ks,
-            backgrounds,
-            xy,
-            conic,
-            z,
-            flat_ids,
-            offsets,
-            T_final,
-            last,
-        )
+        ctx.save_for_backward(*inputs, xy, conic, z, flat_ids, offsets, T_final, last)
         return rgb, depth, alpha
 
     @staticmethod
