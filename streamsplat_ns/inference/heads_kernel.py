@@ -38,6 +38,12 @@ def tf32_allowed() -> bool:
 if triton is not None:
 
     @triton.jit
+    def _first_layer_dot(acc, f, W, hcols, C: tl.constexpr, kk, km, PREC: tl.constexpr):
+        """acc + f @ W[hcols, kk].T: one K-block of the first layer for one block of hidden columns."""
+        w = tl.load(W + hcols[None, :] * C + kk[:, None], mask=km[:, None], other=0.0)
+        return tl.dot(f, w, acc, input_precision=PREC)
+
+    @triton.jit
     def _mlp3(
         FS0,
         FS1,
@@ -78,30 +84,16 @@ if triton is not None:
             km = kk < CS
             f = tl.load(FS0 + rows_n[:, None] * CS + kk[None, :], mask=is0[:, None] & km[None, :], other=0.0)
             f += tl.load(FS1 + rows_n[:, None] * CS + kk[None, :], mask=is1[:, None] & km[None, :], other=0.0)
-            a = tl.dot(
-                f, tl.load(W1S + ha[None, :] * CS + kk[:, None], mask=km[:, None], other=0.0), a, input_precision=PREC
-            )
+            a = _first_layer_dot(a, f, W1S, ha, CS, kk, km, PREC)
             if HB > 0:
-                b_ = tl.dot(
-                    f,
-                    tl.load(W1S + hb[None, :] * CS + kk[:, None], mask=km[:, None], other=0.0),
-                    b_,
-                    input_precision=PREC,
-                )
+                b_ = _first_layer_dot(b_, f, W1S, hb, CS, kk, km, PREC)
         for k in tl.static_range(0, CD, BK):  # dynamic features
             kk = k + tl.arange(0, BK)
             km = kk < CD
             f = tl.load(FD + rows[:, None] * CD + kk[None, :], mask=rmask[:, None] & km[None, :], other=0.0)
-            a = tl.dot(
-                f, tl.load(W1D + ha[None, :] * CD + kk[:, None], mask=km[:, None], other=0.0), a, input_precision=PREC
-            )
+            a = _first_layer_dot(a, f, W1D, ha, CD, kk, km, PREC)
             if HB > 0:
-                b_ = tl.dot(
-                    f,
-                    tl.load(W1D + hb[None, :] * CD + kk[:, None], mask=km[:, None], other=0.0),
-                    b_,
-                    input_precision=PREC,
-                )
+                b_ = _first_layer_dot(b_, f, W1D, hb, CD, kk, km, PREC)
         a += tl.load(B1 + ha)[None, :]
         a = a * tl.sigmoid(a)
         if HB > 0:
