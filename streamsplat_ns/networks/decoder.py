@@ -157,18 +157,7 @@ class DynamicDecoder(nn.Module):
         g0, g1 = g0.view(b, 2 * n), g1.view(b, 2 * n)
         both = static0.cat(static1, dim=1)
         t0 = torch.cat([motion.new_zeros(b, n), motion.new_ones(b, n)], dim=1)
-        return DynamicGaussians(
-            means=both.means,
-            quats=both.quats,
-            scales=both.scales,
-            opacities=both.opacities,
-            colours=both.colours,
-            sh=both.sh,
-            motion=motion,
-            t0=t0,
-            gamma0=g0,
-            gamma1=g1,
-        )
+        return DynamicGaussians(**vars(both), motion=motion, t0=t0, gamma0=g0, gamma1=g1)
 
     def forward(
         self,
