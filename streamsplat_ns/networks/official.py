@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import math
 import re
-from typing import Dict, Optional, Tuple
+from typing import Dict, List, Optional, Tuple
 
 import torch
 from torch import Tensor
@@ -30,25 +30,26 @@ UNUSED_STAGE2_KEYS = tuple(
     f"model.gs_predictor.predictor.mix_layer.xyz_dynamic_{a}.{b}" for a in ("mean", "scale") for b in ("weight", "bias")
 )
 
-_BLOCK = [  # our block-internal names -> official
-    (r"attn\.qkv\.(.*)", r"attn.packed_proj.\1"),
-    (r"attn\.proj\.(.*)", r"attn.out_proj.\1"),
-    (r"norm1\.(.*)", r"layernorm1.\1"),
-    (r"norm2\.(.*)", r"layernorm2.\1"),
-    (r"mlp\.fc1\.(.*)", r"mlp.c_fc.\1"),
-    (r"mlp\.fc2\.(.*)", r"mlp.c_proj.\1"),
-]
-_DBLOCK = [
-    (r"self_attn\.qkv\.(.*)", r"self_attn.packed_proj.\1"),
-    (r"self_attn\.proj\.(.*)", r"self_attn.out_proj.\1"),
-    (r"cross_attn\.qkv\.(.*)", r"cross_attn.packed_proj.\1"),
-    (r"cross_attn\.proj\.(.*)", r"cross_attn.out_proj.\1"),
-    (r"self_norm\.(.*)", r"self_attn_ln.\1"),
-    (r"cross_norm\.(.*)", r"cross_attn_ln.\1"),
-    (r"mlp_norm\.(.*)", r"mlp_ln.\1"),
-    (r"mlp\.fc1\.(.*)", r"mlp.c_fc.\1"),
-    (r"mlp\.fc2\.(.*)", r"mlp.c_proj.\1"),
-]
+
+def _renames(*pairs: Tuple[str, str]) -> List[Tuple[str, str]]:
+    """(our prefix, official prefix) pairs as :func:`_sub` rules: ``ours.<rest>`` -> ``official.<rest>``."""
+    return [(re.escape(ours) + r"\.(.*)", theirs + r".\1") for ours, theirs in pairs]
+
+
+def _attn(name: str) -> Tuple[Tuple[str, str], ...]:
+    return ((f"{name}.qkv", f"{name}.packed_proj"), (f"{name}.proj", f"{name}.out_proj"))
+
+
+_MLP = (("mlp.fc1", "mlp.c_fc"), ("mlp.fc2", "mlp.c_proj"))
+_BLOCK = _renames(*_attn("attn"), ("norm1", "layernorm1"), ("norm2", "layernorm2"), *_MLP)  # ours -> official
+_DBLOCK = _renames(
+    *_attn("self_attn"),
+    *_attn("cross_attn"),
+    ("self_norm", "self_attn_ln"),
+    ("cross_norm", "cross_attn_ln"),
+    ("mlp_norm", "mlp_ln"),
+    *_MLP,
+)
 
 
 def _sub(rules, s: str) -> Optional[str]:
