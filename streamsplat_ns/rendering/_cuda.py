@@ -273,6 +273,29 @@ def _check_flags(info: Tensor) -> int:
     return int(info[0])
 
 
+def _prep_all(device: torch.device, **tensors: Tensor) -> Tuple[Tensor, ...]:
+    """:func:`_prep` on each named tensor, in the order given."""
+    return tuple(_prep(t, name, device) for name, t in tensors.items())
+
+
+def _cfg(
+    width, height, alpha_clamp, near_plane, far_plane, depth_a, depth_b, tile_size, per_set, dynamic
+) -> Tuple[int, int, float, float, float, float, float, int, int, bool]:
+    """The extension's scalar arguments in its order, with the types its bindings take."""
+    return (
+        int(width),
+        int(height),
+        float(alpha_clamp),
+        float(near_plane),
+        float(far_plane),
+        float(depth_a),
+        float(depth_b),
+        int(tile_size),
+        int(per_set),
+        bool(dynamic),
+    )
+
+
 def _grad_or_zeros(g: Optional[Tensor], like: Tensor) -> Tensor:
     return torch.zeros_like(like) if g is None else g.contiguous().float()
 
@@ -396,30 +419,12 @@ def rasterize_images(
     backgrounds = _prep(backgrounds, "backgrounds", device)
     if backgrounds.shape != (I, 3):
         raise ValueError(f"rasterize (cuda): backgrounds must be [I, 3] = [{I}, 3], got {tuple(backgrounds.shape)}")
-    means, quats, scales, opacities, colours = (
-        _prep(t, n, device)
-        for t, n in (
-            (means, "means"),
-            (quats, "quats"),
-            (scales, "scales"),
-            (opacities, "opacities"),
-            (colours, "colours"),
-        )
+    means, quats, scales, opacities, colours = _prep_all(
+        device, means=means, quats=quats, scales=scales, opacities=opacities, colours=colours
     )
     empty = means.new_empty(0)
     per_set = I if Ib == 1 else 1
-    cfg = (
-        int(width),
-        int(height),
-        float(alpha_clamp),
-        float(near_plane),
-        float(far_plane),
-        0.0,
-        0.0,
-        int(tile_size),
-        int(per_set),
-        False,
-    )
+    cfg = _cfg(width, height, alpha_clamp, near_plane, far_plane, 0.0, 0.0, tile_size, per_set, False)
     return _RasterizeFn.apply(
         means, quats, scales, opacities, colours, empty, empty, empty, empty, empty, viewmats, Ks, backgrounds, cfg
     )
@@ -490,24 +495,21 @@ def rasterize_dynamic(
     backgrounds = _prep(backgrounds, "backgrounds", device)
     if backgrounds.shape != (I, 3):
         raise ValueError(f"rasterize_dynamic (cuda): backgrounds must be [{I}, 3], got {tuple(backgrounds.shape)}")
-    names = ("means", "motion", "t0", "gamma0", "gamma1", "times", "quats", "scales", "opacities", "colours")
-    tensors = (means, motion, t0, gamma0, gamma1, times, quats, scales, opacities, colours)
-    means, motion, t0, gamma0, gamma1, times, quats, scales, opacities, colours = (
-        _prep(t, n, device) for t, n in zip(tensors, names)
+    means, motion, t0, gamma0, gamma1, times, quats, scales, opacities, colours = _prep_all(
+        device,
+        means=means,
+        motion=motion,
+        t0=t0,
+        gamma0=gamma0,
+        gamma1=gamma1,
+        times=times,
+        quats=quats,
+        scales=scales,
+        opacities=opacities,
+        colours=colours,
     )
     times = times.reshape(I)
-    cfg = (
-        int(width),
-        int(height),
-        float(alpha_clamp),
-        float(near_plane),
-        float(far_plane),
-        float(depth_a),
-        float(depth_b),
-        int(tile_size),
-        int(T),
-        True,
-    )
+    cfg = _cfg(width, height, alpha_clamp, near_plane, far_plane, depth_a, depth_b, tile_size, T, True)
     return _RasterizeFn.apply(
         means, quats, scales, opacities, colours, motion, t0, gamma0, gamma1, times, viewmats, Ks, backgrounds, cfg
     )
