@@ -14,7 +14,9 @@ timing stops where the image is handed to viser. The viewer's render thread rend
   lags (exactly as a camera);
 * weights: random, in the formats users have (``benchmarks.common.build_weights``): paper-config model
   (our safetensors), DINOv2 ViT-B/14-reg ``.pth``, Depth Anything V2 ``.pth`` (official key layout);
-* a warm-up pass streams ``--warmup-frames`` frames first (kernel choices, CUDA graphs, allocator);
+* the engine warms up as ``streamsplat-live`` does (``cli.live.warm_up``: synthetic frames of the source's
+  size before the source starts); ``--warmup-frames N`` first streams N real frames through a throw-away
+  engine (a second session in the same process);
 * timestamps per interval (``time.perf_counter``): arrival of the newer frame, depth done and model done
   (the engine's ``sync_timings``), interval handed to the session, render done, image sent to viser.
 
@@ -97,7 +99,7 @@ def run(a) -> dict:
     import torch
 
     from streamsplat_ns.api import load_checkpoint
-    from streamsplat_ns.cli.live import LiveArgs, build_engine, open_source
+    from streamsplat_ns.cli.live import LiveArgs, build_engine, open_source, warm_up
     from streamsplat_ns.live.session import LiveSession
     from streamsplat_ns.live.viewer import ViewerOptions
 
@@ -123,20 +125,24 @@ def run(a) -> dict:
         depth_short_side=56 if a.tiny else 518,
     )
 
-    # warm-up: kernel choices, CUDA graph capture, allocator, first-call costs (as fast as possible)
+    # the measured engine warms up as streamsplat-live does (synthetic frames of the source's size, before the
+    # source starts); --warmup-frames > 0 first streams that many real frames through a throw-away engine
+    # (per-process costs: Triton compilation, kernel choices), as a second live session in one process would
     t0 = time.perf_counter()
-    wargs = LiveArgs(source=str(video), max_frames=a.warmup_frames, as_fast_as_possible=True, **common)
-    wsrc = open_source(wargs)
-    weng = build_engine(wargs, model, wsrc)
-    for _ in weng.stream(wsrc):
-        pass
-    if dev.type == "cuda":
-        torch.cuda.synchronize()
-    warm_s = time.perf_counter() - t0
-
+    if a.warmup_frames > 0:
+        wargs = LiveArgs(source=str(video), max_frames=a.warmup_frames, as_fast_as_possible=True, **common)
+        wsrc = open_source(wargs)
+        weng = build_engine(wargs, model, wsrc)
+        for _ in weng.stream(wsrc):
+            pass
+        weng.close()
     args = LiveArgs(source=str(video), **common)
     src = open_source(args)
     engine = build_engine(args, model, src, sync_timings=True)
+    engine_warm_s = warm_up(engine, src)
+    if dev.type == "cuda":
+        torch.cuda.synchronize()
+    warm_s = time.perf_counter() - t0
     session = LiveSession(
         model_size=engine.size,
         device=dev,
@@ -173,6 +179,7 @@ def run(a) -> dict:
             "gpu": torch.cuda.get_device_name(0) if dev.type == "cuda" else None,
         },
         "warmup_s": warm_s,
+        "engine_warm_up_s": engine_warm_s,
         "message": res.message,
         "ok": res.ok,
         "all": summarise(recs, res.intervals, res.dropped, res.frames_used, wall, 0),
@@ -224,7 +231,7 @@ def main(argv: Optional[List[str]] = None) -> dict:
     ap.add_argument("--encoder", default="vits", choices=["vits", "vitb", "vitl"])
     ap.add_argument("--fps", type=float, default=30.0, help="real-time playback rate of the source")
     ap.add_argument("--frames", type=int, default=None, help="source frames (default: the whole clip, 250)")
-    ap.add_argument("--warmup-frames", type=int, default=16)
+    ap.add_argument("--warmup-frames", type=int, default=0)
     ap.add_argument("--skip", type=int, default=30, help="intervals left out of the 'steady' figures")
     ap.add_argument("--window", type=int, default=30)
     ap.add_argument("--max-resolution", type=int, default=None, help="viewer render long side (default 720 on CUDA)")

@@ -81,6 +81,18 @@ class StreamingSession:
         self.frames_seen = 0
         self._shape: Optional[Tuple[int, ...]] = None
 
+    def restart(self) -> None:
+        """Start a new stream of frames of the same size, keeping the captured CUDA graph (a warmed-up
+        session starts at full speed). Without a graph this is :meth:`reset`. The first frame after it only
+        refreshes the graph's cached previous frame (its Gaussians are discarded: ``push`` returns None)."""
+        if self._graph is None:
+            self.reset()
+            return
+        self.prev = None
+        self._prev_raw = None
+        self.current = None
+        self.frames_seen = 0
+
     def _close_graph(self) -> None:
         g, self._graph = getattr(self, "_graph", None), None
         if g is not None:
@@ -124,6 +136,8 @@ class StreamingSession:
             out = self._push_pair_norm(rgb, disparity)
         elif self._graph is not None:
             out = self._graph(rgb, disparity)
+            if self.frames_seen == 0:  # first frame after restart(): the pair with the old stream is discarded
+                out = None
         else:
             new = m.encode_frame(rgb, m.prepare_disparity(disparity))
             out = None if self.prev is None else m.decode_pair(self.prev, new)

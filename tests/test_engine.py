@@ -207,3 +207,44 @@ def test_late_decoding_failure_stops_the_source_and_names_it(tmp_path):
     assert [f.index for f in src] == [0, 1, 2]
     assert isinstance(src.error, DataError)
     assert "clip.mp4: decoding stopped after 3 frames" in str(src.error) and "Invalid data" in str(src.error)
+
+
+@pytest.mark.parametrize("depth", ["file", "compute"])
+def test_warm_up_then_stream_equals_a_cold_stream(tmp_path, model, depth):
+    """``warm_up`` (what streamsplat-live runs before its source starts) leaves no trace in the results or the
+    statistics: the stream that follows gives the Gaussians of a fresh engine's stream, and the warm
+    session is handed to that stream (and closed with it)."""
+    write_clip(tmp_path / "clip", n=4, size=(40, 70))
+
+    def engine():
+        disp = (
+            DisparitySource.files(tmp_path / "clip_depth")
+            if depth == "file"
+            else DisparitySource.depth_anything(_tiny_da(), short_side=56)
+        )
+        return ReconstructionEngine(model, options=InferenceOptions.eager(), disparity=disp)
+
+    cold = [iv.gaussians for iv in engine().stream(open_frames(tmp_path / "clip"))]
+    warm_engine = engine()
+    assert warm_engine.warm_up(40, 70, frames=3, times=[0.0, 0.5]) > 0
+    warm_session = warm_engine._warm
+    assert warm_session is not None and warm_session.frames_seen == 0
+    ivs = list(warm_engine.stream(open_frames(tmp_path / "clip")))
+    assert warm_engine._warm is None and warm_session.current is None  # used by the stream, then closed
+    assert [iv.frames for iv in ivs] == [(0, 1), (1, 2), (2, 3)]
+    for a, b in zip(cold, ivs):
+        for f in FIELDS:
+            assert torch.equal(getattr(a, f), getattr(b.gaussians, f)), f
+    st = warm_engine.stats
+    assert st["frames"] == 4 and st["intervals"] == 3
+
+
+def test_warm_session_not_streamed_is_closed_with_the_engine(model):
+    eng = ReconstructionEngine(
+        model, options=InferenceOptions.eager(), disparity=DisparitySource.depth_anything(_tiny_da(), short_side=56)
+    )
+    eng.warm_up(30, 40, frames=3)
+    s = eng._warm
+    assert s is not None and s.prev is None
+    eng.close()
+    assert eng._warm is None

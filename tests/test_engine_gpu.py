@@ -85,3 +85,22 @@ def test_gpu_memory_flat_and_no_host_sync(tmp_path):
     assert not caught, f"{len(caught)} host synchronisations in the steady state, e.g. {caught[:3]}"
     assert abs(mem[398] - mem[50]) < 2**20, mem
     print("engine stats:", eng.stats)
+
+
+def test_gpu_warm_up_hands_a_captured_graph_to_the_stream(tmp_path):
+    """warm_up (streamsplat-live's start) captures the step's CUDA graph on synthetic frames; the stream that
+    follows replays it from its first pair and gives the eager path's Gaussians."""
+    write_clip(tmp_path / "clip", n=6, size=(60, 100))
+
+    def engine(options):
+        disp = DisparitySource.depth_anything(_tiny_da().cuda(), short_side=56)
+        return ReconstructionEngine(tiny_cuda(), options=options, disparity=disp)
+
+    eager = [iv.gaussians for iv in engine(InferenceOptions.eager()).stream(open_frames(tmp_path / "clip"))]
+    eng = engine(InferenceOptions.fastest())
+    eng.warm_up(60, 100, times=[0.5])
+    assert eng._warm is not None and eng._warm._graph is not None
+    fast = [iv.gaussians for iv in eng.stream(open_frames(tmp_path / "clip"))]
+    assert len(fast) == len(eager) == 5
+    dm = max(float((a.means - b.means).abs().max()) for a, b in zip(eager, fast))
+    assert dm < 5e-2, dm

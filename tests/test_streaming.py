@@ -182,3 +182,73 @@ def test_gpu_session_close_returns_memory():
         torch.cuda.synchronize()
         now = torch.cuda.memory_allocated()
         assert now <= base + (1 << 20), (how, (now - base) / 2**20)
+
+
+class _EagerGraph:
+    """Stands in for inference.graph.GraphStep on CPU: the same contract (static previous frame, replaced by
+    the new one on each call), computed eagerly, so a session's graph bookkeeping can be checked here."""
+
+    def __init__(self, model, prev, rgb, disp, overlap=True):
+        self.model, self.prev, self.closed = model, prev, False
+
+    def __call__(self, rgb, disp):
+        new = self.model.encode_frame(rgb, self.model.prepare_disparity(disp))
+        out, self.prev = self.model.decode_pair(self.prev, new), new
+        return out
+
+    def close(self):
+        self.closed = True
+
+
+def test_restart_keeps_the_graph_and_starts_a_new_stream(model):
+    """restart() (the engine's warm-up hands over a warmed session with it): the graph is kept, the first
+    frame after it yields nothing, and the pairs that follow equal a fresh session's."""
+    warm, new = clip(3, seed=1), clip(4, seed=2)
+    s = StreamingSession(model, cuda_graph=False)
+    with torch.no_grad():
+        s.push(*warm[0])
+        s.push(*warm[1])
+        s._graph = _EagerGraph(model, s.prev, *warm[1])  # what a CUDA session captures after its second frame
+        s.push(*warm[2])
+    g = s._graph
+    assert isinstance(g, _EagerGraph)
+    s.restart()
+    assert s._graph is g and s.current is None and s.frames_seen == 0 and s.interval is None
+    with torch.no_grad():
+        outs = [s.push(*f) for f in new]
+        fresh = StreamingSession(model, cuda_graph=False)
+        refs = [fresh.push(*f) for f in new]
+    assert outs[0] is None and refs[0] is None and s.interval == (2, 3)
+    for a, b in zip(outs[1:], refs[1:]):
+        for f in ("means", "scales", "opacities", "colours", "motion", "gamma0", "gamma1"):
+            assert torch.allclose(getattr(a, f), getattr(b, f), atol=1e-6), f
+    s.close()
+    assert g.closed and s._graph is None
+
+
+def test_restart_without_a_graph_is_reset(model):
+    s = StreamingSession(model, cuda_graph=False)
+    for f in clip(2):
+        s.push(*f)
+    s.restart()
+    assert s.prev is None and s.current is None and s.frames_seen == 0 and s._shape is None
+
+
+@pytest.mark.gpu
+def test_gpu_restart_keeps_the_captured_graph():
+    """On CUDA: after restart() the captured graph serves a new stream; its pairs equal a fresh session's."""
+    torch.manual_seed(0)
+    m = prepare(StreamSplat.from_config(ModelConfig.tiny()).cuda().eval(), InferenceOptions.fastest())
+    warm = [(r.cuda(), d.cuda()) for r, d in clip(4, seed=6)]
+    new = [(r.cuda(), d.cuda()) for r, d in clip(4, seed=7)]
+    with StreamingSession(m) as s, StreamingSession(m) as fresh:
+        for f in warm:
+            s.push(*f)
+        g = s._graph
+        assert g is not None
+        s.restart()
+        outs = [s.push(*f) for f in new]
+        refs = [fresh.push(*f) for f in new]
+        assert s._graph is g and outs[0] is None
+        for a, b in zip(outs[1:], refs[1:]):
+            assert (a.means - b.means).abs().max() < 1e-2 and (a.motion - b.motion).abs().max() < 1e-2

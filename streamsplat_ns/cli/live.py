@@ -109,6 +109,18 @@ def build_engine(args: LiveArgs, model, source, *, sync_timings: bool = False):
     )
 
 
+def warm_up(engine, source) -> Optional[float]:
+    """Warm the engine on synthetic frames of the source's size before the source starts playing (kernel
+    choices, Triton compilation, CUDA graphs): a real-time source then loses no frames to first-frame costs.
+    A camera or stream whose size is only known from its first frame is not warmed (None); its first
+    frames may then be dropped, and the session's message says how many."""
+    size = getattr(source, "size", None)
+    if size is None or engine.device.type != "cuda":  # on CPU the first frame costs no more than the others
+        return None
+    print(f"streamsplat-live: warming up on {size[1]}x{size[0]} frames (kernel choices, CUDA graphs)", flush=True)
+    return engine.warm_up(int(size[0]), int(size[1]), times=[0.5])
+
+
 def _session(args: LiveArgs, engine, dev, fps: float, label: str):
     from streamsplat_ns.live.record import RecordConfig
     from streamsplat_ns.live.session import LiveSession
@@ -159,6 +171,7 @@ def main(args: LiveArgs, *, model=None, ready: Optional[threading.Event] = None,
                 args.checkpoint, device=dev, dino_weights=args.dino_weights, allow_random_dino=args.allow_random_dino
             )
         engine = build_engine(args, model, source)
+        warm_up(engine, source)
         fps = source.fps or 30.0
         label = f"{args.source} ({'real time' if not args.as_fast_as_possible else 'as fast as possible'})"
         session = _session(args, engine, dev, fps, label)

@@ -248,6 +248,7 @@ class ReconstructionEngine:
         self._times: "collections.OrderedDict[Tuple[float, ...], Tensor]" = collections.OrderedDict()
         self._writers: List = []
         self._sources: List = []
+        self._warm: Optional[StreamingSession] = None  # a warmed-up session the next stream() starts with
         self.frames_done = 0
         self.intervals_done = 0
         self.t_start: Optional[float] = None
@@ -311,7 +312,7 @@ class ReconstructionEngine:
         if isinstance(frames, FrameSource):
             self._sources.append(frames)
         self.t_start = self.t_start or time.perf_counter()
-        session = self.session()
+        session, self._warm = (self._warm or self.session()), None
         pre = _Prefetch(frames, self.disparity, self.size, pin=self.cuda, depth=self.prefetch_depth)
         ahead: Deque[_Prepared] = collections.deque()
         lookahead = self.lookahead
@@ -350,6 +351,40 @@ class ReconstructionEngine:
             pre.close()
             _close(session)
             self.t_end = time.perf_counter()
+
+    @torch.no_grad()
+    def warm_up(self, height: int, width: int, frames: int = 4, times: Optional[Sequence[float]] = None) -> float:
+        """Run ``frames`` synthetic frames of the source's size (``height`` x ``width``) through the whole path
+        (upload, depth, step, a render at ``times``) before the source starts, so that kernel choices, Triton
+        compilation, the depth and step CUDA graphs and the allocator are ready and the next :meth:`stream`
+        runs at full speed from its first frame: a live source then drops nothing to the warm-up. The warm
+        session (graph kept) is the one the next :meth:`stream` uses. Returns the seconds it took."""
+        t0 = time.perf_counter()
+        session, self._warm = (self._warm or self.session()), None
+        rng = np.random.default_rng(0)
+        base = rng.integers(0, 256, (int(height), int(width) + frames, 3), dtype=np.uint8)  # shifts: some motion
+        disp = None
+        if getattr(self.disparity, "mode", "file") != "compute":  # maps from files arrive at the model size
+            h, w = self.size
+            disp = torch.linspace(0.1, 1.0, h * w, dtype=torch.float32).reshape(h, w)
+            disp = disp.pin_memory() if self.cuda else disp
+        try:
+            for i in range(max(3, int(frames))):  # eager, eager + capture, replay
+                arr = np.ascontiguousarray(base[:, i % (frames + 1) : i % (frames + 1) + int(width)])
+                rgb = torch.from_numpy(arr)
+                rgb = rgb.pin_memory() if self.cuda else rgb
+                g = self._step(session, self._prepare(Frame(-1, "warm-up", arr, time.perf_counter()), rgb, disp))
+                if g is not None and times:
+                    self.render(g, times)
+            if self.cuda:
+                torch.cuda.synchronize(self.device)
+        except BaseException:
+            _close(session)
+            raise
+        session.restart()
+        self._warm = session
+        self.timer = _StageTimer(self.device)  # the warm-up is not part of the run's statistics
+        return time.perf_counter() - t0
 
     def _timings(self, p: _Prepared) -> Dict[str, float]:
         t = {"arrival": p.frame.t_arrival, "enqueued": p.t_enqueued}
@@ -449,7 +484,11 @@ class ReconstructionEngine:
         return out
 
     def close(self) -> None:
-        """Release the depth path's CUDA graphs (the streaming sessions close at the end of each stream)."""
+        """Release the depth path's CUDA graphs and a warm session no stream used (the streaming sessions
+        close at the end of each stream)."""
+        warm, self._warm = self._warm, None
+        if warm is not None:
+            _close(warm)
         if self.disparity is not None and hasattr(self.disparity, "close"):
             self.disparity.close()
 
