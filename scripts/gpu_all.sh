@@ -106,7 +106,7 @@ echo "extension built in $(( $(date +%s) - t ))s"
 echo "| build CUDA extension | done | $(( $(date +%s) - t )) |" >> "$SUMMARY"
 
 GPU_TESTS=${GPU_TESTS:-"tests/test_cuda_rasterizer.py tests/test_streaming.py tests/test_networks.py tests/test_depth.py tests/test_live.py $(ls tests/test_inference*.py tests/test_engine*.py 2>/dev/null | tr '\n' ' ')"}
-stage "GPU tests" "${SKIP_TESTS:-0}" "${TESTS_TIMEOUT:-150}" python3 -m pytest -q -p no:cacheprovider -m gpu -rsP $GPU_TESTS \
+stage "GPU tests" "${SKIP_TESTS:-0}" "${TESTS_TIMEOUT:-150}" python3 -m pytest -v -p no:cacheprovider -m gpu -rsP --durations=20 $GPU_TESTS \
     -k "not gsplat" -o faulthandler_timeout=60 > "$OUT/pytest.log" 2>&1
 grep "^DA-V2" "$OUT/pytest.log" 2>/dev/null; tail -4 "$OUT/pytest.log" 2>/dev/null
 # issue 11: streamsplat-reconstruct end to end with default flags, DA-V2 ViT-S and ViT-L
@@ -151,3 +151,8 @@ grep "^|" "$OUT/live.log" 2>/dev/null | tail -8
 grep -v "^W1\|Warn\|warn" "$OUT/reconstruct.log" 2>/dev/null | sed -n '/^| encoder/,$p'
 echo
 cat "$SUMMARY"
+
+# the device returns at most 8 files from $OUT: everything goes into logs.tgz, the summaries stay beside it
+( cd "$OUT" && tar czf /tmp/gpu_all_logs.tgz . 2>/dev/null && mv /tmp/gpu_all_logs.tgz logs.tgz \
+  && find . -maxdepth 1 -type f ! -name logs.tgz ! -name stages.md ! -name reconstruct.json ! -name live.json \
+       ! -name pytest.log -delete )
