@@ -286,3 +286,29 @@ def test_compare_splatfacto_on_gpu(tmp_path):
         assert math.isfinite(rows[name]["metrics"]["psnr_middle"])
     assert rows["splatfacto"]["details"]["steps_done"] == 30 and rows["splatfacto"]["details"]["camera"] == "pinhole"
     assert "gsplat_warmup_s" in rows["splatfacto"]["timings"]
+
+
+def test_orthographic_methods_train_without_autocast():
+    """nerfacto trains with mixed precision; on the orthographic clip that fails inside nerfstudio's ray
+    generation (seen on an H200: "Index put requires the source and destination dtypes match"). The compare
+    config turns it off, with a note, and rays then generate under the trainer's autocast setting."""
+    import copy
+
+    from nerfstudio.cameras.cameras import Cameras, CameraType
+    from nerfstudio.configs.method_configs import method_configs
+
+    from streamsplat_ns.compare.methods import orthographic_precision
+
+    cam = Cameras(
+        camera_to_worlds=torch.eye(4)[:3][None], fx=1.0, fy=1.0, cx=8.0, cy=8.0, width=16, height=16,
+        camera_type=CameraType.ORTHOPHOTO,
+    )  # fmt: skip
+    cfg = copy.deepcopy(method_configs["nerfacto"])
+    assert cfg.mixed_precision
+    with pytest.raises(RuntimeError, match="dtypes match"), torch.autocast("cpu", dtype=torch.bfloat16):
+        cam.generate_rays(camera_indices=0)  # what nerfacto's autocast did to the orthographic rays
+    assert "mixed precision off" in orthographic_precision(cfg, "ortho")
+    with torch.autocast("cpu", dtype=torch.bfloat16, enabled=cfg.mixed_precision):
+        assert cam.generate_rays(camera_indices=0).origins.dtype == torch.float32
+    pinhole = copy.deepcopy(method_configs["nerfacto"])
+    assert orthographic_precision(pinhole, "pinhole") is None and pinhole.mixed_precision

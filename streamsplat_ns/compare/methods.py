@@ -184,6 +184,17 @@ def build_config(
     return cfg
 
 
+def orthographic_precision(cfg, camera: str) -> Optional[str]:
+    """nerfstudio 1.1.5 cannot generate ORTHOPHOTO rays under autocast (``Cameras._generate_rays_from_coords``
+    writes a half-precision matmul into float32 origins: "Index put requires the source and destination
+    dtypes match"), so a method trained with mixed precision (nerfacto) on the orthographic clip trains in
+    fp32. Returns the note for the table, or None when nothing changed."""
+    if camera != "ortho" or not getattr(cfg, "mixed_precision", False):
+        return None
+    cfg.mixed_precision = False
+    return "mixed precision off (nerfstudio 1.1.5's orthographic rays fail under autocast)"
+
+
 #: splatfacto's step-based schedules (defined for its 30,000 default iterations)
 _SPLAT_SCHEDULES = (
     "warmup_length",
@@ -321,6 +332,9 @@ def run_nerfstudio_method(
         )
         if scale_schedules and steps < default_iters and name in CUDA_ONLY:
             run.notes.append(f"step schedules compressed from {default_iters} to {steps} steps")
+        note = orthographic_precision(cfg, camera)
+        if note is not None:
+            run.notes.append(note)
         run.details["rays_per_batch"] = getattr(cfg.pipeline.datamanager, "train_num_rays_per_batch", None)
         cfg.save_config()
         from nerfstudio.scripts.train import _set_random_seed
