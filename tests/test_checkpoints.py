@@ -307,3 +307,20 @@ def test_official_stage1_tsv_file_loads(tmp_path):
     w = m.encoder.blocks[3].attn.qkv.weight
     assert torch.equal(w, sd["model.encoder.transformer_encoder.transformer.resblocks.3.attn.packed_proj.weight"])
     assert torch.equal(m.encoder.heads.position.log_std.bias, sd["model.predictor.mix_layer.xyz_static_scale.bias"])
+
+
+def test_models_build_on_a_device_context():
+    """Loaders build CUDA models directly on the GPU (``building_on``: no seconds of CPU random init that the
+    file overwrites). That needs constructors that only use factory defaults: checked here with the meta
+    device, which fails on the same mixed-device operations and on host reads."""
+    from streamsplat_ns.depth.depth_anything import DepthAnythingConfig, DepthAnythingV2
+    from streamsplat_ns.networks import ModelConfig, StreamSplat
+    from streamsplat_ns.networks.checkpoint import building_on
+
+    with torch.device("meta"):
+        models = [StreamSplat.from_config(c) for c in (ModelConfig.tiny(), ModelConfig.paper())]
+        models += [DepthAnythingV2(DepthAnythingConfig.of(e)) for e in ("tiny", "vits", "vitl")]
+    for m in models:
+        assert all(p.is_meta for p in m.parameters()), type(m).__name__
+    with building_on("cpu"):  # a no-op off CUDA
+        assert torch.empty(1).device.type == "cpu"

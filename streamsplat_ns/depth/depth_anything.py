@@ -122,13 +122,14 @@ def load_depth_anything(
             f"from the official release on a machine with network access and pass --checkpoint, or set "
             f"STREAMSPLAT_DA2_CKPT. Nothing is downloaded here."
         )
-    from ..networks.checkpoint import check_finite, check_state_dict, torch_load
+    from ..networks.checkpoint import building_on, check_finite, check_state_dict, torch_load
 
     sd = torch_load(path, what="Depth Anything V2 checkpoint", fix="copy depth_anything_v2_<enc>.pth again")
     if isinstance(sd, dict) and "state_dict" in sd and isinstance(sd["state_dict"], dict):
         sd = sd["state_dict"]
     enc = encoder or infer_encoder(path, sd)
-    model = DepthAnythingV2(DepthAnythingConfig.of(enc))
+    with building_on(device):
+        model = DepthAnythingV2(DepthAnythingConfig.of(enc))
     check_state_dict(model.state_dict(), sd, source=path, what=f"Depth Anything V2 '{enc}'", fix="is --encoder right?")
     check_finite(sd, source=path)
     model.load_state_dict(sd, strict=True)

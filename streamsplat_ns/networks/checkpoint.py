@@ -12,6 +12,7 @@ file, what is wrong (the first bad key) and the fix, before any work starts.
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import json
 import os
@@ -269,6 +270,19 @@ def _sync_config_from_weights(model: StreamSplat) -> None:
             model.config.decoder.velocity_scale = tuple(float(f"{v:.7g}") for v in buf.tolist())
 
 
+@contextlib.contextmanager
+def building_on(device: Union[str, torch.device]):
+    """Build modules whose weights a file is about to overwrite directly on ``device`` when it is a CUDA
+    device: their random initialisation then takes milliseconds there instead of seconds of CPU time (on 2
+    CPU cores the paper model takes 10.5 s and Depth Anything V2 ViT-L 7.6 s, all of it overwritten)."""
+    dev = torch.device(device)
+    if dev.type != "cuda":
+        yield
+        return
+    with dev:
+        yield
+
+
 def load_checkpoint(
     path: PathLike,
     device: Union[str, torch.device] = "cpu",
@@ -300,7 +314,8 @@ def load_checkpoint(
             std_head = json.loads(meta.get(STD_HEAD_KEY, "null"))
         except (json.JSONDecodeError, TypeError, ValueError, KeyError) as e:
             raise CheckpointError(path, f"unreadable model config in the file's metadata ({e})", fix) from e
-        model = StreamSplat.from_config(cfg, std_head)
+        with building_on(device):
+            model = StreamSplat.from_config(cfg, std_head)
         has_dino = any(k.startswith("dino.") for k in tensors)
         check_state_dict(
             model.state_dict(),
@@ -324,7 +339,8 @@ def load_checkpoint(
         cfg = copy.deepcopy(config) if config is not None else official.infer_config(sd, layout, image_size)
         # the authors' stage-1 head is tanh * (1 - 1e-3); their stage-2 / inference models use plain tanh
         cfg.encoder.position_mean_scale = (1 - 1e-3) if layout == "stage1" else 1.0
-        model = StreamSplat.from_config(cfg, position_std_head=(layout == "stage1"))
+        with building_on(device):
+            model = StreamSplat.from_config(cfg, position_std_head=(layout == "stage1"))
         ours = official.from_official(sd, model.state_dict(), layout, source=str(path))
         model.load_state_dict(ours, strict=False)
         has_dino = False
