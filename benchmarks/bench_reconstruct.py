@@ -217,6 +217,8 @@ def _derive(res: dict) -> dict:
         "peak_gpu_mib": res.get("peak_gpu_mib"),
         "max_rss_mib": res.get("max_rss_mib"),
         "mp4_frames": [res.get("summary", {}).get(k) for k in ("reconstruction_frames", "interpolated_frames")],
+        # choices timed in this process and their seconds (compilation included): a fresh machine's warm-up
+        "kernel_choices": s.get("kernel_choices"),
     }
     if frames:
         out["fps_process"] = frames / res["process_s"] if res.get("process_s") else None
@@ -227,6 +229,10 @@ def _derive(res: dict) -> dict:
     return out
 
 
+def _choices(c: Optional[dict]) -> str:
+    return "n/a" if not c else f"{c['timed']} ({c['seconds']:.1f})"
+
+
 def _f(x, fmt="{:.1f}") -> str:
     return "n/a" if x is None else fmt.format(x)
 
@@ -234,8 +240,10 @@ def _f(x, fmt="{:.1f}") -> str:
 def table(results: dict) -> str:
     rows = [
         "| encoder | run | frames | process s | frames/s (process) | frames/s (stream) | frames/s (steady) "
-        "| first output s | " + " | ".join(f"{s} ms/f" for s in STAGES) + " | peak GPU MiB | mp4 frames |",
-        "|" + "---|" * (10 + len(STAGES)),
+        "| first output s | choices timed (s) | "
+        + " | ".join(f"{s} ms/f" for s in STAGES)
+        + " | peak GPU MiB | mp4 frames |",
+        "|" + "---|" * (11 + len(STAGES)),
     ]
     for r in results["runs"]:
         d = r.get("derived") or {}
@@ -246,7 +254,7 @@ def table(results: dict) -> str:
         rows.append(
             f"| {r['encoder']} | {r['run']} | {d.get('frames')} | {_f(d.get('process_s'))} | "
             f"{_f(d.get('fps_process'))} | {_f(d.get('fps_stream'))} | {_f(d.get('fps_steady'))} | "
-            f"{_f(d.get('first_output_s'), '{:.2f}')} | "
+            f"{_f(d.get('first_output_s'), '{:.2f}')} | {_choices(d.get('kernel_choices'))} | "
             + " | ".join(_f(st.get(s), "{:.2f}") for s in STAGES)
             + f" | {_f(d.get('peak_gpu_mib'), '{:.0f}')} | "
             + "/".join(str(x) for x in d.get("mp4_frames", []))

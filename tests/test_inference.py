@@ -259,3 +259,28 @@ def test_nested_choice_while_timing_does_not_deadlock(tmp_path):
     t.join(timeout=20)
     assert not t.is_alive(), "nested kernel choice deadlocked"
     assert "v" in result and inner, "the nested choice was never made"
+
+
+def test_choice_seconds_count_nested_choices_once(tmp_path):
+    """``KernelChoices.seconds`` (reported in the engine's stats as a fresh machine's warm-up cost) is the
+    wall clock of the outermost timings: a choice made while timing another is inside its parent's time."""
+    import time as _time
+
+    from streamsplat_ns.inference.choices import KernelChoices
+
+    def slow():
+        _time.sleep(0.05)
+
+    ch = KernelChoices(torch.device("cpu"), tmp_path, timer=lambda fn: fn() or 1.0)
+
+    def outer_eager():
+        ch.choose("linear_silu", (5, 6, 7), slow, {(1, 1): slow})
+
+    t = _time.perf_counter()
+    ch.choose("norm_mlp", (1, 2, 3), outer_eager, {(2, 2): slow})
+    wall = _time.perf_counter() - t
+    assert ch.timed == 2
+    assert 0.05 < ch.seconds <= wall + 1e-3  # the nested choice's sleeps are not counted twice
+    again = KernelChoices(torch.device("cpu"), tmp_path)
+    assert again.choose("norm_mlp", (1, 2, 3), slow, {(2, 2): slow}) is None
+    assert again.timed == 0 and again.seconds == 0.0  # read from the file: nothing timed

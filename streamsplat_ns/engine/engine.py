@@ -532,7 +532,18 @@ class ReconstructionEngine:
             "device": str(self.device),
             "options": _describe(self.options),
             "overlap_depth": self.overlap_depth,
+            "kernel_choices": self._choice_stats(),
         }
+
+    def _choice_stats(self) -> Optional[dict]:
+        """Kernel choices this process timed (0 once the on-disk cache has them) and the seconds that took,
+        Triton compilation of the candidates included: most of a fresh machine's first-output latency."""
+        if not self.cuda:
+            return None
+        from ..inference.choices import get_choices
+
+        c = get_choices(self.device, self.options.resolved_cache_dir())
+        return {"timed": c.timed, "seconds": c.seconds, "cache": str(c.path)}
 
 
 def _close(session: StreamingSession) -> None:

@@ -152,6 +152,8 @@ class KernelChoices:
         self.path = None if cache_dir is None else Path(cache_dir) / f"kernel_choices-{slug}-{digest}.json"
         self.timer = timer
         self.timed = 0  # choices timed by this process (tests assert a second process times none)
+        self.seconds = 0.0  # wall clock spent timing them, compilation of the candidates included
+        self._depth = 0  # nesting of choose() on this object (a nested choice's time is inside its parent's)
         self._mem: Dict[str, Any] = {}
         self._disk: Optional[Dict[str, Any]] = None
         self._lock = threading.RLock()  # re-entrant: timing one choice can make a nested one (MLP inside norm+MLP)
@@ -228,7 +230,14 @@ class KernelChoices:
                 )
             if self.device.type == "cuda" and torch.cuda.is_current_stream_capturing():
                 return None
-            v = choose_fastest(eager, candidates, self.timer or _default_timer(self.device))
+            t = time.perf_counter()
+            self._depth += 1
+            try:
+                v = choose_fastest(eager, candidates, self.timer or _default_timer(self.device))
+            finally:
+                self._depth -= 1
+            if self._depth == 0:
+                self.seconds += time.perf_counter() - t
             self.timed += 1
             self._mem[k] = v
             self._save()
