@@ -323,6 +323,12 @@ def main(argv: Optional[List[str]] = None) -> dict:
         help="start no new step after this many seconds (what is done is still reported)",
     )
     ap.add_argument("--tiny", action="store_true", help="CPU smoke run: tiny model and DA-V2, few frames")
+    ap.add_argument(
+        "--cli-extra",
+        default="",
+        help="flags appended to every streamsplat-reconstruct run, e.g. --cli-extra=--render-thread (an experiment; "
+        "the issue's targets are for the default flags)",
+    )
     ap.add_argument("--json", type=Path, default=None)
     a = ap.parse_args(argv)
     encoders = a.encoders or (["tiny"] if a.tiny else ["vits", "vitl"])
@@ -391,11 +397,11 @@ def main(argv: Optional[List[str]] = None) -> dict:
                 if not room(f"reconstruct {enc} {tag}"):
                     continue
                 spec = {
-                    "argv": _cli_argv(str(video), w, enc, work / f"out_{enc}_{tag}", []),
+                    "argv": _cli_argv(str(video), w, enc, work / f"out_{enc}_{tag}", a.cli_extra.split()),
                     "if_supported": tiny_extra,
                 }
                 r = _spawn("reconstruct", spec, cache_env(cache), work / f"log_{enc}_{tag}.txt")
-                r.update(encoder=enc, run=label)
+                r.update(encoder=enc, run=label + (f" ({a.cli_extra})" if a.cli_extra else ""))
                 if "error" not in r:
                     r["derived"] = _derive(r)
                 used[cache] = True
@@ -433,6 +439,7 @@ def main(argv: Optional[List[str]] = None) -> dict:
             lg: Dict[str, Any] = {"frames": a.long, "encoder": enc, "build_s": time.perf_counter() - t}
             results["long"] = lg
             for name, extra in (("short", ["--max-frames", "100"]), ("long", [])):
+                extra = extra + a.cli_extra.split()
                 spec = {
                     "argv": _cli_argv(str(long_video), w, enc, work / f"out_long_{name}", extra),
                     "if_supported": tiny_extra,

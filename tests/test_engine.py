@@ -248,3 +248,119 @@ def test_warm_session_not_streamed_is_closed_with_the_engine(model):
     assert s is not None and s.prev is None
     eng.close()
     assert eng._warm is None
+
+
+class _FakeStream:
+    def __init__(self, *a, **k):
+        self.waited = []
+
+    def wait_event(self, e):
+        self.waited.append(e)
+
+
+class _FakeEvent:
+    def __init__(self, *a, **k):
+        self.recorded = 0
+
+    def record(self, stream=None):
+        self.recorded += 1
+
+
+def test_render_async_keeps_order_bounds_flight_and_marks_the_stream(model, monkeypatch):
+    """The CUDA logic of ``render_async`` with torch.cuda's streams and events faked on CPU: results equal
+    ``render`` and come back in order, at most two renders are in flight, the render stream waits for the
+    caller's event and every Gaussian tensor is marked as used on it; a failing render reaches the writer."""
+    import contextlib
+    import threading
+
+    from streamsplat_ns.engine import HostFrames
+
+    monkeypatch.setattr(torch.cuda, "Stream", _FakeStream)
+    monkeypatch.setattr(torch.cuda, "Event", _FakeEvent)
+    monkeypatch.setattr(torch.cuda, "stream", lambda s: contextlib.nullcontext())
+    marked = []
+    monkeypatch.setattr(torch.Tensor, "record_stream", lambda self, s: marked.append(s), raising=False)
+    eng = ReconstructionEngine(
+        model, options=InferenceOptions.eager(), disparity=DisparitySource.depth_anything(_tiny_da(), short_side=56)
+    )
+    frames = [Frame(i, f"{i:05d}", np.roll(np.arange(40 * 70 * 3, dtype=np.uint8).reshape(40, 70, 3), 5 * i, 1), 0.0)
+              for i in range(5)]  # fmt: skip
+    ivs = list(eng.stream(frames))
+    refs = [eng.render(iv, [0.0, 0.5]) for iv in ivs]
+    eng.cuda = True  # from here on, the CUDA branch (with the fakes above)
+    monkeypatch.setattr(eng, "_times_tensor", lambda times: torch.tensor(times, dtype=torch.float32))
+    inflight, peak, lock = [0], [0], threading.Lock()
+    real_render = eng.render
+
+    def slow_render(g, times):
+        with lock:
+            inflight[0] += 1
+            peak[0] = max(peak[0], inflight[0])
+        time.sleep(0.05)
+        with lock:
+            inflight[0] -= 1
+        return real_render(g, times)
+
+    monkeypatch.setattr(eng, "render", slow_render)
+    pend = [eng.render_async(iv, [0.0, 0.5]) for iv in ivs]
+    outs = [p.result() for p in pend]
+    for o, r in zip(outs, refs):
+        assert isinstance(o, HostFrames)
+        np.testing.assert_array_equal(o.numpy(), HostFrames(r).numpy())
+    assert peak[0] == 1  # one render thread, FIFO
+    assert eng._render_slots._value == 2  # every slot given back
+    rs = eng._render_stream
+    assert len(rs.waited) == len(ivs) and all(e.recorded == 1 for e in rs.waited)
+    n_tensors = sum(isinstance(getattr(ivs[0].gaussians, f), torch.Tensor) for f in FIELDS)
+    assert marked.count(rs) >= n_tensors * len(ivs)
+
+    gate = threading.Event()
+
+    def gated(g, times):
+        gate.wait(10)
+        return real_render(g, times)
+
+    monkeypatch.setattr(eng, "render", gated)
+    first_two = [eng.render_async(iv, [0.0, 0.5]) for iv in ivs[:2]]  # one rendering, one queued
+    third = []
+    caller = threading.Thread(target=lambda: third.append(eng.render_async(ivs[2], [0.0, 0.5])), daemon=True)
+    caller.start()
+    caller.join(0.3)
+    assert caller.is_alive() and not third  # a third render waits: at most two in flight
+    gate.set()
+    caller.join(10)
+    assert third and all(p.result() is not None for p in first_two + third)
+
+    def broken(g, times):
+        raise RuntimeError("render failed")
+
+    monkeypatch.setattr(eng, "render", broken)
+    with pytest.raises(RuntimeError, match="render failed"):
+        eng.render_async(ivs[0], [0.0, 0.5]).numpy()
+    assert eng._render_slots._value == 2
+    eng.close()
+    assert eng._render_pool is None
+
+
+def test_times_cache_is_per_stream(model, monkeypatch):
+    """A cached times tensor is only read by the CUDA stream that queued its copy (the render thread's
+    stream and the caller's each get their own), so no stream can read it before the copy lands."""
+    eng = ReconstructionEngine(model, options=InferenceOptions.eager())
+    eng.cuda = True
+    current = {"s": 1}
+
+    class _S:
+        def __init__(self, n):
+            self.cuda_stream = n
+
+    monkeypatch.setattr(torch.cuda, "current_stream", lambda *a: _S(current["s"]))
+    monkeypatch.setattr(torch.Tensor, "pin_memory", lambda self: self)
+    monkeypatch.setattr(eng, "device", torch.device("cpu"))
+    a = eng._times_tensor([0.0, 0.5])
+    assert eng._times_tensor([0.0, 0.5]) is a
+    current["s"] = 2
+    b = eng._times_tensor([0.0, 0.5])
+    assert b is not a and torch.equal(a, b)
+    for i in range(40):
+        eng._times_tensor([float(i)])
+    assert len(eng._times) == 32  # bounded

@@ -213,3 +213,35 @@ def test_reconstruct_and_live_parse_the_shared_model_arguments_alike():
     for name in ModelArgs.__dataclass_fields__:
         assert getattr(r, name) == getattr(live, name), name
     assert (r.checkpoint, r.depth, r.depth_short_side) == (Path("m.safetensors"), "compute", 266)
+
+
+def test_cli_render_thread_writes_the_same_videos(tmp_path, ckpt, monkeypatch):
+    """``--render-thread`` hands the writers pending renders (``render_async``): the same frames in the same
+    order reach both videos (compared before encoding: x264 output is not bit-stable from run to run)."""
+    import streamsplat_ns.engine.outputs as outputs
+
+    write_clip(tmp_path / "clip", n=5)
+    seen = {}
+    write = outputs.VideoWriter.write
+
+    def capture(self, frames, indices=None):
+        seen[self.path.parent.name].append((self.path.name, frames.numpy().copy(), indices and list(indices)))
+        return write(self, frames, indices)
+
+    monkeypatch.setattr(outputs.VideoWriter, "write", capture)
+    for threaded in (False, True):
+        out = tmp_path / f"out_{threaded}"
+        seen[out.name] = []
+        res = main(
+            ReconstructArgs(
+                input=str(tmp_path / "clip"), checkpoint=ckpt, output=out, interp=3, device="cpu", progress=False,
+                render_thread=threaded,
+            )
+        )  # fmt: skip
+        assert (res["reconstruction_frames"], res["interpolated_frames"]) == (5, 13)
+        assert count_frames(out / "interpolated_3x.mp4") == 13
+    plain, threaded = seen["out_False"], seen["out_True"]
+    assert len(plain) == len(threaded) == 2 * 5
+    for (na, a, ia), (nb, b, ib) in zip(plain, threaded):
+        assert (na, ia) == (nb, ib)
+        np.testing.assert_array_equal(a, b)

@@ -118,3 +118,20 @@ def test_gpu_warm_up_hands_a_captured_graph_to_the_stream(tmp_path):
     assert len(fast) == len(eager) == 5
     dm = max(float((a.means - b.means).abs().max()) for a, b in zip(eager, fast))
     assert dm < 5e-2, dm
+
+
+def test_gpu_render_async_equals_render(tmp_path):
+    """``render_async`` (the render thread and stream of ``--render-thread``) gives ``render``'s frames while
+    the fastest path keeps stepping on the main stream; frames come back in order."""
+    write_clip(tmp_path / "clip", n=12, size=(60, 100))
+    eng = ReconstructionEngine(
+        tiny_cuda(), options=InferenceOptions.fastest(), disparity=DisparitySource.files(tmp_path / "clip_depth")
+    )
+    pending, refs = [], []
+    for iv in eng.stream(open_frames(tmp_path / "clip")):
+        pending.append(eng.render_async(iv, [0.0, 0.5, 1.0]))
+        refs.append(HostFrames(eng.render(iv, [0.0, 0.5, 1.0])))
+    assert len(pending) == 11
+    for p, r in zip(pending, refs):
+        np.testing.assert_array_equal(p.numpy(), r.numpy())
+    eng.close()

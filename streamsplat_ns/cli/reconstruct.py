@@ -69,6 +69,9 @@ class ReconstructArgs(ModelArgs):
     """size limit of OUT/gaussians/ (oldest intervals are dropped beyond it)"""
     eager: bool = False
     """debugging: fp32, no fused kernels, no CUDA graph, no depth overlap (the test oracle)"""
+    render_thread: bool = False
+    """CUDA: render on a thread and stream of their own, so each interval's render overlaps the next step
+    (ReconstructionEngine.render_async); off until measured on a GPU (docs/benchmarks.md, session 5)"""
     progress: bool = True
 
 
@@ -227,7 +230,8 @@ def main(args: ReconstructArgs) -> Dict:
             grid = _plan_renders(iv.frames[0], iv.frames[1], step)
             on_grid = bool(grid) and grid[0] == 0.0
             times = grid if on_grid else [0.0] + grid  # time 0 (the key frame) is always rendered
-            frames = HostFrames(engine.render(iv, times))  # every render of the interval: one batched call
+            # every render of the interval: one batched call
+            frames = engine.render_async(iv, times) if args.render_thread else HostFrames(engine.render(iv, times))
             recon.write(frames, [0])
             interp.write(frames, range(0 if on_grid else 1, len(times)))
             export_in(iv, final=False)

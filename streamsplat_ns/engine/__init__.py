@@ -11,7 +11,7 @@
 from .disparity import DisparitySource
 from .engine import Interval, ReconstructionEngine
 from .frames import Frame, FrameSource, key_frames, locate, open_frames
-from .outputs import HostFrames, VideoWriter, read_manifest, write_manifest
+from .outputs import HostFrames, PendingFrames, VideoWriter, read_manifest, write_manifest
 
 __all__ = [
     "open_frames",
@@ -24,6 +24,7 @@ __all__ = [
     "Interval",
     "VideoWriter",
     "HostFrames",
+    "PendingFrames",
     "write_manifest",
     "read_manifest",
 ]

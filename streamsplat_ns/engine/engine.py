@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import collections
 import contextlib
+import dataclasses
 import logging
 import queue
 import threading
@@ -245,10 +246,14 @@ class ReconstructionEngine:
             disparity.bind(self.options, self.size)
         self.timer = _StageTimer(self.device)
         self._side = torch.cuda.Stream(self.device) if self.overlap_depth else None
-        self._times: "collections.OrderedDict[Tuple[float, ...], Tensor]" = collections.OrderedDict()
+        self._times: "collections.OrderedDict[Tuple[int, Tuple[float, ...]], Tensor]" = collections.OrderedDict()
+        self._times_lock = threading.Lock()
         self._writers: List = []
         self._sources: List = []
         self._warm: Optional[StreamingSession] = None  # a warmed-up session the next stream() starts with
+        self._render_pool = None  # render_async: one worker thread with its own CUDA stream, made on first use
+        self._render_stream: Optional["torch.cuda.Stream"] = None
+        self._render_slots = threading.BoundedSemaphore(2)  # renders in flight at most
         self.frames_done = 0
         self.intervals_done = 0
         self.t_start: Optional[float] = None
@@ -398,17 +403,22 @@ class ReconstructionEngine:
 
     # ------------------------------------------------------------------ rendering
     def _times_tensor(self, times: Union[Tensor, Sequence[float]]) -> Tensor:
+        """``times`` on the device, cached per (CUDA stream, times): the copy is queued without a host wait
+        (a pageable host->device copy would wait for the whole queue) and ordered before every use, since only
+        the stream that made it reads it (renders run on the caller's stream, the render thread's, viewers')."""
         if isinstance(times, Tensor):
             return times.to(self.device, torch.float32)
-        key = tuple(float(t) for t in times)
-        hit = self._times.get(key)
-        if hit is None:  # cached: a pageable host->device copy would wait for the whole queue
-            hit = torch.tensor(key, dtype=torch.float32).pin_memory() if self.cuda else torch.tensor(key)
-            hit = hit.to(self.device, non_blocking=True)
-            self._times[key] = hit
-            while len(self._times) > 32:
-                self._times.popitem(last=False)
-        return hit
+        stream = torch.cuda.current_stream(self.device).cuda_stream if self.cuda else 0
+        key = (stream, tuple(float(t) for t in times))
+        with self._times_lock:
+            hit = self._times.get(key)
+            if hit is None:
+                hit = torch.tensor(key[1], dtype=torch.float32)
+                hit = hit.pin_memory().to(self.device, non_blocking=True) if self.cuda else hit
+                self._times[key] = hit
+                while len(self._times) > 32:
+                    self._times.popitem(last=False)
+            return hit
 
     @torch.no_grad()
     def render_output(
@@ -435,6 +445,43 @@ class ReconstructionEngine:
     def render(self, what: Union[Interval, DynamicGaussians], times, **kw) -> Float[Tensor, "T H W 3"]:
         """RGB of the canonical view at ``times`` in [0, 1] of the interval, one batched call -> [T, H, W, 3]."""
         return self.render_output(what, times, **kw).rgb[0]
+
+    def render_async(self, what: Union[Interval, DynamicGaussians], times):
+        """:meth:`render` on the engine's render thread and CUDA stream, returned as
+        :class:`~streamsplat_ns.engine.outputs.PendingFrames` for the video writers. A batched render
+        synchronises its thread once (the rasterizer reads its tile-intersection count), so rendered here the
+        main thread queues the next step meanwhile and the two overlap on the GPU. At most two renders are in
+        flight (the caller waits beyond that: memory stays bounded). Off CUDA it renders now."""
+        from concurrent.futures import Future, ThreadPoolExecutor
+
+        from .outputs import HostFrames, PendingFrames
+
+        g = what.gaussians if isinstance(what, Interval) else what
+        if not self.cuda:
+            done: Future = Future()
+            done.set_result(HostFrames(self.render(g, times)))
+            return PendingFrames(done)
+        if self._render_pool is None:
+            self._render_pool = ThreadPoolExecutor(1, thread_name_prefix="render")
+            self._render_stream = torch.cuda.Stream(self.device)
+        ready = torch.cuda.Event()
+        ready.record()  # the interval's Gaussians are queued on this (the caller's) stream
+        rs = self._render_stream
+        self._render_slots.acquire()
+
+        def job():
+            try:
+                with torch.cuda.stream(rs):
+                    rs.wait_event(ready)
+                    for f in dataclasses.fields(g):  # made on the main stream, read on this one: keep the
+                        t = getattr(g, f.name)  # allocator from reusing them before this render is done
+                        if isinstance(t, Tensor):
+                            t.record_stream(rs)
+                    return HostFrames(self.render(g, times))
+            finally:
+                self._render_slots.release()
+
+        return PendingFrames(self._render_pool.submit(job))
 
     # ------------------------------------------------------------------ clips (viewer, export, ns-render)
     @torch.no_grad()
@@ -489,6 +536,9 @@ class ReconstructionEngine:
         warm, self._warm = self._warm, None
         if warm is not None:
             _close(warm)
+        pool, self._render_pool = self._render_pool, None
+        if pool is not None:
+            pool.shutdown(wait=True)
         if self.disparity is not None and hasattr(self.disparity, "close"):
             self.disparity.close()
 

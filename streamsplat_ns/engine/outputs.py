@@ -51,6 +51,20 @@ class HostFrames:
         return self.host.numpy()
 
 
+class PendingFrames:
+    """Frames still being rendered on the engine's render thread (:meth:`ReconstructionEngine.render_async`):
+    the writers take them like :class:`HostFrames` and wait for them in their own thread."""
+
+    def __init__(self, future) -> None:
+        self._future = future
+
+    def result(self) -> HostFrames:
+        return self._future.result()
+
+    def numpy(self) -> np.ndarray:
+        return self.result().numpy()
+
+
 class VideoWriter:
     """H.264 mp4 (libx264, else h264/mpeg4) written in a background thread to a temporary name.
 
