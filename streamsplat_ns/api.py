@@ -11,7 +11,6 @@ from __future__ import annotations
 from typing import Optional, Union
 
 import torch
-from torch import Tensor
 
 from .gaussians import DynamicGaussians, Gaussians
 from .inference import InferenceOptions, prepare
@@ -28,6 +27,7 @@ from .networks.checkpoint import (
     save_checkpoint,
 )
 from .networks.model import StreamSplat
+from .rendering import render_canonical
 from .streaming import StreamingSession
 
 
@@ -64,31 +64,5 @@ __all__ = [
 ]
 
 
-def render(
-    g: Union[Gaussians, DynamicGaussians],
-    times: Optional[Tensor] = None,
-    height: int = 288,
-    width: int = 512,
-    background: Union[float, Tensor] = 0.5,
-    **kw,
-):
-    """Render from the canonical camera: dynamic Gaussians at ``times`` ([T] or [B, T], in [0, 1]) ->
-    ``RenderOutput`` with ``[B, T, H, W, C]`` tensors; static Gaussians -> ``[B, H, W, C]``. Grey 0.5
-    background by default, as the authors evaluate."""
-    from .rendering import render_dynamic, render_static
-
-    dev, dt = g.means.device, g.means.dtype
-    bg = background if isinstance(background, Tensor) else torch.full((3,), float(background), device=dev, dtype=dt)
-    b = g.means.shape[0]
-    if isinstance(g, DynamicGaussians):
-        if times is None:
-            raise ValueError("render: dynamic Gaussians need times (e.g. torch.linspace(0, 1, 5))")
-        times = torch.as_tensor(times, device=dev, dtype=dt)
-        if times.dim() == 1:
-            times = times[None].expand(b, -1)
-        if bg.dim() == 1:
-            bg = bg[None].expand(b, 3)
-        return render_dynamic(g, times, height, width, backgrounds=bg, **kw)
-    if bg.dim() == 1:
-        bg = bg[None].expand(b, 3)
-    return render_static(g, height, width, backgrounds=bg, **kw)
+#: Render from the canonical camera (dynamic Gaussians at normalised times, or static ones) -> ``RenderOutput``.
+render = render_canonical

@@ -170,9 +170,9 @@ class StreamingSession:
         """Render the current interval at normalised times in [0, 1] (0 = previous frame, 1 = newest)."""
         if self.current is None:
             raise RuntimeError("StreamingSession.render: push at least two frames first")
-        from .api import render
+        from .rendering import render_canonical
 
-        return render(self.current, times, height or self.model.height, width or self.model.width, **kw)
+        return render_canonical(self.current, times, height or self.model.height, width or self.model.width, **kw)
 
 
 def stream(

@@ -188,9 +188,9 @@ def test_truncated_ckpt_for_resume_and_eval_names_the_file(tmp_path):
     # raise torch's "failed finding central directory")
     from nerfstudio.utils import eval_utils
 
-    from streamsplat_ns.nerfstudio.pipeline import StreamSplatPipeline
+    from streamsplat_ns.nerfstudio.pipeline import StreamSplatPipeline, install_eval_hook
 
-    tr.install_eval_hook()
+    install_eval_hook()
     pipeline = StreamSplatPipeline.__new__(StreamSplatPipeline)
     with pytest.raises(CheckpointError, match=r"step-000000009\.ckpt: truncated"):
         eval_utils.eval_load_checkpoint(SimpleNamespace(load_dir=d, load_step=None), pipeline)

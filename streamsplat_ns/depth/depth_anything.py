@@ -122,7 +122,7 @@ def load_depth_anything(
             f"from the official release on a machine with network access and pass --checkpoint, or set "
             f"STREAMSPLAT_DA2_CKPT. Nothing is downloaded here."
         )
-    from ..networks.checkpoint import building_on, check_finite, check_state_dict, torch_load
+    from ..networks.weights_io import building_on, check_finite, check_state_dict, torch_load
 
     sd = torch_load(path, what="Depth Anything V2 checkpoint", fix="copy depth_anything_v2_<enc>.pth again")
     if isinstance(sd, dict) and "state_dict" in sd and isinstance(sd["state_dict"], dict):

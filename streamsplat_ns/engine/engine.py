@@ -432,7 +432,7 @@ class ReconstructionEngine:
         Ks: Optional[Tensor] = None,
     ):
         """All ``times`` (normalised in the interval) in one batched render -> ``RenderOutput`` [1, T, ...]."""
-        from ..api import render
+        from ..rendering import render_canonical as render
 
         g = what.gaussians if isinstance(what, Interval) else what
         t = self._times_tensor(times)

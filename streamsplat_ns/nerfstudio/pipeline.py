@@ -19,6 +19,7 @@ import torchvision.utils as vutils
 from nerfstudio.models.base_model import Model
 from nerfstudio.pipelines.base_pipeline import VanillaPipeline, VanillaPipelineConfig
 from nerfstudio.utils import profiler
+from nerfstudio.utils.rich_utils import CONSOLE
 from torch.cuda.amp.grad_scaler import GradScaler
 from torch.nn.parallel import DistributedDataParallel as DDP
 
@@ -46,8 +47,6 @@ class StreamSplatPipeline(VanillaPipeline):
         grad_scaler: Optional[GradScaler] = None,
     ) -> None:
         torch.nn.Module.__init__(self)
-        from .trainer import install_eval_hook
-
         install_eval_hook()  # ns-eval / ns-render / exports then validate our checkpoints before loading them
         self.config = config
         self.test_mode = test_mode
@@ -145,3 +144,32 @@ class StreamSplatPipeline(VanillaPipeline):
                 out[f"{key}_std"] = float(vals.std()) if len(vals) > 1 else 0.0
         out["num_clips"] = len(rows)
         return out
+
+
+def _checked_eval_load_checkpoint(config, pipeline):
+    """nerfstudio's ``eval_load_checkpoint`` (ns-eval, ns-render, ns-viewer, streamsplat-export) for our
+    pipelines: pick the checkpoint robustly and validate it first; other methods use the original."""
+    from .trainer import find_step_checkpoint, read_training_checkpoint
+
+    if not isinstance(pipeline, StreamSplatPipeline):
+        return _original_eval_load_checkpoint(config, pipeline)
+    path = find_step_checkpoint(config.load_dir, config.load_step)
+    state = read_training_checkpoint(path)
+    pipeline.load_pipeline(state["pipeline"], state["step"])
+    CONSOLE.print(f":white_check_mark: Done loading checkpoint from {path}", soft_wrap=True)
+    return path, int(state["step"])
+
+
+_original_eval_load_checkpoint = None
+
+
+def install_eval_hook() -> None:
+    """Route nerfstudio's ``eval_load_checkpoint`` through :func:`_checked_eval_load_checkpoint` (idempotent).
+    Called when a StreamSplat pipeline is built, i.e. before ``eval_setup`` loads its checkpoint; importing
+    ``eval_utils`` at module level would be circular (it discovers the methods, which import this module)."""
+    global _original_eval_load_checkpoint
+    from nerfstudio.utils import eval_utils
+
+    if eval_utils.eval_load_checkpoint is not _checked_eval_load_checkpoint:
+        _original_eval_load_checkpoint = eval_utils.eval_load_checkpoint
+        eval_utils.eval_load_checkpoint = _checked_eval_load_checkpoint

@@ -142,7 +142,7 @@ def find_step_checkpoint(load_dir: Path, load_step: Optional[int] = None) -> Pat
 def read_training_checkpoint(path: Path) -> Dict[str, Any]:
     """Load a nerfstudio ``step-N.ckpt`` of ours safely (weights only) and validate it before any use:
     complete file, the expected entries, finite network weights. Errors name the file and the fix."""
-    from ..networks.checkpoint import CheckpointError, check_finite, torch_load
+    from ..networks.weights_io import CheckpointError, check_finite, torch_load
 
     path = Path(path)
     earlier = [p.name for _, p in step_checkpoints(path.parent) if p != path] if path.parent.is_dir() else []
@@ -160,35 +160,6 @@ def read_training_checkpoint(path: Path) -> Dict[str, Any]:
         )
     check_finite(state["pipeline"], source=path, fix=fix)
     return state
-
-
-def _checked_eval_load_checkpoint(config, pipeline):
-    """nerfstudio's ``eval_load_checkpoint`` (ns-eval, ns-render, ns-viewer, streamsplat-export) for our
-    pipelines: pick the checkpoint robustly and validate it first; other methods use the original."""
-    from .pipeline import StreamSplatPipeline
-
-    if not isinstance(pipeline, StreamSplatPipeline):
-        return _original_eval_load_checkpoint(config, pipeline)
-    path = find_step_checkpoint(config.load_dir, config.load_step)
-    state = read_training_checkpoint(path)
-    pipeline.load_pipeline(state["pipeline"], state["step"])
-    CONSOLE.print(f":white_check_mark: Done loading checkpoint from {path}", soft_wrap=True)
-    return path, int(state["step"])
-
-
-_original_eval_load_checkpoint = None
-
-
-def install_eval_hook() -> None:
-    """Route nerfstudio's ``eval_load_checkpoint`` through :func:`_checked_eval_load_checkpoint` (idempotent).
-    Called when a StreamSplat pipeline is built, i.e. before ``eval_setup`` loads its checkpoint; importing
-    ``eval_utils`` at module level would be circular (it discovers the methods, which import this module)."""
-    global _original_eval_load_checkpoint
-    from nerfstudio.utils import eval_utils
-
-    if eval_utils.eval_load_checkpoint is not _checked_eval_load_checkpoint:
-        _original_eval_load_checkpoint = eval_utils.eval_load_checkpoint
-        eval_utils.eval_load_checkpoint = _checked_eval_load_checkpoint
 
 
 class StreamSplatTrainer(Trainer):

@@ -17,6 +17,7 @@ from jaxtyping import Float
 from torch import Tensor, nn
 
 from .config import DinoConfig
+from .weights_io import check_finite, check_state_dict, torch_load
 
 
 class _PatchEmbed(nn.Module):
@@ -123,7 +124,6 @@ class DinoVisionTransformer(nn.Module):
                 f"DINOv2 weights not found at {path!r}. Download dinov2_vitb14_reg4_pretrain.pth from the "
                 "official DINOv2 release on a machine with network access and pass its local path."
             )
-        from .checkpoint import torch_load
 
         sd = torch_load(path, what="DINOv2 weights file", fix="copy dinov2_vitb14_reg4_pretrain.pth again")
         if prefix:
@@ -134,7 +134,6 @@ class DinoVisionTransformer(nn.Module):
         sd = dict(sd)
         if "mask_token" not in sd:
             sd["mask_token"] = self.mask_token.detach().clone()
-        from .checkpoint import check_finite, check_state_dict
 
         check_state_dict(
             self.state_dict(),

@@ -24,6 +24,7 @@ import torch
 from torch import Tensor
 
 from .config import DecoderConfig, DinoConfig, EncoderConfig, ModelConfig, UpsamplerConfig
+from .weights_io import check_state_dict
 
 LAYOUTS = ("stage1", "stage2", "inference")
 UNUSED_STAGE2_KEYS = tuple(
@@ -268,7 +269,6 @@ def from_official(
         o = official_key(k, layout)
         if o is not None:
             mapping[k] = o
-    from .checkpoint import check_state_dict
 
     expected = {o: model_sd_template[k] for k, o in mapping.items()}
     ignorable = UNUSED_STAGE2_KEYS if layout == "stage2" else ()

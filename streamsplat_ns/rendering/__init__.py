@@ -10,7 +10,7 @@ from .camera import (
     orbit_viewmat,
     ortho_intrinsics,
 )
-from .dynamic import opacities_at, positions_at, render_dynamic, render_static
+from .dynamic import opacities_at, positions_at, render_canonical, render_dynamic, render_static
 from .rasterizer import RenderOutput, rasterize
 
 __all__ = [
@@ -18,6 +18,7 @@ __all__ = [
     "rasterize",
     "render_dynamic",
     "render_static",
+    "render_canonical",
     "canonical_camera",
     "canonical_viewmat",
     "ortho_intrinsics",

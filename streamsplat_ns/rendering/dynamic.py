@@ -9,7 +9,7 @@ the reference rasterizer once for all B*T images.
 
 from __future__ import annotations
 
-from typing import Optional, Tuple
+from typing import Optional, Tuple, Union
 
 import torch
 from jaxtyping import Float
@@ -283,3 +283,31 @@ def render_static(
         sh=g.sh,
         **kw,
     )
+
+
+def render_canonical(
+    g: Union[Gaussians, DynamicGaussians],
+    times: Optional[Tensor] = None,
+    height: int = 288,
+    width: int = 512,
+    background: Union[float, Tensor] = 0.5,
+    **kw,
+) -> RenderOutput:
+    """Render from the canonical camera: dynamic Gaussians at ``times`` ([T] or [B, T], in [0, 1]) ->
+    ``RenderOutput`` with ``[B, T, H, W, C]`` tensors; static Gaussians -> ``[B, H, W, C]``. Grey 0.5
+    background by default, as the authors evaluate. (``streamsplat_ns.api.render`` is this function.)"""
+    dev, dt = g.means.device, g.means.dtype
+    bg = background if isinstance(background, Tensor) else torch.full((3,), float(background), device=dev, dtype=dt)
+    b = g.means.shape[0]
+    if isinstance(g, DynamicGaussians):
+        if times is None:
+            raise ValueError("render: dynamic Gaussians need times (e.g. torch.linspace(0, 1, 5))")
+        times = torch.as_tensor(times, device=dev, dtype=dt)
+        if times.dim() == 1:
+            times = times[None].expand(b, -1)
+        if bg.dim() == 1:
+            bg = bg[None].expand(b, 3)
+        return render_dynamic(g, times, height, width, backgrounds=bg, **kw)
+    if bg.dim() == 1:
+        bg = bg[None].expand(b, 3)
+    return render_static(g, height, width, backgrounds=bg, **kw)
