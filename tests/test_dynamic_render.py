@@ -127,3 +127,23 @@ def test_sh_colours_in_dynamic_render():
     tinted = render_dynamic(gs, times, H, W, viewmats=vms, Ks=K)
     torch.testing.assert_close(tinted.rgb[0, 0], plain.rgb[0, 0])
     assert (tinted.rgb[0, 1] - plain.rgb[0, 1]).abs().max() > 1e-2
+
+
+def test_canonical_camera_is_built_once_per_size(monkeypatch):
+    """Default cameras come from a cache (per device, dtype and size): building them from Python numbers is
+    a blocking host-to-device copy, i.e. a host synchronisation per render on CUDA."""
+    from streamsplat_ns.rendering import dynamic
+    from streamsplat_ns.rendering.camera import canonical_camera
+
+    made = []
+    monkeypatch.setattr(dynamic, "canonical_camera", lambda *a, **k: made.append(a) or canonical_camera(*a, **k))
+    monkeypatch.setattr(dynamic, "_CANONICAL", dynamic.collections.OrderedDict())
+    ref = torch.zeros(1)
+    v1, k1 = dynamic._cameras(4, 30, 40, None, None, ref)
+    v2, k2 = dynamic._cameras(6, 30, 40, None, None, ref)
+    assert len(made) == 1 and v1.shape == (4, 4, 4) and v2.shape == (6, 4, 4)
+    assert dynamic._CANONICAL[(ref.device, ref.dtype, 30, 40)][0].data_ptr() not in (v1.data_ptr(), v2.data_ptr())
+    vm, K = canonical_camera(30, 40)
+    assert torch.equal(v2[0], vm) and torch.equal(k2[0], K)
+    dynamic._cameras(1, 31, 40, None, None, ref)
+    assert len(made) == 2  # another size, another camera

@@ -9,6 +9,8 @@ the reference rasterizer once for all B*T images.
 
 from __future__ import annotations
 
+import collections
+import threading
 from typing import Optional, Tuple, Union
 
 import torch
@@ -71,6 +73,24 @@ def _check_gaussians(where: str, g: Gaussians) -> Tuple[int, int]:
     return B, N
 
 
+_CANONICAL: "collections.OrderedDict[tuple, Tuple[Tensor, Tensor]]" = collections.OrderedDict()
+_CANONICAL_LOCK = threading.Lock()
+
+
+def _canonical(height: int, width: int, device: torch.device, dtype: torch.dtype) -> Tuple[Tensor, Tensor]:
+    """The canonical camera's (viewmat, K), made once per (device, dtype, size) and never written to: made
+    from Python numbers they are a blocking host-to-device copy, i.e. a host synchronisation that waits for
+    everything queued (two per render of the engine's loop before this cache)."""
+    key = (device, dtype, int(height), int(width))
+    with _CANONICAL_LOCK:
+        hit = _CANONICAL.get(key)
+        if hit is None:
+            hit = _CANONICAL[key] = canonical_camera(height, width, device=device, dtype=dtype)
+            while len(_CANONICAL) > 16:
+                _CANONICAL.popitem(last=False)
+        return hit
+
+
 def _cameras(
     n_img: int,
     height: int,
@@ -85,7 +105,7 @@ def _cameras(
         if t is not None and (t.dim() < 2 or tuple(t.shape[-2:]) != tail):
             raise ValueError(f"{where}: {name} has shape {tuple(t.shape)}; expected [..., {tail[0]}, {tail[1]}]")
     if viewmats is None or Ks is None:
-        vm, K = canonical_camera(height, width, device=ref.device, dtype=ref.dtype)
+        vm, K = _canonical(height, width, ref.device, ref.dtype)
         viewmats = vm if viewmats is None else viewmats
         Ks = K if Ks is None else Ks
     viewmats = viewmats.reshape(-1, 4, 4)
