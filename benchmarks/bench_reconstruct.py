@@ -329,6 +329,13 @@ def main(argv: Optional[List[str]] = None) -> dict:
         help="flags appended to every streamsplat-reconstruct run, e.g. --cli-extra=--render-thread (an experiment; "
         "the issue's targets are for the default flags)",
     )
+    ap.add_argument(
+        "--variants",
+        nargs="+",
+        default=None,
+        help="flag sets for extra 'has run once' runs of every encoder (after --cli-extra), e.g. "
+        "--variants=--no-render-thread: the default against one switch, same processes otherwise",
+    )
     ap.add_argument("--json", type=Path, default=None)
     a = ap.parse_args(argv)
     encoders = a.encoders or (["tiny"] if a.tiny else ["vits", "vitl"])
@@ -393,15 +400,17 @@ def main(argv: Optional[List[str]] = None) -> dict:
             cache = cache or work / "cache"
             caches[enc] = cache
             plan.append(("has run once" if (plan or used.get(cache)) else "caches as found", "second"))
-            for label, tag in plan:
+            plan += [("has run once", f"variant{j}", v) for j, v in enumerate(a.variants or [])]
+            for label, tag, *variant in plan:
                 if not room(f"reconstruct {enc} {tag}"):
                     continue
+                extra = " ".join(x for x in [a.cli_extra, *variant] if x)
                 spec = {
-                    "argv": _cli_argv(str(video), w, enc, work / f"out_{enc}_{tag}", a.cli_extra.split()),
+                    "argv": _cli_argv(str(video), w, enc, work / f"out_{enc}_{tag}", extra.split()),
                     "if_supported": tiny_extra,
                 }
                 r = _spawn("reconstruct", spec, cache_env(cache), work / f"log_{enc}_{tag}.txt")
-                r.update(encoder=enc, run=label + (f" ({a.cli_extra})" if a.cli_extra else ""))
+                r.update(encoder=enc, run=label + (f" ({extra})" if extra else ""))
                 if "error" not in r:
                     r["derived"] = _derive(r)
                 used[cache] = True

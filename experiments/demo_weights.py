@@ -184,7 +184,7 @@ def trainer_config(
     m.compile_blocks = False
     dm = cfg.pipeline.datamanager
     dm.data = data
-    dm.batch_size = batch or (8 if stage2 else 16)
+    dm.batch_size = batch or (16 if stage2 else 32)  # a small model: per-step overhead, not FLOPs, sets the pace
     dm.num_workers = workers
     dm.eval_num_clips = eval_clips
     cfg.machine.device_type = device
@@ -369,7 +369,7 @@ def main() -> None:
         default=None,
         help="stage 2: stage-1 weights (default: the stage-1 run in --work)",
     )
-    ap.add_argument("--batch-size", type=int, default=None, help="default 16 (stage 1) / 8 (stage 2); smoke tests: 1")
+    ap.add_argument("--batch-size", type=int, default=None, help="default 32 (stage 1) / 16 (stage 2); smoke tests: 1")
     ap.add_argument("--eval-clips", type=int, default=16, help="held-out windows in the training curve")
     ap.add_argument(
         "--eval-frames",

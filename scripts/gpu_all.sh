@@ -143,6 +143,21 @@ if [ -n "${SHORT_RUN:-}" ]; then
   grep -A4 "^| stage" "$OUT/short_run.log"; grep -v "Warn\|warn" "$OUT/short_run.log" | tail -5
 fi
 
+# issue 13: one stage of the demo weights (experiments/demo_weights.py), for whatever is left of BUDGET_S;
+# /tmp/demo_run persists while the machine stays warm, so the decoder stage of the next call finds stage 1
+if [ -n "${DEMO_STAGE:-}" ]; then
+  left=$(( BUDGET_S - ($(date +%s) - T0) - 5 ))
+  stage "demo weights ($DEMO_STAGE)" 0 "$left" python3 experiments/demo_weights.py --work /tmp/demo_run \
+      --stage "$DEMO_STAGE" --deadline-minutes "$(python3 -c "print(round(($left - 20) / 60, 2))")" \
+      --out "$OUT/demo" ${DEMO_ARGS:-} > "$OUT/demo_$DEMO_STAGE.log" 2>&1
+  grep -v "Warn\|warn\|it/s\]" "$OUT/demo_$DEMO_STAGE.log" | grep -i "steps/s\|done\|held-out\|fp16\|error\|Traceback" | tail -8
+  # the weights come back beside the logs (stage 1 as fp16: a fresh machine can take it with --encoder-checkpoint)
+  [ -f "$OUT/demo/demo_weights.safetensors" ] && mv "$OUT/demo/demo_weights.safetensors" "$OUT/"
+  [ -f "$OUT/demo/stage1.safetensors" ] && python3 -c "
+import sys; sys.path.insert(0, 'experiments'); from pathlib import Path; from demo_weights import export_fp16
+export_fp16(Path('$OUT/demo/stage1.safetensors'), Path('$OUT/stage1_fp16.safetensors'), {})" && rm "$OUT/demo/stage1.safetensors"
+fi
+
 echo "=== summary ($(( $(date +%s) - T0 ))s in all)"
 [ -f "$OUT/pytest.log" ] && grep "^DA-V2" "$OUT/pytest.log"; [ -f "$OUT/pytest.log" ] && tail -1 "$OUT/pytest.log"
 grep -A9 "^| stage" "$OUT/training.log" 2>/dev/null; grep "^loader" "$OUT/training.log" 2>/dev/null
@@ -155,4 +170,5 @@ cat "$SUMMARY"
 # the device returns at most 8 files from $OUT: everything goes into logs.tgz, the summaries stay beside it
 ( cd "$OUT" && tar czf /tmp/gpu_all_logs.tgz . 2>/dev/null && mv /tmp/gpu_all_logs.tgz logs.tgz \
   && find . -maxdepth 1 -type f ! -name logs.tgz ! -name stages.md ! -name reconstruct.json ! -name live.json \
-       ! -name pytest.log -delete )
+       ! -name pytest.log ! -name demo_weights.safetensors ! -name stage1_fp16.safetensors -delete )
+( cd "$OUT" && rm -rf demo )

@@ -5,7 +5,9 @@
 #   COMPARE_SECONDS (40)   --max-train-seconds of each per-scene method (an equal-time bound)
 #   COMPARE_STEPS (3000)   their step budget (splatfacto's schedules are compressed into it)
 #   CLIPS ("sample bikes") which clips; COMPARE_TIMEOUT (270) per clip
-# Tables (markdown + JSON) come back as table_<clip>.*, grids and logs in compare.tgz.
+#   COMPARE_CHECKPOINT (demo) StreamSplat's weights: 'demo' (packaged) or a file, e.g. fresh demo weights
+#   METHODS ("splatfacto nerfacto dnerf")
+# Tables come back as table_<clip>.md; their JSON, the grids and the logs in compare.tgz.
 set -uo pipefail
 cd "$(dirname "$0")/.."
 OUT=${OUT:-/tmp/gpu_compare}; mkdir -p "$OUT"
@@ -21,13 +23,13 @@ for clip in ${CLIPS:-sample bikes}; do
   args=()
   [ "$clip" = bikes ] && args=(--data .whl/clips/bikes.mp4 --depth zeros --max-frames 21 --key-gap 5)
   t=$(date +%s)
-  timeout -s ABRT "${COMPARE_TIMEOUT:-270}" python3 -m streamsplat_ns.cli.compare --checkpoint demo --device cuda \
-      --methods splatfacto nerfacto dnerf --default-steps "$STEPS" --max-train-seconds "$SECS" "${args[@]}" \
+  timeout -s ABRT "${COMPARE_TIMEOUT:-270}" python3 -m streamsplat_ns.cli.compare --checkpoint "${COMPARE_CHECKPOINT:-demo}" \
+      --device cuda --methods ${METHODS:-splatfacto nerfacto dnerf} --default-steps "$STEPS" --max-train-seconds "$SECS" "${args[@]}" \
       --output "/tmp/cmp_$clip" > "/tmp/cmp_$clip.log" 2>&1
   echo "=== $clip: rc=$? in $(( $(date +%s) - t ))s"
   grep -v "Warn\|warn\|it/s\]" "/tmp/cmp_$clip.log" | tail -12
-  cp "/tmp/cmp_$clip/table.md" "$OUT/table_$clip.md" 2>/dev/null; cp "/tmp/cmp_$clip/table.json" "$OUT/table_$clip.json" 2>/dev/null
+  cp "/tmp/cmp_$clip/table.md" "$OUT/table_$clip.md" 2>/dev/null; cp "/tmp/cmp_$clip/table.json" "/tmp/cmp_$clip/table_$clip.json" 2>/dev/null
   cat "/tmp/cmp_$clip/table.md" 2>/dev/null
 done
-tar czf "$OUT/compare.tgz" /tmp/cmp_*.log /tmp/cmp_*/grids 2>/dev/null
+tar czf "$OUT/compare.tgz" /tmp/cmp_*.log /tmp/cmp_*/grids /tmp/cmp_*/table_*.json 2>/dev/null
 ls "$OUT"

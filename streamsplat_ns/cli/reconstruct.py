@@ -69,9 +69,10 @@ class ReconstructArgs(ModelArgs):
     """size limit of OUT/gaussians/ (oldest intervals are dropped beyond it)"""
     eager: bool = False
     """debugging: fp32, no fused kernels, no CUDA graph, no depth overlap (the test oracle)"""
-    render_thread: bool = False
+    render_thread: bool = True
     """CUDA: render on a thread and stream of their own, so each interval's render overlaps the next step
-    (ReconstructionEngine.render_async); off until measured on a GPU (docs/benchmarks.md, session 5)"""
+    (ReconstructionEngine.render_async; --no-render-thread: on the main stream, after the step). --eager
+    turns it off."""
     progress: bool = True
 
 
@@ -202,6 +203,7 @@ def main(args: ReconstructArgs) -> Dict:
     interp = engine.open_video(out / f"interpolated_{args.interp}x.mp4", fps * args.interp, preset=args.video_preset)
     writers = [recon, interp]
     step = args.frame_step / args.interp  # source frames between interpolated renders
+    threaded = args.render_thread and not args.eager
     bar = None
     if args.progress:
         from tqdm import tqdm
@@ -231,7 +233,7 @@ def main(args: ReconstructArgs) -> Dict:
             on_grid = bool(grid) and grid[0] == 0.0
             times = grid if on_grid else [0.0] + grid  # time 0 (the key frame) is always rendered
             # every render of the interval: one batched call
-            frames = engine.render_async(iv, times) if args.render_thread else HostFrames(engine.render(iv, times))
+            frames = engine.render_async(iv, times) if threaded else HostFrames(engine.render(iv, times))
             recon.write(frames, [0])
             interp.write(frames, range(0 if on_grid else 1, len(times)))
             export_in(iv, final=False)
