@@ -70,10 +70,13 @@ def test_gpu_memory_flat_and_no_host_sync(tmp_path):
     writer = eng.open_video(tmp_path / "v.mp4", 30.0)
     mem = {}
     syncs = {"step": 0, "render": 0}
+    where = {"step": set(), "render": set()}  # call sites, for the failure message
     renders = 0
 
     def count(ws, phase):
-        syncs[phase] += sum("synchroniz" in str(x.message).lower() for x in ws)
+        hits = [x for x in ws if "synchroniz" in str(x.message).lower()]
+        syncs[phase] += len(hits)
+        where[phase].update(f"{x.filename}:{x.lineno}" for x in hits)
         ws.clear()
 
     with warnings.catch_warnings(record=True) as w:
@@ -95,8 +98,8 @@ def test_gpu_memory_flat_and_no_host_sync(tmp_path):
                 w.clear()
         torch.cuda.set_sync_debug_mode(0)
     assert writer.close() == (20 + renders) * 4
-    assert syncs["step"] == 0, f"{syncs['step']} host synchronisations in depth + step over 378 intervals"
-    assert syncs["render"] == renders, f"{syncs['render']} host synchronisations in {renders} batched renders"
+    assert syncs["step"] == 0, f"{syncs['step']} host synchronisations in depth + step over 378 intervals at {where['step']}"
+    assert syncs["render"] == renders, f"{syncs['render']} host synchronisations in {renders} batched renders at {where['render']}"
     assert abs(mem[398] - mem[50]) < 2**20, mem
     print("engine stats:", eng.stats)
 

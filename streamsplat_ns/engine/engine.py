@@ -592,7 +592,7 @@ class ReconstructionEngine:
             return None
         from ..inference.choices import get_choices
 
-        c = get_choices(self.device, self.options.resolved_cache_dir())
+        c = get_choices(self.device, self.options.resolved_cache_dir)
         return {"timed": c.timed, "seconds": c.seconds, "cache": str(c.path)}
 
 
