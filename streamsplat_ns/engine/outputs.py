@@ -21,8 +21,7 @@ from typing import List, Optional, Sequence, Union
 
 import numpy as np
 import torch
-import torch.nn.functional as F
-from jaxtyping import Float, UInt8
+from jaxtyping import Float
 from torch import Tensor
 
 from ..atomic import OutOfSpaceError, atomic_write_text, is_disk_full, temp_name
@@ -32,53 +31,21 @@ MANIFEST = "reconstruction.json"
 MANIFEST_VERSION = 1
 
 
-def rgb_to_yuv420(rgb: Float[Tensor, "T H W 3"]) -> UInt8[Tensor, "T H2 W2"]:
-    """RGB in [0, 1] -> planar yuv420p bytes ``[T, 3 * He / 2, We]`` (Y, then U, then V; He, We = H, W rounded
-    up to even by repeating the last row / column), BT.601 limited range: what FFmpeg's ``rgb24 -> yuv420p``
-    conversion gives (chroma = the mean of each 2x2 block). Done where the frames are (the GPU for CUDA
-    renders) so the encoder threads only encode: swscale's conversion was ~2 ms per 640x480 frame of CPU time,
-    and the copy to the host halves (1.5 bytes per pixel instead of 3)."""
-    x = rgb.detach().float().clamp(0, 1)
-    t, h, w, _ = x.shape
-    if h % 2 or w % 2:  # even sizes keep yuv420p encoders happy: pad by repeating the edge
-        x = F.pad(x.permute(0, 3, 1, 2), (0, w % 2, 0, h % 2), mode="replicate").permute(0, 2, 3, 1)
-        h, w = h + h % 2, w + w % 2
-    m = x.new_tensor(_BT601)  # rows: Y, U, V in 8-bit levels per unit of R, G, B
-    yuv = x @ m.T  # [T, H, W, 3]
-    y = yuv[..., 0] + 16.0
-    uv = yuv[..., 1:].reshape(t, h // 2, 2, w // 2, 2, 2).mean(dim=(2, 4)) + 128.0  # [T, H/2, W/2, 2]
-    out = torch.empty(t, h * 3 // 2, w, dtype=torch.uint8, device=x.device)
-    out[:, :h] = (y + 0.5).clamp(0, 255).to(torch.uint8)
-    planes = (uv + 0.5).clamp(0, 255).to(torch.uint8).permute(0, 3, 1, 2)  # [T, 2, H/2, W/2]
-    out[:, h:] = planes.reshape(t, h // 2, w)  # U then V, each H/2 x W/2, row-major: FFmpeg's planar layout
-    return out
-
-
-_BT601 = (
-    (65.481, 128.553, 24.966),
-    (-37.797, -74.203, 112.0),
-    (112.0, -93.786, -18.214),
-)
-
-
 class HostFrames:
-    """A batch of rendered frames on its way to the video writers: conversion to yuv420p bytes where they
-    are (:func:`rgb_to_yuv420`), then a non-blocking copy into pinned memory; the writer thread waits on the
-    event, never the main thread. ``height``/``width``: the frames' size before the even padding."""
+    """A batch of rendered frames on its way to the host: uint8 conversion on the device, then a
+    non-blocking copy into pinned memory; the writer thread waits on the event, never the main thread."""
 
     def __init__(self, rgb: Float[Tensor, "T H W 3"]) -> None:
-        self.height, self.width = int(rgb.shape[1]), int(rgb.shape[2])
-        yuv = rgb_to_yuv420(rgb)
-        if yuv.is_cuda:
-            self.host = torch.empty(yuv.shape, dtype=torch.uint8, pin_memory=True)
-            self.host.copy_(yuv, non_blocking=True)
+        u8 = (rgb.detach().clamp(0, 1) * 255 + 0.5).to(torch.uint8)
+        if u8.is_cuda:
+            self.host = torch.empty(u8.shape, dtype=torch.uint8, pin_memory=True)
+            self.host.copy_(u8, non_blocking=True)
             self.event: Optional[torch.cuda.Event] = torch.cuda.Event()
             self.event.record()
         else:
-            self.host, self.event = yuv, None
+            self.host, self.event = u8, None
 
     def numpy(self) -> np.ndarray:
-        """``[T, 3 * He / 2, We]`` uint8 yuv420p planes (see :func:`rgb_to_yuv420`)."""
         if self.event is not None:
             self.event.synchronize()
         return self.host.numpy()
@@ -180,13 +147,11 @@ class VideoWriter:
             try:
                 arr = frames.numpy()
                 t = time.perf_counter()
-                if arr.shape[1:] != (self.height * 3 // 2, self.width):
-                    raise ValueError(
-                        f"{self.path}: frames of {arr.shape[1] * 2 // 3}x{arr.shape[2]} (even-padded) for a "
-                        f"{self.height}x{self.width} video: open the writer with the render size"
-                    )
                 for i in range(arr.shape[0]) if idx is None else idx:
-                    for pkt in self.stream.encode(av.VideoFrame.from_ndarray(arr[i], format="yuv420p")):
+                    a = arr[i]
+                    if a.shape[0] != self.height or a.shape[1] != self.width:
+                        a = np.pad(a, ((0, self.height - a.shape[0]), (0, self.width - a.shape[1]), (0, 0)), "edge")
+                    for pkt in self.stream.encode(av.VideoFrame.from_ndarray(np.ascontiguousarray(a), format="rgb24")):
                         self.container.mux(pkt)
                     self.frames += 1
                 self.encode_s += time.perf_counter() - t
