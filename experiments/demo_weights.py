@@ -171,13 +171,27 @@ def trainer_config(
     batch: Optional[int] = None,
     eval_clips: int = 16,
     smoke: bool = False,
+    variant: Optional[Dict[str, object]] = None,
 ):
+    """The stage's trainer config. ``variant``: recipe changes to try (``decoder_depth``, ``lr``,
+    ``run_name``), e.g. several stage-2 variants side by side on one GPU (scripts/gpu_demo_variants.sh)."""
     from streamsplat_ns.method_configs.methods import scripted_config
 
+    variant = variant or {}
     stage2 = stage == "decoder"
-    cfg = scripted_config(stage, True, work / "runs", 10**7, experiment="demo", method_name=f"demo-{stage}")
+    cfg = scripted_config(
+        stage,
+        True,
+        work / "runs",
+        10**7,
+        experiment="demo",
+        timestamp=str(variant.get("run_name") or "run"),
+        method_name=f"demo-{stage}",
+    )
     m = cfg.pipeline.model
     m.encoder, m.decoder = demo_model_configs(smoke)
+    if variant.get("decoder_depth"):
+        m.decoder.depth = int(variant["decoder_depth"])
     m.lambda_lpips = 0.0  # no LPIPS weights are assumed on the training machine: the recipe must not depend on them
     m.allow_random_dino = True
     m.encoder_checkpoint = encoder_ckpt
@@ -196,7 +210,7 @@ def trainer_config(
     sched = cfg.optimizers["networks"]["scheduler"]
     sched.warmup_steps = 200 if stage2 else 300
     sched.final_ratio = 0.1
-    cfg.optimizers["networks"]["optimizer"].lr = 1e-3
+    cfg.optimizers["networks"]["optimizer"].lr = float(variant.get("lr") or 1e-3)
     return cfg
 
 
@@ -226,6 +240,7 @@ def train_stage(
     batch: Optional[int] = None,
     eval_clips: int = 16,
     smoke: bool = False,
+    variant: Optional[Dict[str, object]] = None,
 ) -> Dict[str, object]:
     """Train (or resume) one stage until the deadline (minus ``reserve_s`` for evaluation and export) or
     ``max_steps``. The cosine schedule's length is set once, from the step rate of the first 150 steps and the
@@ -233,8 +248,8 @@ def train_stage(
     from nerfstudio.engine.callbacks import TrainingCallback, TrainingCallbackLocation
     from nerfstudio.scripts.train import _set_random_seed
 
-    cfg = trainer_config(stage, work, data, device, workers, encoder_ckpt, batch, eval_clips, smoke)
-    run = work / "runs" / "demo" / cfg.method_name / "run"
+    cfg = trainer_config(stage, work, data, device, workers, encoder_ckpt, batch, eval_clips, smoke, variant)
+    run = work / "runs" / "demo" / cfg.method_name / cfg.timestamp
     ckpts = run / "nerfstudio_models"
     if ckpts.is_dir() and any(ckpts.glob("step-*.ckpt")):
         cfg.load_dir = ckpts
@@ -345,7 +360,12 @@ def export_fp16(src: Path, dst: Path, extra_meta: Dict[str, str]) -> int:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--work", type=Path, default=Path("/tmp/demo_run"), help="data, runs, checkpoints (resumable)")
-    ap.add_argument("--stage", choices=["encoder", "decoder"], required=True)
+    ap.add_argument(
+        "--stage",
+        choices=["data", "encoder", "decoder"],
+        required=True,
+        help="'data': only generate the training data and the held-out sample (before parallel runs)",
+    )
     ap.add_argument("--out", type=Path, required=True, help="results of this command (small files)")
     ap.add_argument(
         "--deadline-minutes",
@@ -379,7 +399,11 @@ def main() -> None:
     )
     ap.add_argument("--smoke", action="store_true", help="CPU smoke test: the demo model's structure at 48x64")
     ap.add_argument("--eval-sequences", type=int, default=4, help="embedded-sample sequences in the final score")
+    ap.add_argument("--run-name", default="run", help="run folder (parallel variants need one each)")
+    ap.add_argument("--decoder-depth", type=int, default=None, help="variant: decoder blocks (default 4)")
+    ap.add_argument("--lr", type=float, default=None, help="variant: learning rate (default 1e-3)")
     args = ap.parse_args()
+    variant = {"run_name": args.run_name, "decoder_depth": args.decoder_depth, "lr": args.lr}
     deadline = T_START + 60 * args.deadline_minutes
     import torch
 
@@ -399,6 +423,14 @@ def main() -> None:
             [sys.executable, "-c", "from streamsplat_ns.rendering import _cuda; _cuda.load_extension()"]
         )
     recipe = make_data(work / "data", args.sequences, max(cores - 1, 1))
+    if args.stage == "data":  # also the held-out sample the final score reads: parallel runs must not race on it
+        from streamsplat_ns.data.sample import ensure_sample
+
+        ensure_sample(work / "sample")
+        if builder is not None:
+            builder.wait()
+        print(f"data ready at {time.time() - T_START:.0f} s: {work / 'data'}, {work / 'sample'}", flush=True)
+        return
     if builder is not None:
         builder.wait()
         from streamsplat_ns.rendering import _cuda
@@ -429,6 +461,7 @@ def main() -> None:
         args.batch_size,
         args.eval_clips,
         args.smoke,
+        variant,
     )
     run = Path(res["run"])
     dev_name = torch.cuda.get_device_name() if device == "cuda" else f"cpu ({cores} cores)"
@@ -439,6 +472,7 @@ def main() -> None:
         "host": socket.gethostname(),
         "torch": torch.__version__,
         "data": recipe,
+        "variant": variant,
         "result": res,
         "curve": json.loads((run / "curve.json").read_text()),
     }
@@ -456,8 +490,8 @@ def main() -> None:
     from streamsplat_ns.cli.demo import SAMPLE_ORDER, evaluate_sample
     from streamsplat_ns.networks.checkpoint import load_checkpoint
 
-    stage1_path = Path(str(enc_ckpt).replace("model.safetensors", "curve.json"))
-    if stage1_path.is_file():
+    stage1_path = enc_ckpt.with_name("curve.json")  # the stage-1 run's curve, when enc_ckpt is that run's file
+    if enc_ckpt.name == "model.safetensors" and stage1_path.is_file():
         record["stage1_curve"] = json.loads(stage1_path.read_text())
     stage1_json = enc_ckpt.parent / "stage1.json"
     if stage1_json.is_file():  # the stage-1 command's record, when carried next to --encoder-checkpoint
