@@ -98,8 +98,12 @@ def test_gpu_memory_flat_and_no_host_sync(tmp_path):
                 w.clear()
         torch.cuda.set_sync_debug_mode(0)
     assert writer.close() == (20 + renders) * 4
-    assert syncs["step"] == 0, f"{syncs['step']} host synchronisations in depth + step over 378 intervals at {where['step']}"
-    assert syncs["render"] == renders, f"{syncs['render']} host synchronisations in {renders} batched renders at {where['render']}"
+    assert syncs["step"] == 0, (
+        f"{syncs['step']} host synchronisations in depth + step over 378 intervals at {where['step']}"
+    )
+    assert syncs["render"] == renders, (
+        f"{syncs['render']} host synchronisations in {renders} batched renders at {where['render']}"
+    )
     assert abs(mem[398] - mem[50]) < 2**20, mem
     print("engine stats:", eng.stats)
 
