@@ -174,7 +174,7 @@ def trainer_config(
     variant: Optional[Dict[str, object]] = None,
 ):
     """The stage's trainer config. ``variant``: recipe changes to try (``decoder_depth``, ``lr``,
-    ``run_name``), e.g. several stage-2 variants side by side on one GPU (scripts/gpu_demo_variants.sh)."""
+    ``cross_pixel``, ``run_name``), e.g. several stage-2 variants side by side on one GPU (scripts/gpu_demo_variants.sh)."""
     from streamsplat_ns.method_configs.methods import scripted_config
 
     variant = variant or {}
@@ -192,6 +192,8 @@ def trainer_config(
     m.encoder, m.decoder = demo_model_configs(smoke)
     if variant.get("decoder_depth"):
         m.decoder.depth = int(variant["decoder_depth"])
+    if variant.get("cross_pixel"):
+        m.decoder.cross_pixel = True
     m.lambda_lpips = 0.0  # no LPIPS weights are assumed on the training machine: the recipe must not depend on them
     m.allow_random_dino = True
     m.encoder_checkpoint = encoder_ckpt
@@ -402,8 +404,18 @@ def main() -> None:
     ap.add_argument("--run-name", default="run", help="run folder (parallel variants need one each)")
     ap.add_argument("--decoder-depth", type=int, default=None, help="variant: decoder blocks (default 4)")
     ap.add_argument("--lr", type=float, default=None, help="variant: learning rate (default 1e-3)")
+    ap.add_argument(
+        "--cross-pixel",
+        action="store_true",
+        help="variant: DecoderConfig.cross_pixel (the motion heads also see the other frame's pixel features)",
+    )
     args = ap.parse_args()
-    variant = {"run_name": args.run_name, "decoder_depth": args.decoder_depth, "lr": args.lr}
+    variant = {
+        "run_name": args.run_name,
+        "decoder_depth": args.decoder_depth,
+        "lr": args.lr,
+        "cross_pixel": args.cross_pixel,
+    }
     deadline = T_START + 60 * args.deadline_minutes
     import torch
 

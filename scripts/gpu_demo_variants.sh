@@ -4,7 +4,7 @@
 # model is small enough that per-step overhead, not FLOPs, limits one run, so parallel runs share the GPU
 # well. Each prints its held-out middle-frame PSNR against the linear blend; the best file becomes the
 # packaged weights. Usage on the device machine, from the repo root (carry .whl):
-#   VARIANTS="--decoder-depth 4; --decoder-depth 8; --decoder-depth 4 --lr 2e-3" bash scripts/gpu_demo_variants.sh
+#   VARIANTS="--decoder-depth 4; --cross-pixel; --decoder-depth 8 --cross-pixel" bash scripts/gpu_demo_variants.sh
 #   VARIANTS   ';'-separated flag sets of experiments/demo_weights.py (default: the recipe as it is)
 #   BUDGET_S   (570) the whole command; every variant ends by then
 #   ENCODER_CHECKPOINT (the packaged demo weights) the frozen encoder the variants start from

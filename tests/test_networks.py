@@ -96,6 +96,48 @@ def test_gaussians_from_cached_static_terms_match(order):
         dec.heads.forward_from_hidden(t0)
 
 
+def test_cross_pixel_decoder_variant():
+    """DecoderConfig.cross_pixel (a demo-recipe variant, off in the paper config): zero-initialised it is the
+    plain decoder; trained, frame 0's heads see frame 1's features and vice versa, and the streaming split
+    (cached terms), the inference-prepared model and a checkpoint round trip all give the same Gaussians."""
+    from streamsplat_ns.inference import InferenceOptions, prepare
+
+    torch.manual_seed(0)
+    plain = StreamSplat(EncoderConfig.tiny(), DecoderConfig.tiny()).eval()
+    assert DecoderConfig.paper().cross_pixel is False and plain.decoder.cross_proj is None
+    assert not any("cross_proj" in k for k in plain.state_dict())
+    cross = StreamSplat(EncoderConfig.tiny(), DecoderConfig.tiny(cross_pixel=True)).eval()
+    missing = cross.load_state_dict(plain.state_dict(), strict=False).missing_keys
+    assert missing == ["decoder.cross_proj.weight"]
+    rgb, d = frames(2)
+    rgb1, d1 = rgb.flip(-1), d.flip(-1)
+    with torch.no_grad():
+        a, b = plain.predict_pair(rgb, d, rgb1, d1), cross.predict_pair(rgb, d, rgb1, d1)
+        assert torch.allclose(a.motion, b.motion) and torch.allclose(a.gamma0, b.gamma0)  # zero init: plain
+        cross.decoder.cross_proj.weight.normal_(0, 0.5)
+        c = cross.predict_pair(rgb, d, rgb1, d1)
+        assert (c.motion - a.motion).abs().max() > 1e-3
+        # frame 0's heads read frame 1: changing frame 1 changes frame 0's motion even with the transformer's
+        # contribution held fixed (same dynamic features)
+        dec = cross.decoder
+        s0, s1 = cross.encode_frame(rgb, d), cross.encode_frame(rgb1, d1)
+        s2 = cross.encode_frame(rgb1.roll(3, -1), d1)
+        dyn = dec.dynamic_features(dec.joint_tokens(s0.tokens, s1.tokens, s0.condition, s1.condition))
+        ref = dec.gaussians(dyn, s0.features, s1.features, s0.gaussians, s1.gaussians)
+        moved = dec.gaussians(dyn, s0.features, s2.features, s0.gaussians, s2.gaussians)
+        n = s0.features.shape[1]
+        assert (ref.motion[:, :n] - moved.motion[:, :n]).abs().max() > 1e-4
+        t0, t1 = dec.static_terms(s0.features), dec.static_terms(s1.features)
+        assert t0.shape[-1] == 4 * dec.cfg.head_hidden
+        got = dec.gaussians_from_terms(dyn, t0, t1, s0.gaussians, s1.gaussians)
+        for f in ("motion", "gamma0", "gamma1"):
+            assert torch.allclose(getattr(got, f), getattr(ref, f), atol=1e-5), f
+        fast = prepare(cross, InferenceOptions.fastest())
+        e = fast.predict_pair(rgb, d, rgb1, d1)
+        # bf16 rounding only, and the cross term is in (far closer to c than to the plain decoder's a)
+        assert (e.motion - c.motion).abs().max() < 0.1 * (c.motion - a.motion).abs().max()
+
+
 def test_options_rotation_and_sh():
     torch.manual_seed(0)
     enc = StaticEncoder(EncoderConfig.tiny(learned_rotation=True, sh_degree=2)).eval()

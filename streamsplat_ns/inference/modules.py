@@ -172,7 +172,8 @@ class FastDynamicDecoder(DynamicDecoder):
     def gaussians(
         self, dyn: Tensor, feats0: Tensor, feats1: Tensor, static0: Gaussians, static1: Gaussians
     ) -> DynamicGaussians:
-        if not (self.fused_heads and not torch.is_grad_enabled()):
+        if not (self.fused_heads and not torch.is_grad_enabled()) or self.cross_proj is not None:
+            # the kernel folds static_proj only: a cross_pixel decoder (a recipe variant) runs the plain heads
             return super().gaussians(dyn, feats0, feats1, static0, static1)
         motion, g0, g1 = dynamic_heads(
             self.heads,

@@ -163,6 +163,11 @@ class DecoderConfig:
     dino_grid: Optional[Tuple[int, int]] = None  # None: (H // 16, W // 16) -> 18 x 32 at 288 x 512
     dino_imagenet_norm: bool = False  # the paper feeds raw [0, 1] RGB to DINO
     dino_weights: Optional[str] = None  # local path of dinov2_vitb14_reg4_pretrain.pth
+    cross_pixel: bool = False
+    """Not in the paper (off in its config): each frame's motion heads also see the *other* frame's per-pixel
+    static features at the same pixel (a zero-initialised projection added to their own), a local cue for
+    motions smaller than a token. A recipe variant of the small demo model, whose tokens are too coarse and
+    whose transformer is too small to infer a background's sub-patch pan (docs/benchmarks.md, session 6)."""
 
     def __post_init__(self) -> None:
         if isinstance(self.upsampler, dict):

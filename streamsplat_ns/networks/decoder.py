@@ -79,6 +79,10 @@ class DynamicDecoder(nn.Module):
         self.upsampler = GaussianUpsampler(d, enc.token_grid, cfg.upsampler, cfg.norm_eps)
         cs = enc.feature_width
         self.static_proj = nn.Linear(cs, cs, bias=False)
+        self.cross_proj = None  # DecoderConfig.cross_pixel: the other frame's features, same pixel
+        if cfg.cross_pixel:
+            self.cross_proj = nn.Linear(cs, cs, bias=False)
+            nn.init.zeros_(self.cross_proj.weight)  # at initialisation the decoder is the plain one
         self.heads = DynamicHeads(
             cs + self.upsampler.out_width, cfg.head_hidden, cfg.motion_order, cfg.velocity_scale, enc.position_bound_eps
         )
@@ -110,23 +114,32 @@ class DynamicDecoder(nn.Module):
         b, n = feats0.shape[:2]
         with torch.autocast(dyn.device.type, enabled=False):
             stat = torch.stack([feats0, feats1], dim=1).view(b * 2, n, -1).float()
-            f = torch.cat([self.static_proj(stat), dyn.float()], dim=-1)
+            own = self.static_proj(stat)
+            if self.cross_proj is not None:  # frame 0 sees frame 1's features and frame 1 frame 0's
+                other = torch.stack([feats1, feats0], dim=1).view(b * 2, n, -1).float()
+                own = own + self.cross_proj(other)
+            f = torch.cat([own, dyn.float()], dim=-1)
             return self.heads(f)
 
-    def static_terms(self, feats: Float[Tensor, "B N Cs"]) -> Float[Tensor, "B N 2H"]:
+    def static_terms(self, feats: Float[Tensor, "B N Cs"]) -> Float[Tensor, "B N T"]:
         """One frame's share of the heads' first-layer pre-activations, ``static_proj`` folded in (both are
         linear). It depends on that frame alone, so streaming computes it once per frame and reuses it when
-        the frame becomes frame 0 of the next pair (see :meth:`gaussians_from_terms`)."""
+        the frame becomes frame 0 of the next pair (see :meth:`gaussians_from_terms`). With ``cross_pixel``
+        the frame's share in the *other* frame's heads (``cross_proj`` folded in) follows on the last axis:
+        ``T`` = 2H, or 4H with the cross share."""
         with torch.autocast(feats.device.type, enabled=False):
             w, _ = self.heads.first_layer()
             cs = self.static_proj.in_features
-            return F.linear(feats.float(), w[:, :cs] @ self.static_proj.weight)
+            weight = w[:, :cs] @ self.static_proj.weight
+            if self.cross_proj is not None:
+                weight = torch.cat([weight, w[:, :cs] @ self.cross_proj.weight])
+            return F.linear(feats.float(), weight)
 
     def gaussians_from_terms(
         self,
         dyn: Float[Tensor, "2B N Cd"],
-        terms0: Float[Tensor, "B N 2H"],
-        terms1: Float[Tensor, "B N 2H"],
+        terms0: Float[Tensor, "B N T"],
+        terms1: Float[Tensor, "B N T"],
         static0: Gaussians,
         static1: Gaussians,
     ) -> DynamicGaussians:
@@ -138,8 +151,12 @@ class DynamicDecoder(nn.Module):
             cs = self.static_proj.in_features
             h = F.linear(dyn.float(), w[:, cs:], bias)
             hv = h.view(b, 2, n, -1)  # in-place adds: no stacked copy of the terms
-            hv[:, 0] += terms0
-            hv[:, 1] += terms1
+            k = hv.shape[-1]
+            hv[:, 0] += terms0[..., :k]
+            hv[:, 1] += terms1[..., :k]
+            if self.cross_proj is not None:  # each frame's share in the other frame's heads
+                hv[:, 0] += terms1[..., k:]
+                hv[:, 1] += terms0[..., k:]
             motion, g0, g1 = self.heads.forward_from_hidden(h)
         return self._assemble(motion, g0, g1, static0, static1)
 

@@ -35,7 +35,8 @@ class FrameState:
     features: Tensor  # [B, N, C] static upsampled features
     gaussians: Gaussians  # static Gaussians (canonical space)
     condition: Optional[Tensor]  # [B, M, D] decoder condition from DINO (None without a decoder)
-    # [B, N, 2H] DynamicDecoder.static_terms(features): cached by the overlapped CUDA-graph stream only
+    # [B, N, 2H] (4H with cross_pixel) DynamicDecoder.static_terms(features): cached by the overlapped
+    # CUDA-graph stream only
     head_terms: Optional[Tensor] = None
 
     def detach(self) -> "FrameState":
