@@ -230,7 +230,10 @@ def _derive(res: dict) -> dict:
 
 
 def _choices(c: Optional[dict]) -> str:
-    return "n/a" if not c else f"{c['timed']} ({c['seconds']:.1f})"
+    if not c:
+        return "n/a"
+    packaged = f", {c['packaged']} packaged" if c.get("packaged") else ""  # inference/tuned tables used
+    return f"{c['timed']} ({c['seconds']:.1f}){packaged}"
 
 
 def _f(x, fmt="{:.1f}") -> str:

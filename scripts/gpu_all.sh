@@ -114,6 +114,9 @@ RECON_TIMEOUT=${RECON_TIMEOUT:-240}
 stage "bench_reconstruct" "${SKIP_RECON:-0}" "$RECON_TIMEOUT" python3 -m benchmarks.bench_reconstruct --work /tmp/bench_recon \
     --budget-s $(( RECON_TIMEOUT - 60 )) --json "$OUT/reconstruct.json" ${RECON_ARGS:-} > "$OUT/reconstruct.log" 2>&1
 cp /tmp/bench_recon/log_*.txt "$OUT/" 2>/dev/null  # each worker's full stdout / stderr (stack dumps of a hang)
+# the kernel choices the runs timed (in logs.tgz): copied into streamsplat_ns/inference/tuned/ they serve a fresh
+# machine of exactly this environment (inference.choices.tuned_choices)
+for f in /tmp/bench_recon/cache*/kernel_choices-*.json; do [ -f "$f" ] && cp "$f" "$OUT/$(basename "$(dirname "$f")")_$(basename "$f")"; done
 grep -v "^W1\|Warn\|warn" "$OUT/reconstruct.log" 2>/dev/null | grep -B2 -A30 "^| encoder" | tail -30
 # issue 12: live latency (frame arrival -> viewer update) on a 30 frames/s source
 if [ -f benchmarks/bench_live.py ]; then

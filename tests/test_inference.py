@@ -192,6 +192,35 @@ def test_choice_cache_damaged_file_is_ignored_with_a_warning(tmp_path, damage):
     assert _choose_here(tmp_path)[0].timed == 0
 
 
+def test_packaged_tuned_choices_serve_a_fresh_machine_of_the_same_environment(tmp_path, monkeypatch):
+    """A packaged table (a copied cache file) is used by a process with an empty cache only when its
+    environment is exactly this one; it can be turned off, and a damaged table is skipped with a warning."""
+    from streamsplat_ns.inference import choices
+
+    ch, _ = _choose_here(tmp_path / "measured")
+    doc = json.loads(ch.path.read_text())
+    key = next(k for k in doc["choices"] if k.startswith("norm_mlp"))
+    doc["choices"][key] = [3, 4]  # not what this timer would pick: proves the table decided
+    tuned = tmp_path / "tuned"
+    tuned.mkdir()
+    (tuned / "h.json").write_text(json.dumps(doc))
+    monkeypatch.setattr(choices, "TUNED_DIR", tuned)
+    monkeypatch.setattr(choices, "_TUNED", {})
+    fresh, got = _choose_here(tmp_path / "fresh")
+    assert got == [(3, 4), (3, 4)] and fresh.timed == 0 and fresh.packaged == 2
+    monkeypatch.setenv("STREAMSPLAT_TUNED_CHOICES", "0")
+    off, got = _choose_here(tmp_path / "off")
+    assert got == [(1, 2), (3, 4)] and off.timed == 2
+    monkeypatch.delenv("STREAMSPLAT_TUNED_CHOICES")
+    doc["env"]["driver"] = "another driver"
+    (tuned / "h.json").write_text(json.dumps(doc))
+    (tuned / "bad.json").write_text("{not json")
+    monkeypatch.setattr(choices, "_TUNED", {})
+    with pytest.warns(UserWarning, match="bad.json"):
+        other, got = _choose_here(tmp_path / "other")
+    assert got == [(1, 2), (3, 4)] and other.timed == 2
+
+
 def test_choice_cache_unwritable_folder_still_chooses(tmp_path):
     """A cache folder that cannot be written (here: a file in its place) costs the persistence only."""
     blocker = tmp_path / "not_a_dir"

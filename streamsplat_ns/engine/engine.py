@@ -593,7 +593,7 @@ class ReconstructionEngine:
         from ..inference.choices import get_choices
 
         c = get_choices(self.device, self.options.resolved_cache_dir)
-        return {"timed": c.timed, "seconds": c.seconds, "cache": str(c.path)}
+        return {"timed": c.timed, "seconds": c.seconds, "packaged": c.packaged, "cache": str(c.path)}
 
 
 def _close(session: StreamingSession) -> None:

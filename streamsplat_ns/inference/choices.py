@@ -8,6 +8,10 @@ name's hash and its ``env`` record) and by each shape. A second process reads th
 A file that cannot be read, has another format or another environment, or names a choice that no longer
 exists is ignored with a warning and rewritten.
 
+Tuned tables ship with the package (``streamsplat_ns/inference/tuned/*.json``, files of the same format
+copied from a machine's cache): where one was written for exactly this environment, a fresh machine starts
+from its decisions and times only the shapes it lacks (``$STREAMSPLAT_TUNED_CHOICES=0`` turns them off).
+
 The timer is pluggable (:func:`set_timer`), so CPU tests can count timing calls.
 """
 
@@ -137,6 +141,36 @@ def _from_json(v):
     return tuple(_from_json(x) for x in v) if isinstance(v, list) else v
 
 
+TUNED_DIR = Path(__file__).resolve().parent / "tuned"
+_TUNED: Dict[str, Dict[str, Any]] = {}
+
+
+def tuned_choices(env: Dict[str, str], folder: Optional[Path] = None) -> Dict[str, Any]:
+    """The packaged decisions written for exactly ``env`` (all matching files of ``folder``, default
+    :data:`TUNED_DIR`, merged); {} when none matches or ``$STREAMSPLAT_TUNED_CHOICES`` is ``0``. A file that
+    cannot be read is skipped with a warning."""
+    if os.environ.get("STREAMSPLAT_TUNED_CHOICES", "1") == "0":
+        return {}
+    folder = TUNED_DIR if folder is None else Path(folder)
+    memo = json.dumps([str(folder), env], sort_keys=True)
+    if memo not in _TUNED:
+        out: Dict[str, Any] = {}
+        for f in sorted(folder.glob("*.json")) if folder.is_dir() else []:
+            try:
+                data = json.loads(f.read_text())
+                ok = isinstance(data, dict) and data.get("format") == FORMAT and isinstance(data.get("choices"), dict)
+            except (OSError, ValueError, UnicodeDecodeError) as e:
+                ok, data = False, str(e)
+            if not ok:
+                msg = f"packaged kernel-choice table {f} skipped: not a format-{FORMAT} choice file"
+                warnings.warn(msg, stacklevel=2)
+                continue
+            if data.get("env") == env:
+                out.update({k: _from_json(v) for k, v in data["choices"].items()})
+        _TUNED[memo] = out
+    return dict(_TUNED[memo])
+
+
 def _key_text(kind: str, key: Tuple) -> str:
     return kind + ":" + ",".join(str(k) for k in key)
 
@@ -153,6 +187,7 @@ class KernelChoices:
         self.timer = timer
         self.timed = 0  # choices timed by this process (tests assert a second process times none)
         self.seconds = 0.0  # wall clock spent timing them, compilation of the candidates included
+        self.packaged = 0  # decisions available from a packaged table of this environment (tuned_choices)
         self._depth = 0  # nesting of choose() on this object (a nested choice's time is inside its parent's)
         self._mem: Dict[str, Any] = {}
         self._disk: Optional[Dict[str, Any]] = None
@@ -186,8 +221,10 @@ class KernelChoices:
         return {k: _from_json(v) for k, v in data["choices"].items()}
 
     def _load(self) -> Dict[str, Any]:
-        if self._disk is None:
-            self._disk = self._read(warn=True)
+        if self._disk is None:  # this machine's file wins over a packaged table
+            tuned = tuned_choices(self.env)
+            self.packaged = len(tuned)
+            self._disk = {**tuned, **self._read(warn=True)}
         return self._disk
 
     def _save(self) -> None:
