@@ -42,7 +42,7 @@ import tempfile
 import threading
 import time
 from pathlib import Path
-from typing import Any, Dict, List, Optional
+from typing import Any, Dict, List, Optional, Tuple
 
 from streamsplat_ns.rendering import cuda_cache_dir
 
@@ -219,6 +219,7 @@ def _derive(res: dict) -> dict:
         "mp4_frames": [res.get("summary", {}).get(k) for k in ("reconstruction_frames", "interpolated_frames")],
         # choices timed in this process and their seconds (compilation included): a fresh machine's warm-up
         "kernel_choices": s.get("kernel_choices"),
+        "blocked_ms_per_frame": s.get("blocked_ms_per_frame") or {},
     }
     if frames:
         out["fps_process"] = frames / res["process_s"] if res.get("process_s") else None
@@ -236,6 +237,23 @@ def _choices(c: Optional[dict]) -> str:
     return f"{c['timed']} ({c['seconds']:.1f}){packaged}"
 
 
+def _blocked(b: Optional[dict]) -> str:
+    if not b:
+        return "n/a"
+    return f"{_f(b.get('render'), '{:.2f}')} / {_f(b.get('encode'), '{:.2f}')}"
+
+
+def _split_variant(v: str) -> Tuple[Dict[str, str], str]:
+    """A --variants entry: leading NAME=VALUE words are environment variables of the run, the rest CLI flags
+    (e.g. 'STREAMSPLAT_SWITCH_INTERVAL_MS=0.5 --video-preset ultrafast')."""
+    env: Dict[str, str] = {}
+    words = v.split()
+    while words and "=" in words[0] and not words[0].startswith("-"):
+        k, val = words.pop(0).split("=", 1)
+        env[k] = val
+    return env, " ".join(words)
+
+
 def _f(x, fmt="{:.1f}") -> str:
     return "n/a" if x is None else fmt.format(x)
 
@@ -245,8 +263,8 @@ def table(results: dict) -> str:
         "| encoder | run | frames | process s | frames/s (process) | frames/s (stream) | frames/s (steady) "
         "| first output s | choices timed (s) | "
         + " | ".join(f"{s} ms/f" for s in STAGES)
-        + " | peak GPU MiB | mp4 frames |",
-        "|" + "---|" * (11 + len(STAGES)),
+        + " | main waits on render / encode ms/f | peak GPU MiB | mp4 frames |",
+        "|" + "---|" * (12 + len(STAGES)),
     ]
     for r in results["runs"]:
         d = r.get("derived") or {}
@@ -259,6 +277,7 @@ def table(results: dict) -> str:
             f"{_f(d.get('fps_process'))} | {_f(d.get('fps_stream'))} | {_f(d.get('fps_steady'))} | "
             f"{_f(d.get('first_output_s'), '{:.2f}')} | {_choices(d.get('kernel_choices'))} | "
             + " | ".join(_f(st.get(s), "{:.2f}") for s in STAGES)
+            + f" | {_blocked(d.get('blocked_ms_per_frame'))}"
             + f" | {_f(d.get('peak_gpu_mib'), '{:.0f}')} | "
             + "/".join(str(x) for x in d.get("mp4_frames", []))
             + " |"
@@ -407,13 +426,15 @@ def main(argv: Optional[List[str]] = None) -> dict:
             for label, tag, *variant in plan:
                 if not room(f"reconstruct {enc} {tag}"):
                     continue
-                extra = " ".join(x for x in [a.cli_extra, *variant] if x)
+                venv, vflags = _split_variant(variant[0]) if variant else ({}, "")
+                extra = " ".join(x for x in [a.cli_extra, vflags] if x)
                 spec = {
                     "argv": _cli_argv(str(video), w, enc, work / f"out_{enc}_{tag}", extra.split()),
                     "if_supported": tiny_extra,
                 }
-                r = _spawn("reconstruct", spec, cache_env(cache), work / f"log_{enc}_{tag}.txt")
-                r.update(encoder=enc, run=label + (f" ({extra})" if extra else ""))
+                r = _spawn("reconstruct", spec, {**cache_env(cache), **venv}, work / f"log_{enc}_{tag}.txt")
+                shown = " ".join([*(f"{k}={v}" for k, v in venv.items()), extra]).strip()
+                r.update(encoder=enc, run=label + (f" ({shown})" if shown else ""))
                 if "error" not in r:
                     r["derived"] = _derive(r)
                 used[cache] = True

@@ -254,6 +254,7 @@ class ReconstructionEngine:
         self._render_pool = None  # render_async: one worker thread with its own CUDA stream, made on first use
         self._render_stream: Optional["torch.cuda.Stream"] = None
         self._render_slots = threading.BoundedSemaphore(2)  # renders in flight at most
+        self.render_blocked_s = 0.0  # the caller's time waiting for a free render slot
         self.frames_done = 0
         self.intervals_done = 0
         self.t_start: Optional[float] = None
@@ -467,7 +468,10 @@ class ReconstructionEngine:
         ready = torch.cuda.Event()
         ready.record()  # the interval's Gaussians are queued on this (the caller's) stream
         rs = self._render_stream
-        self._render_slots.acquire()
+        if not self._render_slots.acquire(blocking=False):
+            t = time.perf_counter()
+            self._render_slots.acquire()
+            self.render_blocked_s += time.perf_counter() - t
 
         def job():
             try:
@@ -578,6 +582,11 @@ class ReconstructionEngine:
             "first_interval_s": None if self.t_first is None or self.t_start is None else self.t_first - self.t_start,
             "stages_s": stages,
             "stages_ms_per_frame": {k: 1000 * v / n for k, v in stages.items()},
+            # where the caller (main thread) waited on the pipeline behind it: the bottleneck, if any
+            "blocked_ms_per_frame": {
+                "render": 1000 * self.render_blocked_s / n,
+                "encode": 1000 * sum(w.blocked_s for w in self._writers) / n,
+            },
             "dropped": sum(getattr(s, "dropped", 0) for s in self._sources),
             "device": str(self.device),
             "options": _describe(self.options),

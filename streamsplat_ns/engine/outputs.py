@@ -82,6 +82,7 @@ class VideoWriter:
         self.tmp = temp_name(self.path)
         self.frames = 0
         self.encode_s = 0.0
+        self.blocked_s = 0.0  # the caller's time waiting on a full queue: this writer was the bottleneck
         self.error: Optional[BaseException] = None
         self.closed = False
         try:
@@ -92,6 +93,10 @@ class VideoWriter:
                     self.stream = self.container.add_stream(codec, rate=rate)
                     if codec == "libx264":  # 'veryfast': ~4x the frames/s of x264's default, slightly larger files
                         self.stream.options = {"preset": preset}
+                        # frame threads (PyAV's default is slice threads, which a 288-row frame barely splits):
+                        # the 4x interpolated video is the pipeline's largest CPU cost per source frame
+                        self.stream.thread_type = "FRAME"
+                        self.stream.thread_count = 0  # x264's own count for this machine
                     break
                 except Exception:  # noqa: BLE001 - codec availability depends on the FFmpeg build
                     continue
@@ -118,9 +123,16 @@ class VideoWriter:
 
     def _put(self, item) -> None:
         # bounded wait per try: an encoder thread that died (or never drains) is an error, not a hang
+        try:
+            self._queue.put_nowait(item)
+            return
+        except queue.Full:
+            pass
+        t = time.perf_counter()
         while True:
             try:
                 self._queue.put(item, timeout=0.5)
+                self.blocked_s += time.perf_counter() - t
                 return
             except queue.Full:
                 if not self._thread.is_alive():
