@@ -245,7 +245,7 @@ def _blocked(b: Optional[dict]) -> str:
 
 def _split_variant(v: str) -> Tuple[Dict[str, str], str]:
     """A --variants entry: leading NAME=VALUE words are environment variables of the run, the rest CLI flags
-    (e.g. 'STREAMSPLAT_SWITCH_INTERVAL_MS=0.5 --video-preset ultrafast')."""
+    (e.g. 'STREAMSPLAT_TUNED_CHOICES=0 --video-preset ultrafast')."""
     env: Dict[str, str] = {}
     words = v.split()
     while words and "=" in words[0] and not words[0].startswith("-"):

@@ -24,7 +24,6 @@ finalised, the manifest says how far it got, and the command exits non-zero.
 from __future__ import annotations
 
 import logging
-import os
 import sys
 import time
 from dataclasses import dataclass
@@ -38,7 +37,6 @@ from ..data.errors import DataError
 from .common import ModelArgs
 
 log = logging.getLogger(__name__)
-SWITCH_ENV = "STREAMSPLAT_SWITCH_INTERVAL_MS"  # Python's GIL switch interval for this run (default 5 ms)
 
 
 @dataclass
@@ -110,9 +108,6 @@ def main(args: ReconstructArgs) -> Dict:
     from ..inference import InferenceOptions
 
     t_start = time.perf_counter()
-    switch_ms = os.environ.get(SWITCH_ENV)
-    if switch_ms:  # an experiment (benchmarks/bench_reconstruct.py variants): how often threads hand over the GIL
-        sys.setswitchinterval(float(switch_ms) / 1000.0)
     if args.frame_step < 1 or args.interp < 1:
         raise ValueError("--frame-step and --interp must be >= 1")
     bad = [f for f in args.ply_frames if f < 0]
