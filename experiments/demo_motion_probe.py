@@ -48,6 +48,8 @@ def main() -> None:
     ap.add_argument("--gap", type=int, default=5, help="key-frame gap of the interval")
     ap.add_argument("--steps", type=int, default=50)
     ap.add_argument("--lr", type=float, default=5e-3, help="Adam step on the velocities (canonical units)")
+    ap.add_argument("--sample-root", type=Path, default=None, help="a generated sample folder (default: embedded)")
+    ap.add_argument("--coarse", type=float, default=0.0, help="add this weight of losses.coarse_mse to the MSE")
     a = ap.parse_args()
 
     from streamsplat_ns.assets import demo_weights_path
@@ -55,13 +57,14 @@ def main() -> None:
     from streamsplat_ns.data.sample import ensure_sample
     from streamsplat_ns.engine import ReconstructionEngine
     from streamsplat_ns.inference import InferenceOptions
+    from streamsplat_ns.losses import coarse_mse
     from streamsplat_ns.networks.checkpoint import load_checkpoint
     from streamsplat_ns.rendering import render_canonical
 
     model = load_checkpoint(a.weights or demo_weights_path(), "cpu", allow_random_dino=True)
     eng = ReconstructionEngine(model, options=InferenceOptions.eager(), device=torch.device("cpu"))
     h, w = eng.size
-    rgb, disp = load_sample_sequence(ensure_sample(), a.sequence, eng.size)
+    rgb, disp = load_sample_sequence(a.sample_root or ensure_sample(), a.sequence, eng.size)
     g0 = eng.reconstruct_clip(rgb[: a.gap + 1], disp[: a.gap + 1], a.gap)[0].gaussians
     n = g0.means.shape[1] // 2  # frame-0 Gaussians first, one per pixel
     # canonical x units per pixel column, from the frame-0 Gaussians' positions
@@ -92,7 +95,7 @@ def main() -> None:
             )
         if it == a.steps:
             break
-        loss = F.mse_loss(out, gt)
+        loss = F.mse_loss(out, gt) + (a.coarse * coarse_mse(out, gt) if a.coarse else 0.0)
         opt.zero_grad()
         loss.backward()
         opt.step()

@@ -174,7 +174,7 @@ def trainer_config(
     variant: Optional[Dict[str, object]] = None,
 ):
     """The stage's trainer config. ``variant``: recipe changes to try (``decoder_depth``, ``lr``,
-    ``cross_pixel``, ``run_name``), e.g. several stage-2 variants side by side on one GPU (scripts/gpu_demo_variants.sh)."""
+    ``cross_pixel``, ``token_correlation``, ``coarse_loss``, ``run_name``), e.g. several stage-2 variants side by side on one GPU (scripts/gpu_demo_variants.sh)."""
     from streamsplat_ns.method_configs.methods import scripted_config
 
     variant = variant or {}
@@ -194,6 +194,10 @@ def trainer_config(
         m.decoder.depth = int(variant["decoder_depth"])
     if variant.get("cross_pixel"):
         m.decoder.cross_pixel = True
+    if variant.get("token_correlation"):
+        m.decoder.token_correlation = int(variant["token_correlation"])
+    if variant.get("coarse_loss"):
+        m.lambda_coarse = float(variant["coarse_loss"])
     m.lambda_lpips = 0.0  # no LPIPS weights are assumed on the training machine: the recipe must not depend on them
     m.allow_random_dino = True
     m.encoder_checkpoint = encoder_ckpt
@@ -409,8 +413,22 @@ def main() -> None:
         action="store_true",
         help="variant: DecoderConfig.cross_pixel (the motion heads also see the other frame's pixel features)",
     )
+    ap.add_argument(
+        "--token-correlation",
+        type=int,
+        default=None,
+        help="variant: DecoderConfig.token_correlation, a radius in tokens (e.g. 2: +-16 px at 8-px tokens)",
+    )
+    ap.add_argument(
+        "--coarse-loss",
+        type=float,
+        default=None,
+        help="variant: StreamSplatModelConfig.lambda_coarse (MSE of 4x4- and 16x16-filtered renders; default 0)",
+    )
     args = ap.parse_args()
     variant = {
+        "coarse_loss": args.coarse_loss,
+        "token_correlation": args.token_correlation,
         "run_name": args.run_name,
         "decoder_depth": args.decoder_depth,
         "lr": args.lr,

@@ -12,7 +12,8 @@
 # SKIP_LIVE=1 (and the other SKIP_* switches), each stage's *_TIMEOUT and *_ARGS as below.
 #   SKIP_TESTS      GPU tests (pytest -m gpu; GPU_TESTS overrides the file list)      TESTS_TIMEOUT   (150)
 #   SKIP_RECON      benchmarks/bench_reconstruct.py (issue 11), RECON_ARGS, e.g.      RECON_TIMEOUT   (240)
-#                   RECON_ARGS="--long 10000 --encoders vits --compare-intervals 4" for the memory run
+#                   RECON_ARGS="--long 10000 --encoders vits --compare-intervals 4" for the memory run;
+#                   RECON_VARIANTS="--depth-short-side 294; NAME=VALUE --flag" extra runs (';'-separated)
 #   SKIP_LIVE       benchmarks/bench_live.py (issue 12, if present), LIVE_ARGS        LIVE_TIMEOUT    (100)
 #   SKIP_KERNELS    benchmarks/bench_kernels.py                                       KERNELS_TIMEOUT (150)
 #   SKIP_STREAM     benchmarks/bench_streaming.py, STREAM_FRAMES (10000), STREAM_ARGS STREAM_TIMEOUT  (260)
@@ -111,8 +112,10 @@ stage "GPU tests" "${SKIP_TESTS:-0}" "${TESTS_TIMEOUT:-150}" python3 -m pytest -
 grep "^DA-V2" "$OUT/pytest.log" 2>/dev/null; tail -4 "$OUT/pytest.log" 2>/dev/null
 # issue 11: streamsplat-reconstruct end to end with default flags, DA-V2 ViT-S and ViT-L
 RECON_TIMEOUT=${RECON_TIMEOUT:-240}
+# RECON_ARGS is word-split: flag sets with spaces go in RECON_VARIANTS, ';'-separated (one --variants entry each)
+RV=(); if [ -n "${RECON_VARIANTS:-}" ]; then IFS=';' read -ra RV <<< "$RECON_VARIANTS"; RV=(--variants "${RV[@]}"); fi
 stage "bench_reconstruct" "${SKIP_RECON:-0}" "$RECON_TIMEOUT" python3 -m benchmarks.bench_reconstruct --work /tmp/bench_recon \
-    --budget-s $(( RECON_TIMEOUT - 60 )) --json "$OUT/reconstruct.json" ${RECON_ARGS:-} > "$OUT/reconstruct.log" 2>&1
+    --budget-s $(( RECON_TIMEOUT - 60 )) --json "$OUT/reconstruct.json" ${RECON_ARGS:-} "${RV[@]}" > "$OUT/reconstruct.log" 2>&1
 cp /tmp/bench_recon/log_*.txt "$OUT/" 2>/dev/null  # each worker's full stdout / stderr (stack dumps of a hang)
 # the kernel choices the runs timed (in logs.tgz): copied into streamsplat_ns/inference/tuned/ they serve a fresh
 # machine of exactly this environment (inference.choices.tuned_choices)

@@ -33,6 +33,9 @@ IFS=';' read -ra V <<< "${VARIANTS:- }"
 n=${#V[@]}
 workers=$(( $(nproc) / n - 1 )); [ "$workers" -lt 1 ] && workers=1
 minutes=$(python3 -c "print(round(($BUDGET_S - ($(date +%s) - $T0) - 25) / 60, 2))")
+if ! python3 -c "import sys; sys.exit(0 if $minutes >= 0.5 else 1)"; then
+  echo "=== BUDGET_S=$BUDGET_S leaves $minutes minutes per variant: nothing to train (session 7 lost a call this way)"; exit 1
+fi
 echo "=== $n variants, $workers data workers each, $minutes minutes each"
 pids=()
 for i in "${!V[@]}"; do

@@ -4,6 +4,7 @@ import hashlib
 import time
 
 import numpy as np
+import pytest
 from PIL import Image
 
 from streamsplat_ns.data import davis
@@ -51,3 +52,15 @@ def test_default_size_is_fast(tmp_path):
     assert is_sample(root) and dt < 15
     assert ensure_sample(root) == root  # cached: no regeneration
     assert len(list((root / "JPEGImages" / "480p").iterdir())) == 4
+
+
+def test_a_sample_of_another_configuration_is_never_overwritten(tmp_path):
+    """ensure_sample(root) on a folder holding a current sample of other settings (a generated training set)
+    raises naming the folder, instead of replacing it with the default sample."""
+    cfg = SampleConfig(num_sequences=1, num_frames=3, height=32, width=48, seed=7, num_val=0)
+    root = make_sample(tmp_path / "train", cfg)
+    before = sorted(p.name for p in (root / "JPEGImages" / "480p" / "synth-00").iterdir())
+    with pytest.raises(FileExistsError, match="another configuration"):
+        ensure_sample(root)
+    assert is_sample(root, cfg) and ensure_sample(root, cfg) == root
+    assert sorted(p.name for p in (root / "JPEGImages" / "480p" / "synth-00").iterdir()) == before

@@ -53,25 +53,30 @@ def test_gpu_fastest_engine_matches_eager(tmp_path, depth):
     assert stats["stages_s"]["model"] > 0
 
 
-def test_gpu_fastest_engine_matches_eager_cross_pixel(tmp_path):
-    """A ``cross_pixel`` decoder (the demo recipe's variant) through the CUDA-graph step, whose cached head
-    terms then carry each frame's share in the other frame's heads, equals the eager oracle."""
+@pytest.mark.parametrize("variant", ["cross_pixel", "token_correlation"])
+def test_gpu_fastest_engine_matches_eager_cross_pixel(tmp_path, variant):
+    """The demo recipe's decoder variants through the CUDA-graph step equal the eager oracle: ``cross_pixel``
+    (the cached head terms then carry each frame's share in the other frame's heads) and
+    ``token_correlation`` (the correlation of the cached and the new frame's tokens inside the graph)."""
     write_clip(tmp_path / "clip", n=8, size=(60, 100))
 
     def run(options):
         torch.manual_seed(0)
         cfg = ModelConfig.tiny()
-        cfg.decoder.cross_pixel = True
+        if variant == "cross_pixel":
+            cfg.decoder.cross_pixel = True
+        else:
+            cfg.decoder.token_correlation = 1
         model = StreamSplat.from_config(cfg).cuda().eval()
-        with torch.no_grad():
-            model.decoder.cross_proj.weight.normal_(0, 0.3)  # zero-initialised: make it matter
+        with torch.no_grad():  # zero-initialised: make it matter
+            (model.decoder.cross_proj if variant == "cross_pixel" else model.decoder.corr_proj).weight.normal_(0, 0.3)
         eng = ReconstructionEngine(model, options=options, disparity=DisparitySource.files(tmp_path / "clip_depth"))
         return [iv.gaussians for iv in eng.stream(open_frames(tmp_path / "clip"))]
 
     eager, fast = run(InferenceOptions.eager()), run(InferenceOptions.fastest())
     assert len(eager) == len(fast) == 7
     dv = max(float((a.motion - b.motion).abs().max()) for a, b in zip(eager, fast))
-    print(f"cross_pixel fastest vs eager: max |motion| diff {dv:.2e}")
+    print(f"{variant} fastest vs eager: max |motion| diff {dv:.2e}")
     assert dv < 5e-2, dv
 
 

@@ -5,6 +5,7 @@ import logging
 import numpy as np
 import pytest
 import torch
+import torch.nn.functional as F
 
 from streamsplat_ns.losses import masked_mse, psnr, ssi_depth_loss, ssim
 from streamsplat_ns.lpips import LPIPSVGG, load_lpips, lpips_256
@@ -82,3 +83,38 @@ def test_lpips_absent_is_one_clear_warning(tmp_path, caplog):
     with caplog.at_level(logging.WARNING):
         assert load_lpips(tmp_path / "missing.pth", None, "the LPIPS loss") is None
     assert "skipped" in caplog.text and "nothing is downloaded" in caplog.text
+
+
+def _bump_row(centre: torch.Tensor, width: int = 64, height: int = 16) -> torch.Tensor:
+    """[1, H, W, 3] image of a vertical bright line (Gaussian profile, sigma 1 px) at column ``centre``."""
+    x = torch.arange(width, dtype=torch.float32)
+    row = torch.exp(-0.5 * (x - centre) ** 2)
+    return row.view(1, 1, width, 1).expand(1, height, width, 3)
+
+
+def test_coarse_mse_level_one_is_mse_and_rejects_bad_factors():
+    from streamsplat_ns.losses import coarse_mse
+
+    g = torch.Generator().manual_seed(0)
+    a, b = torch.rand(2, 3, 20, 24, 3, generator=g), torch.rand(2, 3, 20, 24, 3, generator=g)
+    assert torch.allclose(coarse_mse(a, b, (1,)), F.mse_loss(a, b))
+    assert float(coarse_mse(a, a, (4, 16))) == 0.0
+    with pytest.raises(ValueError, match="powers of two"):
+        coarse_mse(a, b, (3,))
+    with pytest.raises(ValueError, match="empty"):
+        coarse_mse(a, b, ())
+
+
+def test_coarse_mse_has_a_gradient_where_full_resolution_mse_is_flat():
+    """A line 8 px from its target: the full-resolution MSE gives almost no pull on its position, the
+    pyramid levels pull it the right way (towards the target)."""
+    from streamsplat_ns.losses import coarse_mse
+
+    target = _bump_row(torch.tensor(30.0))
+    grads = {}
+    for name, loss in (("full", lambda p: F.mse_loss(p, target)), ("coarse", lambda p: coarse_mse(p, target))):
+        c = torch.tensor(22.0, requires_grad=True)
+        loss(_bump_row(c)).backward()
+        grads[name] = float(c.grad)
+    assert grads["coarse"] < 0  # descent moves the line from 22 towards 30
+    assert abs(grads["full"]) < 0.01 * abs(grads["coarse"])

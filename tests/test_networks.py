@@ -138,6 +138,59 @@ def test_cross_pixel_decoder_variant():
         assert (e.motion - c.motion).abs().max() < 0.1 * (c.motion - a.motion).abs().max()
 
 
+def test_token_correlation_decoder_variant(tmp_path):
+    """DecoderConfig.token_correlation (a demo-recipe variant, off in the paper config): the correlation finds
+    where a token's content went; zero-initialised the decoder is the plain one; trained, it changes the
+    motion, and a checkpoint round trip and the inference-prepared model give the same Gaussians."""
+    from streamsplat_ns.inference import InferenceOptions, prepare
+    from streamsplat_ns.networks.checkpoint import load_checkpoint, save_checkpoint
+
+    torch.manual_seed(0)
+    plain = StreamSplat(EncoderConfig.tiny(), DecoderConfig.tiny()).eval()
+    assert DecoderConfig.paper().token_correlation == 0 and plain.decoder.corr_proj is None
+    corr = StreamSplat(EncoderConfig.tiny(), DecoderConfig.tiny(token_correlation=1)).eval()
+    assert corr.load_state_dict(plain.state_dict(), strict=False).missing_keys == ["decoder.corr_proj.weight"]
+    with pytest.raises(ValueError, match="token_correlation"):
+        DecoderConfig.tiny(token_correlation=-1)
+
+    # frame 1 = frame 0 moved one token to the right: frame 0's content is found at offset (0, +1)
+    dec = corr.decoder
+    gh, gw = dec.enc_cfg.token_grid
+    t0 = torch.randn(1, gh * gw, dec.cfg.width)
+    t1 = t0.view(1, gh, gw, -1).roll(1, dims=2).reshape(1, gh * gw, -1)
+    c = dec.correlation(t0, t1).view(1, 2, gh, gw, 9)
+    inner = (slice(None), slice(1, gw - 1))  # all rows; columns away from the wrap-around
+    assert (c[0, 0][inner].argmax(-1) == 5).all()  # (dy, dx) = (0, +1): row-major index 1 * 3 + 2
+    assert (c[0, 1][inner].argmax(-1) == 3).all()  # and frame 1's content came from (0, -1)
+    assert torch.allclose(c[0, 0][inner][..., 5], torch.ones(gh, gw - 2), atol=1e-5)
+
+    rgb, d = frames(2)
+    rgb1, d1 = rgb.roll(2, -1), d.roll(2, -1)
+    with torch.no_grad():
+        a, b = plain.predict_pair(rgb, d, rgb1, d1), corr.predict_pair(rgb, d, rgb1, d1)
+        assert torch.allclose(a.motion, b.motion) and torch.allclose(a.gamma0, b.gamma0)  # zero init: plain
+        corr.decoder.corr_proj.weight.normal_(0, 0.5)
+        e = corr.predict_pair(rgb, d, rgb1, d1)
+        assert (e.motion - a.motion).abs().max() > 1e-3
+    # the streaming session (cached frame state, then the next frame) gives the same pair
+    from streamsplat_ns.streaming import StreamingSession
+
+    s = StreamingSession(corr, InferenceOptions.eager())
+    assert s.push(rgb[:1], d[:1]) is None
+    streamed = s.push(rgb1[:1], d1[:1])
+    with torch.no_grad():
+        one = corr.predict_pair(rgb[:1], d[:1], rgb1[:1], d1[:1])
+    assert torch.allclose(streamed.motion, one.motion, atol=1e-5)
+    path = tmp_path / "corr.safetensors"
+    save_checkpoint(corr, path)
+    back = load_checkpoint(path, "cpu")
+    assert back.decoder.cfg.token_correlation == 1
+    with torch.no_grad():
+        assert torch.equal(back.predict_pair(rgb, d, rgb1, d1).motion, e.motion)
+        fast = prepare(corr, InferenceOptions.fastest()).predict_pair(rgb, d, rgb1, d1)
+    assert (fast.motion - e.motion).abs().max() < 0.1 * (e.motion - a.motion).abs().max()
+
+
 def test_options_rotation_and_sh():
     torch.manual_seed(0)
     enc = StaticEncoder(EncoderConfig.tiny(learned_rotation=True, sh_degree=2)).eval()

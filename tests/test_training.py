@@ -85,6 +85,10 @@ def test_stage2_freezes_the_stage1_encoder(stage1_runs, tmp_path):
     _, losses, metrics = t2.pipeline.get_train_loss_dict(step=100)
     assert losses["mask"] > 0  # the foreground loss the released code drops is really applied
     assert {"mse", "depth"} <= set(losses) and "psnr_middle" in metrics
+    assert "coarse" not in losses  # off in the paper config
+    t2.pipeline.model.config.lambda_coarse = 0.5  # the demo recipe's option (--coarse-loss)
+    _, losses, _ = t2.pipeline.get_train_loss_dict(step=101)
+    assert losses["coarse"] > 0
 
 
 def test_nonfinite_gradients_are_skipped(tmp_path, monkeypatch):

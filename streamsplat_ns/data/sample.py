@@ -262,6 +262,18 @@ def ensure_sample(root: Optional[Union[str, Path]] = None, cfg: Optional[SampleC
     root = Path(root) if root else default_sample_dir()
     if is_sample(root, cfg):
         return root
+    try:
+        held = json.loads((root / MARKER).read_text())
+    except (OSError, json.JSONDecodeError):
+        held = None
+    if isinstance(held, dict) and held.get("version") == SAMPLE_VERSION:
+        # a current sample of another configuration (e.g. a generated training set): never overwrite it
+        want = asdict(cfg or SampleConfig())
+        diff = {k: (held.get(k), v) for k, v in want.items() if held.get(k) != v}
+        raise FileExistsError(
+            f"{root} holds a sample of another configuration (held, wanted: {diff}); pass another directory, "
+            f"or delete {root} to regenerate it"
+        )
     root.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=".sample-", dir=root.parent))
     try:

@@ -20,7 +20,7 @@ from nerfstudio.utils.rich_utils import CONSOLE
 from torch import Tensor
 from torch.nn import Parameter
 
-from ..losses import masked_mse, psnr, ssi_depth_loss, ssim
+from ..losses import coarse_mse, masked_mse, psnr, ssi_depth_loss, ssim
 from ..lpips import LPIPSVGG, load_lpips, lpips_256
 from ..networks.config import DecoderConfig, EncoderConfig
 from ..networks.model import StreamSplat
@@ -51,6 +51,11 @@ class StreamSplatModelConfig(ModelConfig):
     """Only pixels with rendered alpha above this count in the depth loss (stage 2: 0.1)."""
     lambda_mask: float = 0.0
     """Foreground-mask MSE weight (stage 2: 3.0; applied, unlike the released code)."""
+    lambda_coarse: float = 0.0
+    """Not in the paper (0 in its configs): weight of ``losses.coarse_mse``, MSE of box-filtered renders, which
+    keeps a gradient for motion larger than a Gaussian. For small recipes whose decoder settles on cross-fading."""
+    coarse_factors: Tuple[int, ...] = (4, 16)
+    """Box-filter sizes (pixels) of ``lambda_coarse``."""
     lambda_lpips: float = 0.05
     lpips_start_step: int = 0
     lpips_vgg_path: Optional[Path] = None
@@ -225,6 +230,8 @@ class StreamSplatModel(StreamSplatViewerMixin, Model):
                 None if valid is None else valid.reshape(B, -1),
                 robust_threshold=cfg.robust_depth_threshold,
             )
+        if cfg.lambda_coarse > 0:
+            losses["coarse"] = cfg.lambda_coarse * coarse_mse(pred, gt, cfg.coarse_factors)
         if cfg.lambda_mask > 0:
             losses["mask"] = cfg.lambda_mask * masked_mse(pred, gt, mask)
         if cfg.lambda_lpips > 0 and self.training and self._step >= cfg.lpips_start_step:

@@ -168,8 +168,16 @@ class DecoderConfig:
     static features at the same pixel (a zero-initialised projection added to their own), a local cue for
     motions smaller than a token. A recipe variant of the small demo model, whose tokens are too coarse and
     whose transformer is too small to infer a background's sub-patch pan (docs/benchmarks.md, session 6)."""
+    token_correlation: int = 0
+    """Not in the paper (0, off): radius in tokens of a local correlation between the two frames' encoder
+    tokens (cosine similarity of each token with the other frame's ``(2r+1)^2`` neighbours), added to the
+    transformer's input through a zero-initialised projection: direct evidence of where content moved. A
+    recipe variant of the small demo model, whose decoder learned no motion from appearance alone (its
+    velocities hardly depend on the input; docs/benchmarks.md, session 7)."""
 
     def __post_init__(self) -> None:
+        if self.token_correlation < 0:
+            raise ValueError(f"token_correlation must be >= 0 (a radius in tokens), got {self.token_correlation}")
         if isinstance(self.upsampler, dict):
             self.upsampler = UpsamplerConfig(**self.upsampler)
         if isinstance(self.dino, dict):

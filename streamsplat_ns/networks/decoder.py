@@ -83,6 +83,10 @@ class DynamicDecoder(nn.Module):
         if cfg.cross_pixel:
             self.cross_proj = nn.Linear(cs, cs, bias=False)
             nn.init.zeros_(self.cross_proj.weight)  # at initialisation the decoder is the plain one
+        self.corr_proj = None  # DecoderConfig.token_correlation: where each token's content went
+        if cfg.token_correlation:
+            self.corr_proj = nn.Linear((2 * cfg.token_correlation + 1) ** 2, d, bias=False)
+            nn.init.zeros_(self.corr_proj.weight)  # at initialisation the decoder is the plain one
         self.heads = DynamicHeads(
             cs + self.upsampler.out_width, cfg.head_hidden, cfg.motion_order, cfg.velocity_scale, enc.position_bound_eps
         )
@@ -96,9 +100,27 @@ class DynamicDecoder(nn.Module):
         b, l, d = tokens0.shape
         x = torch.cat([tokens0, tokens1], dim=1).float() + self.pos_embed
         x = x + self.frame_embed.repeat_interleave(l, dim=1)
+        if self.corr_proj is not None:
+            x = x + _linear(self.correlation(tokens0, tokens1), self.corr_proj).float()
         x = self.norm_in(x)
         context = torch.stack([cond1, cond0], dim=1)  # frame 0 attends to frame 1's DINO, and vice versa
         return run_blocks(self.blocks, x, context, final_norm=self.norm_out)
+
+    def correlation(self, tokens0: Float[Tensor, "B L D"], tokens1: Float[Tensor, "B L D"]) -> Float[Tensor, "B 2L K"]:
+        """Cosine similarity of each token with the other frame's tokens at the ``K = (2r+1)^2`` offsets of
+        its neighbourhood (row-major, zero outside the grid): frame 0's tokens first, then frame 1's."""
+        r = self.cfg.token_correlation
+        gh, gw = self.enc_cfg.token_grid
+        b, l, d = tokens0.shape
+        a0 = F.normalize(tokens0.float(), dim=-1)
+        a1 = F.normalize(tokens1.float(), dim=-1)
+
+        def corr(q: Tensor, k: Tensor) -> Tensor:
+            grid = k.transpose(1, 2).reshape(b, d, gh, gw)
+            win = F.unfold(grid, 2 * r + 1, padding=r).view(b, d, (2 * r + 1) ** 2, l)
+            return torch.einsum("bld,bdkl->blk", q, win)
+
+        return torch.cat([corr(a0, a1), corr(a1, a0)], dim=1)
 
     def dynamic_features(self, x: Float[Tensor, "B 2L D"]) -> Float[Tensor, "2B N C"]:
         b2, l2, d = x.shape
