@@ -194,7 +194,8 @@ def test_choice_cache_damaged_file_is_ignored_with_a_warning(tmp_path, damage):
 
 def test_packaged_tuned_choices_serve_a_fresh_machine_of_the_same_environment(tmp_path, monkeypatch):
     """A packaged table (a copied cache file) is used by a process with an empty cache only when its
-    environment is exactly this one; it can be turned off, and a damaged table is skipped with a warning."""
+    environment is this one (another driver is fine; another Triton is not); it can be turned off, and a
+    damaged table is skipped with a warning."""
     from streamsplat_ns.inference import choices
 
     ch, _ = _choose_here(tmp_path / "measured")
@@ -213,6 +214,11 @@ def test_packaged_tuned_choices_serve_a_fresh_machine_of_the_same_environment(tm
     assert got == [(1, 2), (3, 4)] and off.timed == 2
     monkeypatch.delenv("STREAMSPLAT_TUNED_CHOICES")
     doc["env"]["driver"] = "another driver"
+    (tuned / "h.json").write_text(json.dumps(doc))
+    monkeypatch.setattr(choices, "_TUNED", {})
+    driver, got = _choose_here(tmp_path / "driver")
+    assert got == [(3, 4), (3, 4)] and driver.timed == 0
+    doc["env"]["triton"] = "another triton"
     (tuned / "h.json").write_text(json.dumps(doc))
     (tuned / "bad.json").write_text("{not json")
     monkeypatch.setattr(choices, "_TUNED", {})

@@ -96,6 +96,18 @@ def test_gaussians_from_cached_static_terms_match(order):
         dec.heads.forward_from_hidden(t0)
 
 
+def _zero_init_is_plain(plain, variant, proj: str, rgb, d, rgb1, d1):
+    """A zero-initialised decoder variant gives the plain decoder's pair; with random weights in its new
+    projection ``proj`` the motion changes. Returns (plain pair, variant pair with the random projection)."""
+    with torch.no_grad():
+        a, b = plain.predict_pair(rgb, d, rgb1, d1), variant.predict_pair(rgb, d, rgb1, d1)
+        assert torch.allclose(a.motion, b.motion) and torch.allclose(a.gamma0, b.gamma0)
+        getattr(variant.decoder, proj).weight.normal_(0, 0.5)
+        c = variant.predict_pair(rgb, d, rgb1, d1)
+    assert (c.motion - a.motion).abs().max() > 1e-3
+    return a, c
+
+
 def test_cross_pixel_decoder_variant():
     """DecoderConfig.cross_pixel (a demo-recipe variant, off in the paper config): zero-initialised it is the
     plain decoder; trained, frame 0's heads see frame 1's features and vice versa, and the streaming split
@@ -111,12 +123,8 @@ def test_cross_pixel_decoder_variant():
     assert missing == ["decoder.cross_proj.weight"]
     rgb, d = frames(2)
     rgb1, d1 = rgb.flip(-1), d.flip(-1)
+    a, c = _zero_init_is_plain(plain, cross, "cross_proj", rgb, d, rgb1, d1)
     with torch.no_grad():
-        a, b = plain.predict_pair(rgb, d, rgb1, d1), cross.predict_pair(rgb, d, rgb1, d1)
-        assert torch.allclose(a.motion, b.motion) and torch.allclose(a.gamma0, b.gamma0)  # zero init: plain
-        cross.decoder.cross_proj.weight.normal_(0, 0.5)
-        c = cross.predict_pair(rgb, d, rgb1, d1)
-        assert (c.motion - a.motion).abs().max() > 1e-3
         # frame 0's heads read frame 1: changing frame 1 changes frame 0's motion even with the transformer's
         # contribution held fixed (same dynamic features)
         dec = cross.decoder
@@ -166,12 +174,7 @@ def test_token_correlation_decoder_variant(tmp_path):
 
     rgb, d = frames(2)
     rgb1, d1 = rgb.roll(2, -1), d.roll(2, -1)
-    with torch.no_grad():
-        a, b = plain.predict_pair(rgb, d, rgb1, d1), corr.predict_pair(rgb, d, rgb1, d1)
-        assert torch.allclose(a.motion, b.motion) and torch.allclose(a.gamma0, b.gamma0)  # zero init: plain
-        corr.decoder.corr_proj.weight.normal_(0, 0.5)
-        e = corr.predict_pair(rgb, d, rgb1, d1)
-        assert (e.motion - a.motion).abs().max() > 1e-3
+    a, e = _zero_init_is_plain(plain, corr, "corr_proj", rgb, d, rgb1, d1)
     # the streaming session (cached frame state, then the next frame) gives the same pair
     from streamsplat_ns.streaming import StreamingSession
 

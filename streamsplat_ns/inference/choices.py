@@ -9,7 +9,8 @@ A file that cannot be read, has another format or another environment, or names 
 exists is ignored with a warning and rewritten.
 
 Tuned tables ship with the package (``streamsplat_ns/inference/tuned/*.json``, files of the same format
-copied from a machine's cache): where one was written for exactly this environment, a fresh machine starts
+copied from a machine's cache): where one was written for this environment (GPU, torch, CUDA and Triton; any
+driver), a fresh machine starts
 from its decisions and times only the shapes it lacks (``$STREAMSPLAT_TUNED_CHOICES=0`` turns them off).
 
 The timer is pluggable (:func:`set_timer`), so CPU tests can count timing calls.
@@ -145,10 +146,15 @@ TUNED_DIR = Path(__file__).resolve().parent / "tuned"
 _TUNED: Dict[str, Dict[str, Any]] = {}
 
 
+#: environment fields a packaged table must share with this process; the driver is left out: it changes
+#: neither the code Triton generates nor the kernels cuBLAS picks, and a pool's machines differ in it most
+TUNED_MATCH = ("gpu", "capability", "torch", "cuda", "triton")
+
+
 def tuned_choices(env: Dict[str, str], folder: Optional[Path] = None) -> Dict[str, Any]:
-    """The packaged decisions written for exactly ``env`` (all matching files of ``folder``, default
-    :data:`TUNED_DIR`, merged); {} when none matches or ``$STREAMSPLAT_TUNED_CHOICES`` is ``0``. A file that
-    cannot be read is skipped with a warning."""
+    """The packaged decisions written for this environment (:data:`TUNED_MATCH`; all matching files of
+    ``folder``, default :data:`TUNED_DIR`, merged); {} when none matches or ``$STREAMSPLAT_TUNED_CHOICES`` is
+    ``0``. A file that cannot be read is skipped with a warning."""
     if os.environ.get("STREAMSPLAT_TUNED_CHOICES", "1") == "0":
         return {}
     folder = TUNED_DIR if folder is None else Path(folder)
@@ -165,7 +171,8 @@ def tuned_choices(env: Dict[str, str], folder: Optional[Path] = None) -> Dict[st
                 msg = f"packaged kernel-choice table {f} skipped: not a format-{FORMAT} choice file"
                 warnings.warn(msg, stacklevel=2)
                 continue
-            if data.get("env") == env:
+            held = data.get("env") if isinstance(data.get("env"), dict) else {}
+            if all(held.get(k) == env.get(k) for k in TUNED_MATCH):
                 out.update({k: _from_json(v) for k, v in data["choices"].items()})
         _TUNED[memo] = out
     return dict(_TUNED[memo])
