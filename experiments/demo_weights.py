@@ -174,7 +174,7 @@ def trainer_config(
     variant: Optional[Dict[str, object]] = None,
 ):
     """The stage's trainer config. ``variant``: recipe changes to try (``decoder_depth``, ``lr``,
-    ``cross_pixel``, ``token_correlation``, ``coarse_loss``, ``run_name``), e.g. several stage-2 variants side by side on one GPU (scripts/gpu_demo_variants.sh)."""
+    ``cross_pixel``, ``token_correlation``, ``velocity_log_std_offset``, ``coarse_loss``, ``run_name``), e.g. several stage-2 variants side by side on one GPU (scripts/gpu_demo_variants.sh)."""
     from streamsplat_ns.method_configs.methods import scripted_config
 
     variant = variant or {}
@@ -196,6 +196,8 @@ def trainer_config(
         m.decoder.cross_pixel = True
     if variant.get("token_correlation"):
         m.decoder.token_correlation = int(variant["token_correlation"])
+    if variant.get("velocity_log_std_offset"):
+        m.decoder.velocity_log_std_offset = float(variant["velocity_log_std_offset"])
     if variant.get("coarse_loss"):
         m.lambda_coarse = float(variant["coarse_loss"])
     m.lambda_lpips = 0.0  # no LPIPS weights are assumed on the training machine: the recipe must not depend on them
@@ -420,6 +422,12 @@ def main() -> None:
         help="variant: DecoderConfig.token_correlation, a radius in tokens (e.g. 2: +-16 px at 8-px tokens)",
     )
     ap.add_argument(
+        "--velocity-log-std-offset",
+        type=float,
+        default=None,
+        help="variant: DecoderConfig.velocity_log_std_offset (e.g. -5: no random velocities early in training)",
+    )
+    ap.add_argument(
         "--coarse-loss",
         type=float,
         default=None,
@@ -429,6 +437,7 @@ def main() -> None:
     variant = {
         "coarse_loss": args.coarse_loss,
         "token_correlation": args.token_correlation,
+        "velocity_log_std_offset": args.velocity_log_std_offset,
         "run_name": args.run_name,
         "decoder_depth": args.decoder_depth,
         "lr": args.lr,

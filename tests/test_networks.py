@@ -640,3 +640,26 @@ def test_compile_blocks_no_recompile_fallback():
     # one graph per distinct block (two cross blocks share one; four upsampler blocks: 2 widths x shifted or not)
     assert frames.get("ok") == frames.get("total") == 5, frames
     torch._dynamo.reset()
+
+
+def test_velocity_log_std_offset_starts_training_near_the_mean():
+    """DecoderConfig.velocity_log_std_offset (a recipe variant; 0 in the paper config): the freshly built head
+    samples velocities as wide as the bound in training; with the offset the training sample is the mean
+    (what inference uses), while the eval output does not depend on it."""
+    from streamsplat_ns.networks.heads import DynamicHeads
+
+    assert DecoderConfig.paper().velocity_log_std_offset == 0.0
+    torch.manual_seed(0)
+    f = torch.randn(1, 500, 48)
+    plain = DynamicHeads(48, 32, 1)
+    offset = DynamicHeads(48, 32, 1, log_std_offset=-6.0)
+    offset.load_state_dict(plain.state_dict())
+    with torch.no_grad():
+        mean = plain.eval()(f)[0]
+        assert torch.equal(offset.eval()(f)[0], mean)
+        wide = plain.train()(f)[0]
+        near = offset.train()(f)[0]
+    assert (wide - mean).abs().mean() > 0.05  # log-std ~0: samples spread over the bound
+    assert torch.allclose(near, mean)
+    model = StreamSplat(EncoderConfig.tiny(), DecoderConfig.tiny(velocity_log_std_offset=-6.0))
+    assert model.decoder.heads.log_std_offset == -6.0

@@ -175,6 +175,12 @@ class DecoderConfig:
     recipe variant of the small demo model, whose decoder learned no motion from appearance alone (its
     velocities hardly depend on the input; docs/benchmarks.md, session 7)."""
 
+    velocity_log_std_offset: float = 0.0
+    """Not in the paper (0): added to the velocity head's log-std in training. The head starts near log-std 0,
+    i.e. a truncated normal as wide as the velocity bound: motions of +-0.5 canonical units (~60 px at 256
+    px) that only a sharp opacity life-cycle can hide. -5 starts training near the deterministic mean (the
+    head's own fallback below log-std -5). Inference uses the mean and never reads it. A recipe variant."""
+
     def __post_init__(self) -> None:
         if self.token_correlation < 0:
             raise ValueError(f"token_correlation must be >= 0 (a radius in tokens), got {self.token_correlation}")

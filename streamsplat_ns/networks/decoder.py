@@ -88,7 +88,12 @@ class DynamicDecoder(nn.Module):
             self.corr_proj = nn.Linear((2 * cfg.token_correlation + 1) ** 2, d, bias=False)
             nn.init.zeros_(self.corr_proj.weight)  # at initialisation the decoder is the plain one
         self.heads = DynamicHeads(
-            cs + self.upsampler.out_width, cfg.head_hidden, cfg.motion_order, cfg.velocity_scale, enc.position_bound_eps
+            cs + self.upsampler.out_width,
+            cfg.head_hidden,
+            cfg.motion_order,
+            cfg.velocity_scale,
+            enc.position_bound_eps,
+            cfg.velocity_log_std_offset,
         )
 
     def condition(self, dino: Float[Tensor, "B M Dd"]) -> Float[Tensor, "B M D"]:

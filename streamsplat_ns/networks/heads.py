@@ -157,9 +157,11 @@ class DynamicHeads(nn.Module):
         order: int = 1,
         velocity_scale: Tuple[float, float, float] = (0.5, 0.1, 0.5),
         eps: float = 1e-3,
+        log_std_offset: float = 0.0,
     ) -> None:
         super().__init__()
         self.order, self.eps = order, eps
+        self.log_std_offset = float(log_std_offset)  # DecoderConfig.velocity_log_std_offset (training only)
         self.velocity = _mlp(cin, hidden, 3 * order)
         for m in self.velocity:
             if isinstance(m, nn.Linear):
@@ -176,7 +178,10 @@ class DynamicHeads(nn.Module):
             f = f.float()
             mu = torch.tanh(self.velocity(f)) * (1 - self.eps)
             if self.training:
-                v = truncated_normal_sample(mu, self.velocity_log_std(f), -1 + self.eps, 1 - self.eps, self.eps)
+                log_std = self.velocity_log_std(f)
+                if self.log_std_offset:
+                    log_std = log_std + self.log_std_offset
+                v = truncated_normal_sample(mu, log_std, -1 + self.eps, 1 - self.eps, self.eps)
             else:
                 v = mu
             return self._outputs(v, self.lifecycle(f))
