@@ -49,6 +49,9 @@ def test_wheel_contains_kernel_sources(wheel):
     names = set(zipfile.ZipFile(wheel).namelist())
     for f in CSRC:
         assert f"streamsplat_ns/rendering/csrc/{f}" in names, f"{f} missing from {wheel.name}"
+    # the packaged kernel-choice tables (a fresh GPU machine of a known environment skips the timing)
+    tuned = {p.name for p in (ROOT / "streamsplat_ns" / "inference" / "tuned").glob("*.json")}
+    assert tuned and all(f"streamsplat_ns/inference/tuned/{t}" in names for t in tuned), tuned
     entry_points = zipfile.ZipFile(wheel).read(next(n for n in names if n.endswith("entry_points.txt"))).decode()
     assert "streamsplat-build-cuda = streamsplat_ns.cli.build_cuda:entrypoint" in entry_points
 
